@@ -1,0 +1,77 @@
+"""Params and outputs of the artifact actions."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import Field
+
+from contracts._base import DEFAULT_PAGE, Output, PageLimit, Params
+from contracts.envelope import UtcDatetime
+from contracts.manifest import ArtifactId, ArtifactManifest, ArtifactStatus, Labels
+
+MAX_URI_TTL_S = 7 * 86400
+
+
+class RegisterArtifactParams(Params):
+    manifest: ArtifactManifest
+
+
+class RegisterArtifactOutput(Output):
+    artifact_id: str
+    registered: bool
+    already_exists: bool
+    uri: str
+    checksum: str
+    manifest: ArtifactManifest
+
+
+class GetArtifactParams(Params):
+    artifact_id: ArtifactId
+    latest: bool = False
+
+
+class GetArtifactOutput(Output):
+    artifact_id: str
+    manifest: ArtifactManifest
+
+
+class ListArtifactsParams(Params):
+    trace_id: str | None = None
+    artifact_type: str | None = None
+    created_by: str | None = None
+    step_id: str | None = None
+    status: ArtifactStatus | None = None
+    labels: Labels = Field(default_factory=dict)
+    created_after: UtcDatetime | None = None
+    created_before: UtcDatetime | None = None
+    latest_only: bool = False
+    limit: PageLimit = DEFAULT_PAGE
+    cursor: str | None = Field(default=None, max_length=1024)
+
+
+class ListArtifactsOutput(Output):
+    count: int
+    artifacts: list[ArtifactManifest]
+    next_cursor: str | None = None
+
+
+class GetArtifactUriParams(Params):
+    artifact_id: ArtifactId
+    expires_in_seconds: int = Field(default=3600, ge=1, le=MAX_URI_TTL_S)
+
+
+class GetArtifactUriOutput(Output):
+    artifact_id: str
+    uri: str
+    signed: bool
+    expires_at: datetime | None = None
+
+
+class DeleteArtifactParams(Params):
+    artifact_id: ArtifactId
+
+
+class DeleteArtifactOutput(Output):
+    artifact_id: str
+    deleted: bool

@@ -1,0 +1,127 @@
+"""CloudEvents 1.0 envelopes (structured JSON) and the four MindBus data shapes.
+
+``time`` accepts ``Z``, an offset or a naive value (read as UTC) and always comes back aware.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from contracts.errors import ErrorCode
+
+COMMAND_TYPE = "ai.team.command"
+RESULT_TYPE = "ai.team.result"
+ERROR_TYPE = "ai.team.error"
+EVENT_TYPE = "ai.team.event"
+
+
+def _as_utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+UtcDatetime = Annotated[datetime, AfterValidator(_as_utc)]
+"""A datetime that is always aware and in UTC; naive input is taken as UTC."""
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+
+class CommandData(_Model):
+    action: str = Field(min_length=1, max_length=100)
+    params: dict[str, Any] = Field(default_factory=dict)
+    context: dict[str, Any] | None = None
+    target_node: str | None = None
+    timeout_seconds: int | None = Field(default=None, ge=1, le=3600)
+    idempotency_key: str | None = Field(default=None, min_length=1, max_length=255)
+    retry_policy: dict[str, Any] | None = None
+    requirements: dict[str, Any] | None = None
+
+
+class ResultData(_Model):
+    status: Literal["SUCCESS"] = "SUCCESS"
+    output: dict[str, Any] = Field(default_factory=dict)
+    execution_time_ms: int = Field(default=0, ge=0)
+    metrics: dict[str, Any] | None = None
+
+
+class ErrorBody(_Model):
+    code: ErrorCode
+    message: str
+    retryable: bool = False
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+class ErrorData(_Model):
+    error: ErrorBody
+    execution_time_ms: int = Field(default=0, ge=0)
+
+
+class EventData(_Model):
+    event_type: str
+    event_data: dict[str, Any] = Field(default_factory=dict)
+    severity: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    tags: list[str] = Field(default_factory=list)
+
+
+class CloudEvent(_Model):
+    specversion: Literal["1.0"] = "1.0"
+    type: str = Field(min_length=1)
+    source: str = Field(min_length=1)
+    id: str = Field(default_factory=new_id, min_length=1, max_length=255)
+    time: UtcDatetime | None = Field(default_factory=utc_now)
+    subject: str | None = None
+    datacontenttype: str | None = "application/json"
+    traceparent: str | None = None
+    correlationid: str | None = None
+    priority: int | None = None
+    data: Any = None
+
+    def to_json_bytes(self) -> bytes:
+        return self.model_dump_json(exclude_none=True).encode()
+
+
+class CommandEnvelope(CloudEvent):
+    type: Literal["ai.team.command"] = COMMAND_TYPE
+    data: CommandData
+
+
+class ResultEnvelope(CloudEvent):
+    type: Literal["ai.team.result"] = RESULT_TYPE
+    data: ResultData
+
+
+class ErrorEnvelope(CloudEvent):
+    type: Literal["ai.team.error"] = ERROR_TYPE
+    data: ErrorData
+
+
+class EventEnvelope(CloudEvent):
+    type: Literal["ai.team.event"] = EVENT_TYPE
+    data: EventData
+
+
+ReplyEnvelope = ResultEnvelope | ErrorEnvelope
+
+
+def make_command(
+    action: str,
+    params: dict[str, Any] | None = None,
+    *,
+    source: str,
+    **data: Any,
+) -> CommandEnvelope:
+    """Build a COMMAND envelope the way agents send them."""
+    return CommandEnvelope(source=source, data=CommandData(action=action, params=params or {}, **data))

@@ -1,0 +1,32 @@
+"""Names on the bus. Defaults only: every one is overridable by the worker's settings."""
+
+from __future__ import annotations
+
+DEFAULT_AMQP_URL = "amqp://guest:guest@localhost:5672/"
+EXCHANGE = "ai_team"
+DLX_EXCHANGE = "ai_team.dlx"
+COMMAND_QUEUE = "storage.commands"
+DLQ = "storage.dlq"
+NODE_NAME = "storage-primary"
+NODE_TYPE = "storage"
+MAX_PRIORITY = 255
+
+ROUTING_KEY_ANY = "cmd.storage.any"
+
+EVT_NODE_REGISTERED = "evt.node.registered"
+EVT_NODE_HEARTBEAT = "evt.node.heartbeat"
+EVT_NODE_DEREGISTERED = "evt.node.deregistered"
+
+PRIORITY_REPLY = 20
+PRIORITY_NODE_LIFECYCLE = 10
+PRIORITY_HEARTBEAT = 5
+
+
+def node_routing_key(node_name: str) -> str:
+    """The routing key that addresses one storage node rather than any of them."""
+    return f"cmd.storage.{node_name}"
+
+
+def dlx_name(exchange: str) -> str:
+    """The dead-letter exchange that belongs to a main exchange."""
+    return f"{exchange}.dlx"

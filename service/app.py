@@ -1,0 +1,121 @@
+"""The worker: FastStream broker and subscriber, topology, the single writer, start and graceful stop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+from faststream import AckPolicy
+from faststream.rabbit import Channel, RabbitBroker, RabbitMessage
+
+from contracts import topology as names
+from service import topology
+from service.context import Services
+from service.files import FileStore
+from service.pipeline import Delivery, Outcome, Pipeline, Settle
+from service.settings import Settings
+from service.store.db import create_engine, sqlite_path
+from service.store.lock import DatabaseLock
+from service.store.schema import migrate
+from service.store.writer import SingleWriter
+
+log = logging.getLogger(__name__)
+
+StartHook = Callable[["Worker"], Awaitable[None]]
+
+
+class Worker:
+    """One storage node. ``start()`` returns once it consumes; ``stop()`` drains in-flight commands first."""
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = settings or Settings()
+        s = self.settings
+        self.broker = RabbitBroker(
+            s.amqp_url,
+            default_channel=Channel(prefetch_count=s.prefetch),
+            graceful_timeout=s.shutdown_grace_s,
+            logger=None,
+            app_id=f"mindbus-storage/{s.node_name}",
+        )
+        self.subscriber = self.broker.subscriber(
+            topology.command_queue(s),
+            topology.exchange(s),
+            ack_policy=AckPolicy.MANUAL,
+            no_reply=True,
+            title="storage commands",
+        )
+        self.subscriber(self._on_message)
+        self._lock: DatabaseLock | None = None
+        self.services: Services | None = None
+        self.pipeline: Pipeline | None = None
+        self.on_started: list[StartHook] = []
+        self.on_stopping: list[StartHook] = []
+        self.on_outcome: list[Callable[[Outcome, float], None]] = []
+
+    async def start(self) -> None:
+        s = self.settings
+        if (db_file := sqlite_path(s.database_url)) is not None:
+            self._lock = DatabaseLock(db_file)
+            self._lock.acquire()
+        engine = create_engine(s.database_url)
+        if s.migrate_on_start:
+            await migrate(engine)
+        files = FileStore(s.storage_root)
+        await asyncio.to_thread(files.ensure_layout)
+        writer = SingleWriter(engine, batch_max=s.write_batch_max)
+        await writer.start()
+        self.services = Services(settings=s, engine=engine, writer=writer, files=files)
+        self.pipeline = Pipeline(self.services)
+        for hook in self.on_started:
+            await hook(self)
+        await self.broker.connect()
+        await topology.declare(self.broker, s)
+        await self.broker.start()
+        log.info("storage worker %s consuming %s on %s", s.node_name, s.queue, s.exchange)
+
+    async def stop(self) -> None:
+        """Stop taking messages, finish in-flight ones (up to the shutdown grace), then close the stores."""
+        for hook in self.on_stopping:
+            await hook(self)
+        await self.broker.stop()
+        if self.services is not None:
+            await self.services.writer.stop()
+            await self.services.engine.dispose()
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+        log.info("storage worker %s stopped", self.settings.node_name)
+
+    async def _on_message(self, message: RabbitMessage) -> None:
+        raw = message.raw_message
+        expiration = raw.expiration
+        delivery = Delivery(
+            body=raw.body,
+            reply_to=raw.reply_to,
+            correlation_id=raw.correlation_id,
+            user_id=raw.user_id,
+            expiration_ms=expiration * 1000 if expiration is not None else None,
+        )
+        assert self.pipeline is not None
+        started = asyncio.get_running_loop().time()
+        outcome = await self.pipeline.process(delivery)
+        if outcome.reply is not None and outcome.reply_to:
+            await self.broker.publish(
+                outcome.reply,
+                exchange="",
+                routing_key=outcome.reply_to,
+                correlation_id=outcome.correlation_id,
+                message_id=outcome.reply_id,
+                content_type="application/json",
+                persist=True,
+                priority=names.PRIORITY_REPLY,
+                mandatory=False,
+            )
+        if outcome.settle is Settle.REJECT:
+            await message.reject(requeue=False)
+        else:
+            await message.ack()
+        elapsed = asyncio.get_running_loop().time() - started
+        for observer in self.on_outcome:
+            observer(outcome, elapsed)

@@ -1,0 +1,239 @@
+"""Files behind fsspec: the temp → artifacts → orphans life cycle, path confinement and sha256.
+
+The one boundary where fsspec and OS errors become wire errors. Blocking I/O runs in a thread so the
+event loop keeps serving other commands while a 10 MiB file is hashed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import os
+import posixpath
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import ParamSpec, TypeVar
+from urllib.parse import unquote, urlsplit
+
+import fsspec
+from fsspec.core import url_to_fs
+
+from contracts import InvalidArgument, NotFound, PermissionDenied, StorageError, Unavailable
+
+TEMP = "temp"
+ARTIFACTS = "artifacts"
+ORPHANS = "orphans"
+_CHUNK = 1024 * 1024
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def safe_segment(value: str, *, max_len: int = 128) -> str:
+    """A single path segment that cannot escape its folder, whatever the input (``../x`` → ``.._x``)."""
+    cleaned = _UNSAFE.sub("_", value)[:max_len]
+    return "_" if cleaned in {"", ".", ".."} else cleaned
+
+
+@dataclass(frozen=True, slots=True)
+class FileInfo:
+    path: str
+    size: int
+    modified: datetime | None
+
+
+class FileStore:
+    """Paths here are fsspec paths (no scheme); ``url()`` gives the URI agents see."""
+
+    def __init__(self, root_url: str) -> None:
+        fs, root = url_to_fs(root_url)
+        self.fs: fsspec.AbstractFileSystem = fs
+        self.is_local = "file" in _protocols(fs)
+        self.root = os.path.realpath(root) if self.is_local else root.rstrip("/")
+        self.root_url = root_url
+
+    def ensure_layout(self) -> None:
+        for folder in (TEMP, ARTIFACTS, ORPHANS):
+            self.fs.makedirs(self.join(folder), exist_ok=True)
+
+    def join(self, *parts: str) -> str:
+        return posixpath.join(self.root, *parts)
+
+    def url(self, path: str) -> str:
+        return f"file://{path}" if self.is_local else self.fs.unstrip_protocol(path)
+
+    # -- confinement ---------------------------------------------------------------------------
+
+    def resolve_incoming(self, uri: str) -> str:
+        """The real path of an agent-given URI, refused unless it lies under ``temp/`` or ``artifacts/``."""
+        path = self._path_of(uri)
+        allowed = (self.join(TEMP), self.join(ARTIFACTS))
+        if not any(path.startswith(folder + "/") for folder in allowed):
+            raise PermissionDenied(
+                "uri must point under the storage root's temp/ or artifacts/ folder",
+                {"uri": uri, "allowed": [self.url(folder) + "/" for folder in allowed]},
+            )
+        return path
+
+    def _path_of(self, uri: str) -> str:
+        if "\x00" in uri:
+            raise PermissionDenied("uri contains a NUL byte", {"uri": uri})
+        parts = urlsplit(uri)
+        own = _protocols(self.fs)
+        scheme = parts.scheme.lower()
+        if self.is_local and scheme in ("", "file"):
+            raw = unquote(parts.path if scheme else uri)
+            if scheme and parts.netloc not in ("", "localhost"):
+                raise PermissionDenied("file URIs must not name a host", {"uri": uri})
+        elif not self.is_local and scheme in own:
+            raw = unquote(parts.netloc + parts.path)
+        else:
+            raise PermissionDenied(f"uri scheme {scheme or '(none)'!r} is not this storage's", {"uri": uri})
+        if "\x00" in raw or ".." in raw.split("/"):
+            raise PermissionDenied("uri must not contain '..' segments", {"uri": uri})
+        if self.is_local:
+            joined = raw if os.path.isabs(raw) else os.path.join(self.root, raw)
+            return os.path.realpath(joined)  # symlinks resolved: one that escapes lands outside the root
+        return posixpath.normpath(raw)
+
+    # -- checks ----------------------------------------------------------------------------------
+
+    async def info(self, path: str) -> FileInfo:
+        return await _io(self._info, path)
+
+    def _info(self, path: str) -> FileInfo:
+        try:
+            details = self.fs.info(path)
+        except FileNotFoundError:
+            raise NotFound("file not found", {"uri": self.url(path)}) from None
+        if details.get("type") != "file":
+            raise InvalidArgument("uri names a directory, not a file", {"uri": self.url(path)})
+        return FileInfo(path, int(details.get("size") or 0), _mtime(details))
+
+    async def sha256(self, path: str) -> str:
+        return await _io(self._sha256, path)
+
+    def _sha256(self, path: str) -> str:
+        digest = hashlib.sha256()
+        try:
+            with self.fs.open(path, "rb") as handle:
+                while chunk := handle.read(_CHUNK):
+                    digest.update(chunk)
+        except FileNotFoundError:
+            raise NotFound("file not found", {"uri": self.url(path)}) from None
+        return "sha256:" + digest.hexdigest()
+
+    async def exists(self, path: str) -> bool:
+        return await _io(self.fs.exists, path)
+
+    # -- moves ---------------------------------------------------------------------------------
+
+    def artifact_path(self, trace_id: str, artifact_id: str, source_path: str) -> str:
+        """The permanent home ``artifacts/<trace_id>/<artifact_id><ext>``; the extension comes from the source."""
+        ext = posixpath.splitext(source_path)[1]
+        ext = ext if re.fullmatch(r"\.[A-Za-z0-9]{1,16}", ext) else ""
+        return self.join(ARTIFACTS, safe_segment(trace_id), artifact_id + ext)
+
+    def in_folder(self, path: str, folder: str) -> bool:
+        return path.startswith(self.join(folder) + "/")
+
+    async def place(self, source: str, dest: str) -> None:
+        """Move a temp file into place; copy when the source lies under ``artifacts/`` (it may be shared)."""
+        if source == dest:
+            return
+        await _io(self._place, source, dest)
+
+    def _place(self, source: str, dest: str) -> None:
+        self.fs.makedirs(posixpath.dirname(dest), exist_ok=True)
+        if self.in_folder(source, ARTIFACTS):
+            self.fs.copy(source, dest)
+        else:
+            self._move(source, dest)
+
+    def _move(self, source: str, dest: str) -> None:
+        if self.is_local:
+            os.replace(source, dest)
+        else:  # object stores have no rename: copy, then delete; recovery finishes an interrupted pair
+            self.fs.copy(source, dest)
+            self.fs.rm(source)
+
+    async def to_orphans(self, path: str) -> str | None:
+        """Move a file to ``orphans/``, keeping its path below the root; None when it was already gone."""
+        return await _io(self._to_orphans, path)
+
+    def _to_orphans(self, path: str) -> str | None:
+        relative = posixpath.relpath(path, self.root)
+        if relative.startswith(ORPHANS + "/"):
+            return path
+        dest = self.join(ORPHANS, relative)
+        try:
+            self.fs.makedirs(posixpath.dirname(dest), exist_ok=True)
+            self._move(path, dest)
+        except FileNotFoundError:
+            return None
+        return dest
+
+    async def remove(self, path: str) -> None:
+        await _io(self._remove, path)
+
+    def _remove(self, path: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.fs.rm(path)
+
+    async def walk(self, folder: str) -> list[FileInfo]:
+        """Every file under a top-level folder with its size and modification time."""
+        return await _io(self._walk, folder)
+
+    def _walk(self, folder: str) -> list[FileInfo]:
+        base = self.join(folder)
+        if not self.fs.exists(base):
+            return []
+        found = self.fs.find(base, detail=True)
+        return [
+            FileInfo(_strip(self.fs, name), int(d.get("size") or 0), _mtime(d))
+            for name, d in found.items()
+            if d.get("type") == "file"
+        ]
+
+    async def sign(self, path: str, expires_in_s: int) -> tuple[str, bool, datetime | None]:
+        """A URL for reading the file: presigned where the backend can sign, else the plain URI."""
+        if self.is_local:
+            return self.url(path), False, None
+        try:
+            signed = await _io(self.fs.sign, path, expires_in_s)
+        except NotImplementedError:
+            return self.url(path), False, None
+        return str(signed), True, datetime.now(UTC) + timedelta(seconds=expires_in_s)
+
+
+def _protocols(fs: fsspec.AbstractFileSystem) -> tuple[str, ...]:
+    proto = fs.protocol
+    return (proto,) if isinstance(proto, str) else tuple(proto)
+
+
+def _strip(fs: fsspec.AbstractFileSystem, name: str) -> str:
+    return os.path.realpath(name) if "file" in _protocols(fs) else name
+
+
+def _mtime(details: dict[str, object]) -> datetime | None:
+    for key in ("mtime", "LastModified", "last_modified", "created"):
+        value = details.get(key)
+        if isinstance(value, datetime):
+            return value if value.tzinfo else value.replace(tzinfo=UTC)
+        if isinstance(value, int | float):
+            return datetime.fromtimestamp(value, UTC)
+    return None
+
+
+async def _io(fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
+    try:
+        return await asyncio.to_thread(fn, *args, **kwargs)
+    except StorageError:
+        raise
+    except PermissionError as exc:
+        raise PermissionDenied("storage refused access to the file", {"reason": str(exc)}) from exc
+    except OSError as exc:
+        raise Unavailable("file storage unavailable, retry later", {"reason": str(exc)[:200]}) from exc

@@ -1,0 +1,201 @@
+"""Artifact actions: register (the file checks, then the commit point, then the move), read, list, delete."""
+
+from __future__ import annotations
+
+import logging
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from contracts import (
+    AlreadyExists,
+    ArtifactManifest,
+    ArtifactStatus,
+    DeleteArtifactOutput,
+    DeleteArtifactParams,
+    FailedPrecondition,
+    GetArtifactOutput,
+    GetArtifactParams,
+    GetArtifactUriOutput,
+    GetArtifactUriParams,
+    InvalidArgument,
+    ListArtifactsOutput,
+    ListArtifactsParams,
+    NotFound,
+    OutOfRange,
+    RegisterArtifactOutput,
+    RegisterArtifactParams,
+    parse_retention,
+)
+from service.context import HandlerContext
+from service.files import TEMP
+from service.identity import can_read, refuse_read
+from service.store import artifacts as store
+
+log = logging.getLogger(__name__)
+
+MAX_CHAIN = 10_000
+
+
+async def register_artifact(params: RegisterArtifactParams, ctx: HandlerContext) -> RegisterArtifactOutput:
+    manifest = params.manifest
+    async with ctx.read() as conn:
+        existing = await store.get(conn, manifest.id)
+    if existing is not None:
+        return _already_registered(existing, manifest)
+
+    files = ctx.files
+    source = files.resolve_incoming(manifest.uri)
+    info = await files.info(source)
+    limit = ctx.settings.max_file_bytes
+    if info.size > limit:
+        raise OutOfRange(
+            f"file is {info.size} bytes, at most {limit} allowed",
+            {"size_bytes": info.size, "limit_bytes": limit, "uri": manifest.uri},
+        )
+    if info.size != manifest.size_bytes:
+        raise InvalidArgument(
+            "size_bytes does not match the file",
+            {"field": "manifest.size_bytes", "expected": manifest.size_bytes, "actual": info.size},
+        )
+    actual = await files.sha256(source)
+    if actual != manifest.checksum:
+        if files.in_folder(source, TEMP):
+            await files.remove(source)
+        raise InvalidArgument(
+            "checksum does not match the file",
+            {"field": "manifest.checksum", "expected": manifest.checksum, "actual": actual},
+        )
+
+    dest = files.artifact_path(manifest.trace_id, manifest.id, source)
+    final = manifest.model_copy(
+        update={
+            "status": ArtifactStatus.COMPLETED,
+            "uri": files.url(dest),
+            "owner": manifest.owner or ctx.requester.id,
+        }
+    )
+    retention = parse_retention(final.retention)
+    expires_at = ctx.now + retention if retention is not None else None
+
+    async def commit(conn: AsyncConnection) -> RegisterArtifactOutput:
+        raced = await store.get(conn, final.id)
+        if raced is not None:
+            return _already_registered(raced, manifest)
+        if final.supersedes is not None:
+            await _check_supersedes(conn, final)
+        await store.insert_artifact(conn, final, expires_at=expires_at, now=ctx.now)
+        return RegisterArtifactOutput(
+            artifact_id=final.id,
+            registered=True,
+            already_exists=False,
+            uri=final.uri,
+            checksum=final.checksum,
+            manifest=final,
+        )
+
+    output = await ctx.write(commit)
+    if output.registered:
+        ctx.services.faults.hit("after_commit")
+        await files.place(source, dest)
+    return output
+
+
+def _already_registered(row: object, manifest: ArtifactManifest) -> RegisterArtifactOutput:
+    stored = store.manifest_of(row)  # type: ignore[arg-type]
+    if stored.checksum != manifest.checksum:
+        raise AlreadyExists(
+            f"artifact {manifest.id} is already registered with another checksum",
+            {"artifact_id": manifest.id, "checksum": stored.checksum, "requested_checksum": manifest.checksum},
+        )
+    return RegisterArtifactOutput(
+        artifact_id=stored.id,
+        registered=False,
+        already_exists=True,
+        uri=stored.uri,
+        checksum=stored.checksum,
+        manifest=stored,
+    )
+
+
+async def _check_supersedes(conn: AsyncConnection, manifest: ArtifactManifest) -> None:
+    assert manifest.supersedes is not None
+    previous = await store.get(conn, manifest.supersedes)
+    if previous is None:
+        raise FailedPrecondition(
+            f"supersedes names unknown artifact {manifest.supersedes}",
+            {"field": "manifest.supersedes", "supersedes": manifest.supersedes},
+        )
+    if manifest.version != previous.version + 1:
+        raise FailedPrecondition(
+            f"a successor of version {previous.version} must have version {previous.version + 1}",
+            {"field": "manifest.version", "expected": previous.version + 1, "actual": manifest.version},
+        )
+    successor = await store.successor_of(conn, manifest.supersedes)
+    if successor is not None:
+        raise AlreadyExists(
+            f"artifact {manifest.supersedes} already has a successor",
+            {"supersedes": manifest.supersedes, "existing_successor": successor.id},
+        )
+
+
+async def get_artifact(params: GetArtifactParams, ctx: HandlerContext) -> GetArtifactOutput:
+    async with ctx.read() as conn:
+        row = await store.get(conn, params.artifact_id)
+        if row is None:
+            raise NotFound(f"artifact {params.artifact_id} not found", {"artifact_id": params.artifact_id})
+        if params.latest:
+            for _ in range(MAX_CHAIN):
+                newer = await store.successor_of(conn, row.id)
+                if newer is None:
+                    break
+                row = newer
+    _check_readable(row, ctx)
+    return GetArtifactOutput(artifact_id=row.id, manifest=store.manifest_of(row))
+
+
+def _check_readable(row: object, ctx: HandlerContext) -> None:
+    r = row  # a Row with visibility, owner, trace_id, id
+    if not can_read(r.visibility, r.owner, r.trace_id, ctx.requester):  # type: ignore[attr-defined]
+        raise refuse_read("artifact", r.id, r.visibility, r.owner, ctx.requester)  # type: ignore[attr-defined]
+
+
+async def list_artifacts(params: ListArtifactsParams, ctx: HandlerContext) -> ListArtifactsOutput:
+    async with ctx.read() as conn:
+        rows, next_cursor = await store.list_page(conn, params, ctx.requester)
+    manifests = [store.manifest_of(row) for row in rows]
+    return ListArtifactsOutput(count=len(manifests), artifacts=manifests, next_cursor=next_cursor)
+
+
+async def get_artifact_uri(params: GetArtifactUriParams, ctx: HandlerContext) -> GetArtifactUriOutput:
+    async with ctx.read() as conn:
+        row = await store.get(conn, params.artifact_id)
+    if row is None:
+        raise NotFound(f"artifact {params.artifact_id} not found", {"artifact_id": params.artifact_id})
+    _check_readable(row, ctx)
+    path = ctx.files.resolve_incoming(row.uri)
+    uri, signed, expires_at = await ctx.files.sign(path, params.expires_in_seconds)
+    return GetArtifactUriOutput(artifact_id=row.id, uri=uri, signed=signed, expires_at=expires_at)
+
+
+async def delete_artifact(params: DeleteArtifactParams, ctx: HandlerContext) -> DeleteArtifactOutput:
+    removed: list[str] = []
+
+    async def commit(conn: AsyncConnection) -> DeleteArtifactOutput:
+        row = await store.delete_artifact(conn, params.artifact_id)
+        if row is not None:
+            removed.append(row.uri)
+        return DeleteArtifactOutput(artifact_id=params.artifact_id, deleted=row is not None)
+
+    output = await ctx.write(commit)
+    for uri in removed:
+        await ctx.files.to_orphans(ctx.files.resolve_incoming(uri))
+    return output
+
+
+HANDLERS = {
+    "register_artifact": register_artifact,
+    "get_artifact": get_artifact,
+    "list_artifacts": list_artifacts,
+    "get_artifact_uri": get_artifact_uri,
+    "delete_artifact": delete_artifact,
+}

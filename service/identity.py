@@ -1,0 +1,40 @@
+"""Who a command acts as (CONTRACT.md §3) and who may read what."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from contracts import CommandEnvelope, PermissionDenied, Visibility
+from service.context import Requester
+from service.settings import Settings
+
+
+def requester_of(envelope: CommandEnvelope, user_id: str | None, settings: Settings) -> Requester:
+    """The broker-validated ``user_id`` first; the body's claims only when the settings trust them."""
+    context: dict[str, Any] = envelope.data.context or {}
+    trace = context.get("requester_trace_id")
+    trace_id = str(trace) if trace is not None else None
+    if user_id:
+        ident: str | None = user_id
+    elif settings.trust_body_identity:
+        claimed = context.get("requester_id")
+        ident = str(claimed) if claimed else envelope.source
+    else:
+        ident = None
+    return Requester(id=ident, trace_id=trace_id, is_admin=ident is not None and ident in settings.admins)
+
+
+def can_read(visibility: str, owner: str | None, trace_id: str | None, requester: Requester) -> bool:
+    if visibility == Visibility.PUBLIC or requester.is_admin:
+        return True
+    is_owner = requester.id is not None and owner == requester.id
+    if visibility == Visibility.PRIVATE:
+        return is_owner
+    return is_owner or (requester.trace_id is not None and trace_id == requester.trace_id)
+
+
+def refuse_read(kind: str, item_id: str, visibility: str, owner: str | None, requester: Requester) -> PermissionDenied:
+    return PermissionDenied(
+        f"{kind} {item_id} is {visibility} and not readable by this requester",
+        {kind: item_id, "visibility": visibility, "owner": owner, "requester": requester.id},
+    )

@@ -1,0 +1,249 @@
+"""One command's path, in the order of CONTRACT.md §1: size and parse, inbox, expiry, target, execute.
+
+The pipeline turns a delivery into an ``Outcome``: the reply bytes (or none) and how to settle the
+message. It knows AMQP only as the handful of properties it reads; the transport does the I/O.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+from pydantic import ValidationError
+
+from contracts import (
+    ACTIONS,
+    CommandEnvelope,
+    DeadlineExceeded,
+    ErrorCode,
+    FailedPrecondition,
+    InvalidArgument,
+    PermissionDenied,
+    StorageError,
+    Unimplemented,
+    utc_now,
+)
+from service.context import HandlerContext, Services
+from service.handlers import HANDLERS
+from service.identity import requester_of
+from service.recording import Duplicate, Recorder
+from service.replies import envelope_bytes, error_reply, error_reply_of, result_reply
+from service.store import inbox
+from service.store.db import read_connection
+from service.store.inbox import StoredReply
+
+log = logging.getLogger(__name__)
+
+
+class Settle(Enum):
+    ACK = "ack"
+    REJECT = "reject"
+    """Reject without requeue: the broker dead-letters it to the DLQ."""
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """The parts of an AMQP message the pipeline reads."""
+
+    body: bytes
+    reply_to: str | None = None
+    correlation_id: str | None = None
+    user_id: str | None = None
+    expiration_ms: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    settle: Settle
+    reply: bytes | None
+    reply_to: str | None
+    correlation_id: str | None
+    reply_id: str | None
+    action: str
+    code: str
+    """``OK`` or the error code: what metrics and the log line count."""
+
+
+class Pipeline:
+    def __init__(self, services: Services) -> None:
+        self.services = services
+        self.settings = services.settings
+        self.source = services.settings.node_name
+
+    async def process(self, delivery: Delivery) -> Outcome:
+        started = time.monotonic()
+        envelope, refusal = self._parse(delivery)
+        if envelope is None:
+            assert refusal is not None
+            return self._finish(delivery, None, error_reply(refusal, started), "-", settle=Settle.REJECT)
+        data = envelope.data
+        spec = ACTIONS.get(data.action)
+        recorder: Recorder | None = None
+        if spec is not None and spec.writes:
+            recorder = Recorder(
+                envelope.id, data.action, data.idempotency_key, inbox.request_hash(data.action, data.params), started
+            )
+            try:
+                async with read_connection(self.services.engine) as conn:
+                    stored = await recorder.lookup(conn)
+            except StorageError as exc:
+                return self._finish(delivery, envelope, error_reply(exc, started), data.action)
+            if stored is not None:
+                return self._finish(delivery, envelope, stored, data.action)
+        if (refusal := self._gate(envelope, delivery)) is not None:
+            return self._finish(delivery, envelope, error_reply(refusal, started), data.action)
+        reply = await self._execute(envelope, delivery, recorder, started)
+        return self._finish(delivery, envelope, reply, data.action)
+
+    def _parse(self, delivery: Delivery) -> tuple[CommandEnvelope | None, StorageError | None]:
+        limit = self.settings.max_message_bytes
+        if len(delivery.body) > limit:
+            return None, InvalidArgument(
+                f"message body is {len(delivery.body)} bytes, at most {limit} allowed",
+                {"reason": "message_too_large", "size_bytes": len(delivery.body), "limit_bytes": limit},
+            )
+        try:
+            return CommandEnvelope.model_validate_json(delivery.body), None
+        except ValidationError as exc:
+            return None, InvalidArgument("not a valid COMMAND envelope", {"errors": _errors(exc)})
+
+    def _gate(self, envelope: CommandEnvelope, delivery: Delivery) -> StorageError | None:
+        """Expiry and target node: a command that fails either is answered but not executed."""
+        if delivery.expiration_ms is not None and envelope.time is not None:
+            age_ms = (utc_now() - envelope.time).total_seconds() * 1000
+            if age_ms > delivery.expiration_ms:
+                return DeadlineExceeded(
+                    "command expired before it could be executed",
+                    {"age_ms": int(age_ms), "expiration_ms": delivery.expiration_ms},
+                    retryable=False,
+                )
+        context = envelope.data.context or {}
+        target = envelope.data.target_node or context.get("target_node")
+        if target is not None and target != self.settings.node_name:
+            return FailedPrecondition(
+                f"command is addressed to node {target!r}, this is {self.settings.node_name!r}",
+                {"target_node": target, "node": self.settings.node_name},
+            )
+        return None
+
+    async def _execute(
+        self, envelope: CommandEnvelope, delivery: Delivery, recorder: Recorder | None, started: float
+    ) -> StoredReply:
+        data = envelope.data
+        spec = ACTIONS.get(data.action)
+        try:
+            if spec is None:
+                raise Unimplemented(
+                    f"unknown action {data.action!r}", {"action": data.action, "supported": sorted(HANDLERS)}
+                )
+            try:
+                params = spec.params.model_validate(data.params)
+            except ValidationError as exc:
+                raise InvalidArgument(_summary(exc), {"errors": _errors(exc)}) from None
+            requester = requester_of(envelope, delivery.user_id, self.settings)
+            if spec.admin and not requester.is_admin:
+                raise PermissionDenied(
+                    f"{data.action} is an admin action", {"action": data.action, "requester": requester.id}
+                )
+            ctx = HandlerContext(self.services, requester, recorder=recorder)
+            handler = HANDLERS.get(data.action)
+            if handler is None:
+                raise Unimplemented(
+                    f"action {data.action!r} is not served by this worker version",
+                    {"action": data.action, "supported": sorted(HANDLERS)},
+                )
+            if data.timeout_seconds is not None:
+                async with asyncio.timeout(data.timeout_seconds):
+                    output = await handler(params, ctx)
+            else:
+                output = await handler(params, ctx)
+        except Duplicate as dup:
+            return dup.reply
+        except TimeoutError:
+            error: StorageError = DeadlineExceeded(
+                "the command's own timeout ran out", {"timeout_seconds": data.timeout_seconds}
+            )
+            return await self._store_failure(recorder, error, started)
+        except StorageError as exc:
+            return await self._store_failure(recorder, exc, started)
+        except Exception:
+            log.exception("action %s failed unexpectedly (envelope %s)", data.action, envelope.id)
+            return error_reply_of(ErrorCode.INTERNAL, "internal error", {"action": data.action}, False, started)
+        if recorder is not None and recorder.stored is not None:
+            return recorder.stored
+        reply = result_reply(output, started)
+        if recorder is not None:
+            return await self._record(recorder, reply, started)
+        return reply
+
+    async def _store_failure(self, recorder: Recorder | None, error: StorageError, started: float) -> StoredReply:
+        if recorder is not None and recorder.stored is not None:
+            return recorder.stored  # the error was recorded with the write that raised it
+        reply = error_reply(error, started)
+        if recorder is None or error.retryable:
+            return reply  # retryable errors are never stored: a retry must be able to succeed
+        return await self._record(recorder, reply, started)
+
+    async def _record(self, recorder: Recorder, reply: StoredReply, started: float) -> StoredReply:
+        try:
+            return await recorder.record(self.services.writer, reply)
+        except StorageError as exc:
+            return error_reply(exc, started)
+
+    def _finish(
+        self,
+        delivery: Delivery,
+        envelope: CommandEnvelope | None,
+        reply: StoredReply,
+        action: str,
+        *,
+        settle: Settle = Settle.ACK,
+    ) -> Outcome:
+        correlation_id = delivery.correlation_id or (envelope.id if envelope else _loose_id(delivery.body))
+        body = None
+        if delivery.reply_to:
+            body = envelope_bytes(
+                reply,
+                source=self.source,
+                correlation_id=correlation_id,
+                subject=envelope.subject if envelope else None,
+                traceparent=envelope.traceparent if envelope else None,
+            )
+        code = "OK" if reply.reply_type.endswith("result") else _code_of(reply)
+        return Outcome(settle, body, delivery.reply_to, correlation_id, reply.reply_id, action, code)
+
+
+def _errors(exc: ValidationError) -> list[dict[str, Any]]:
+    return [
+        {"field": ".".join(str(p) for p in err["loc"]) or "(body)", "message": err["msg"], "type": err["type"]}
+        for err in exc.errors(include_url=False, include_input=False)[:20]
+    ]
+
+
+def _summary(exc: ValidationError) -> str:
+    first = exc.errors(include_url=False, include_input=False)[0]
+    field = ".".join(str(p) for p in first["loc"]) or "(params)"
+    more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    return f"invalid params: {field}: {first['msg']}{more}"
+
+
+def _loose_id(body: bytes) -> str | None:
+    """The envelope id of a body that failed validation, when it is at least a JSON object with one."""
+    try:
+        value = json.loads(body)
+    except (ValueError, RecursionError):
+        return None
+    found = value.get("id") if isinstance(value, dict) else None
+    return found if isinstance(found, str) and len(found) <= 255 else None
+
+
+def _code_of(reply: StoredReply) -> str:
+    try:
+        return str(json.loads(reply.data_json)["error"]["code"])
+    except (ValueError, KeyError, TypeError):
+        return "INTERNAL"

@@ -1,0 +1,110 @@
+"""Exactly-once effects: the inbox record of a write command commits in the same savepoint as its effect."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from contracts import InvalidArgument, Output, StorageError
+from service.replies import error_reply, result_reply
+from service.store import inbox
+from service.store.inbox import StoredReply
+from service.store.writer import SingleWriter
+
+T = TypeVar("T")
+
+
+class Duplicate(Exception):
+    """The command was executed before; its stored reply is the answer."""
+
+    def __init__(self, reply: StoredReply) -> None:
+        super().__init__(reply.reply_id)
+        self.reply = reply
+
+
+@dataclass(slots=True)
+class _Outcome:
+    reply: StoredReply
+    output: Any = None
+    error: StorageError | None = None
+    duplicate: bool = False
+
+
+class Recorder:
+    """Bound to one command: its envelope id, action, idempotency key and request hash."""
+
+    def __init__(
+        self, envelope_id: str, action: str, idempotency_key: str | None, req_hash: str, started: float
+    ) -> None:
+        self.envelope_id = envelope_id
+        self.action = action
+        self.idempotency_key = idempotency_key
+        self.req_hash = req_hash
+        self.started = started
+        self.stored: StoredReply | None = None
+
+    def check_stored(self, stored: StoredReply | None) -> StoredReply | None:
+        """The stored reply that answers this command, or an error if its idempotency key was reused."""
+        if stored is None:
+            return None
+        if stored.envelope_id != self.envelope_id and stored.request_hash != self.req_hash:
+            raise InvalidArgument(
+                "idempotency_key was already used with different params",
+                {"reason": "idempotency_key_reused", "idempotency_key": self.idempotency_key},
+            )
+        return stored
+
+    async def lookup(self, conn: AsyncConnection) -> StoredReply | None:
+        return self.check_stored(await inbox.find(conn, self.envelope_id, self.action, self.idempotency_key))
+
+    async def _insert(self, conn: AsyncConnection, reply: StoredReply) -> None:
+        await inbox.record(
+            conn,
+            envelope_id=self.envelope_id,
+            action=self.action,
+            idempotency_key=self.idempotency_key,
+            req_hash=self.req_hash,
+            reply=reply,
+        )
+
+    async def write(self, writer: SingleWriter, job: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+        async def recorded(conn: AsyncConnection) -> _Outcome:
+            if (existing := await self.lookup(conn)) is not None:
+                return _Outcome(existing, duplicate=True)
+            try:
+                async with conn.begin_nested():
+                    output = await job(conn)
+            except StorageError as exc:
+                if exc.retryable:
+                    raise
+                reply = error_reply(exc, self.started)
+                await self._insert(conn, reply)
+                return _Outcome(reply, error=exc)
+            if not isinstance(output, Output):
+                raise TypeError(f"a recorded write must return the action's output, got {type(output).__name__}")
+            reply = result_reply(output, self.started)
+            await self._insert(conn, reply)
+            return _Outcome(reply, output=output)
+
+        outcome: _Outcome = await writer.submit(recorded)
+        self.stored = outcome.reply
+        if outcome.duplicate:
+            raise Duplicate(outcome.reply)
+        if outcome.error is not None:
+            raise outcome.error
+        return outcome.output  # type: ignore[no-any-return]
+
+    async def record(self, writer: SingleWriter, reply: StoredReply) -> StoredReply:
+        """Store the reply of a write that committed nothing else (a refusal, an already-present artifact)."""
+
+        async def job(conn: AsyncConnection) -> StoredReply:
+            if (existing := await self.lookup(conn)) is not None:
+                return existing
+            await self._insert(conn, reply)
+            return reply
+
+        self.stored = await writer.submit(job)
+        return self.stored

@@ -1,0 +1,159 @@
+"""Artifact queries on Core tables: lookups, the filtered keyset listing, inserts and deletes."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Row, and_, delete, exists, func, insert, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from contracts import ArtifactManifest, ListArtifactsParams, Visibility
+from service.context import Requester
+from service.store import cursor
+from service.store.models import Artifact, ArtifactLabel
+
+artifacts = Artifact.__table__
+labels = ArtifactLabel.__table__
+
+ROW_COLUMNS = (
+    artifacts.c.id,
+    artifacts.c.version,
+    artifacts.c.trace_id,
+    artifacts.c.owner,
+    artifacts.c.visibility,
+    artifacts.c.checksum,
+    artifacts.c.uri,
+    artifacts.c.status,
+    artifacts.c.created_at,
+    artifacts.c.manifest,
+)
+
+
+async def get(conn: AsyncConnection, artifact_id: str) -> Row[Any] | None:
+    return (await conn.execute(select(*ROW_COLUMNS).where(artifacts.c.id == artifact_id))).first()
+
+
+async def successor_of(conn: AsyncConnection, artifact_id: str) -> Row[Any] | None:
+    return (await conn.execute(select(*ROW_COLUMNS).where(artifacts.c.supersedes == artifact_id))).first()
+
+
+def manifest_of(row: Row[Any]) -> ArtifactManifest:
+    """The stored manifest, with the one field that may change after creation taken from its column."""
+    data = dict(row.manifest)
+    data["status"] = row.status
+    return ArtifactManifest.model_validate(data)
+
+
+async def insert_artifact(
+    conn: AsyncConnection, manifest: ArtifactManifest, *, expires_at: datetime | None, now: datetime
+) -> None:
+    await conn.execute(
+        insert(artifacts).values(
+            id=manifest.id,
+            version=manifest.version,
+            supersedes=manifest.supersedes,
+            trace_id=manifest.trace_id,
+            step_id=manifest.step_id,
+            created_by=manifest.created_by,
+            created_at=manifest.created_at,
+            artifact_type=manifest.artifact_type,
+            uri=manifest.uri,
+            size_bytes=manifest.size_bytes,
+            checksum=manifest.checksum,
+            status=manifest.status.value,
+            owner=manifest.owner,
+            visibility=manifest.visibility.value,
+            expires_at=expires_at,
+            registered_at=now,
+            manifest=manifest.wire(),
+        )
+    )
+    if manifest.labels:
+        await conn.execute(
+            insert(labels),
+            [{"artifact_id": manifest.id, "key": k, "value": v} for k, v in manifest.labels.items()],
+        )
+
+
+async def delete_artifact(conn: AsyncConnection, artifact_id: str) -> Row[Any] | None:
+    """Remove the row and its labels; returns the row as it was, or None when unknown."""
+    row = await get(conn, artifact_id)
+    if row is not None:
+        await conn.execute(delete(labels).where(labels.c.artifact_id == artifact_id))
+        await conn.execute(delete(artifacts).where(artifacts.c.id == artifact_id))
+    return row
+
+
+async def set_status(conn: AsyncConnection, ids: Sequence[str], status: str) -> int:
+    if not ids:
+        return 0
+    result = await conn.execute(update(artifacts).where(artifacts.c.id.in_(ids)).values(status=status))
+    return int(result.rowcount or 0)
+
+
+def readable_by(requester: Requester) -> Any:
+    """The SQL form of the read rule of CONTRACT.md §3."""
+    if requester.is_admin:
+        return and_(True)
+    rule = [artifacts.c.visibility == Visibility.PUBLIC.value]
+    if requester.id is not None:
+        rule.append(artifacts.c.owner == requester.id)
+    if requester.trace_id is not None:
+        rule.append(and_(artifacts.c.visibility == Visibility.TRACE.value, artifacts.c.trace_id == requester.trace_id))
+    return or_(*rule)
+
+
+async def list_page(
+    conn: AsyncConnection, params: ListArtifactsParams, requester: Requester
+) -> tuple[list[Row[Any]], str | None]:
+    """One page, newest first, keyset-paged on (created_at, id) so deep pages cost what the first does."""
+    query = select(*ROW_COLUMNS).where(readable_by(requester))
+    for column, value in (
+        (artifacts.c.trace_id, params.trace_id),
+        (artifacts.c.artifact_type, params.artifact_type),
+        (artifacts.c.created_by, params.created_by),
+        (artifacts.c.step_id, params.step_id),
+        (artifacts.c.status, params.status.value if params.status else None),
+    ):
+        if value is not None:
+            query = query.where(column == value)
+    for key, value in params.labels.items():
+        query = query.where(
+            exists().where(labels.c.artifact_id == artifacts.c.id, labels.c.key == key, labels.c.value == value)
+        )
+    if params.created_after is not None:
+        query = query.where(artifacts.c.created_at > params.created_after)
+    if params.created_before is not None:
+        query = query.where(artifacts.c.created_at < params.created_before)
+    if params.latest_only:
+        newer = artifacts.alias("newer")
+        query = query.where(~exists().where(newer.c.supersedes == artifacts.c.id))
+    if params.cursor is not None:
+        after_time, after_id = cursor.decode(params.cursor)
+        query = query.where(
+            or_(
+                artifacts.c.created_at < after_time,
+                and_(artifacts.c.created_at == after_time, artifacts.c.id < after_id),
+            )
+        )
+    query = query.order_by(artifacts.c.created_at.desc(), artifacts.c.id.desc()).limit(params.limit + 1)
+    rows = list((await conn.execute(query)).all())
+    next_cursor = None
+    if len(rows) > params.limit:
+        rows = rows[: params.limit]
+        next_cursor = cursor.encode(rows[-1].created_at, rows[-1].id)
+    return rows, next_cursor
+
+
+async def stats(conn: AsyncConnection) -> dict[str, Any]:
+    by_status = dict(
+        (await conn.execute(select(artifacts.c.status, func.count()).group_by(artifacts.c.status))).tuples().all()
+    )
+    by_type = dict(
+        (await conn.execute(select(artifacts.c.artifact_type, func.count()).group_by(artifacts.c.artifact_type)))
+        .tuples()
+        .all()
+    )
+    return {"total": sum(by_status.values()), "by_status": by_status, "by_type": by_type}

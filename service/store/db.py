@@ -1,0 +1,83 @@
+"""Engine creation and the one place SQLAlchemy/driver exceptions become wire errors."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError, TimeoutError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from contracts import Unavailable
+
+log = logging.getLogger(__name__)
+
+SQLITE_BUSY_TIMEOUT_MS = 5000
+
+
+def is_sqlite(url: str) -> bool:
+    return make_url(url).get_backend_name() == "sqlite"
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The database file of a SQLite URL, or None for in-memory databases and other engines."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
+        return None
+    return Path(parsed.database).resolve()
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    # WAL lets readers run beside the writer; synchronous=FULL makes a sent RESULT survive power loss.
+    cursor = dbapi_conn.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=FULL")
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def create_engine(url: str, *, pool_size: int = 8) -> AsyncEngine:
+    """An async engine with the pragmas and pool sizes the worker relies on."""
+    if path := sqlite_path(url):
+        path.parent.mkdir(parents=True, exist_ok=True)
+    if is_sqlite(url):
+        engine = create_async_engine(url, pool_size=pool_size, max_overflow=pool_size)
+        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        return engine
+    return create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+
+
+DB_UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
+    OperationalError,
+    InterfaceError,
+    DisconnectionError,
+    TimeoutError,
+    ConnectionError,
+    OSError,
+)
+
+
+def translate_db_error(exc: BaseException) -> Unavailable | None:
+    """Map a failure of the database itself (down, locked, read-only, gone) to a retryable UNAVAILABLE."""
+    if isinstance(exc, DB_UNAVAILABLE_ERRORS) or (isinstance(exc, DBAPIError) and exc.connection_invalidated):
+        reason = str(getattr(exc, "orig", None) or exc).splitlines()[0][:200]
+        return Unavailable("database unavailable, retry later", {"reason": reason})
+    return None
+
+
+@asynccontextmanager
+async def read_connection(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """A pooled read connection; database failures surface as UNAVAILABLE."""
+    try:
+        async with engine.connect() as conn:
+            yield conn
+    except Exception as exc:
+        if (unavailable := translate_db_error(exc)) is not None:
+            raise unavailable from exc
+        raise

@@ -1,0 +1,93 @@
+"""The inbox: the stored reply of every executed write command, keyed by envelope id and idempotency key."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, func, insert, or_, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from service.store.models import InboxRecord
+
+_inbox = InboxRecord.__table__
+
+
+@dataclass(frozen=True, slots=True)
+class StoredReply:
+    """A reply as committed: sent again byte for byte (but for routing) when its command comes back."""
+
+    reply_id: str
+    reply_type: str
+    data_json: str
+    time: datetime
+    request_hash: str = ""
+    envelope_id: str = ""
+
+
+def request_hash(action: str, params: dict[str, Any]) -> str:
+    """Canonical hash of what a command asks for, to tell a retry from a reused idempotency key."""
+    canonical = json.dumps([action, params], sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+async def find(conn: AsyncConnection, envelope_id: str, action: str, idempotency_key: str | None) -> StoredReply | None:
+    """The stored reply for this envelope id, else for this (action, idempotency key)."""
+    cond = _inbox.c.id == envelope_id
+    if idempotency_key is not None:
+        cond = or_(cond, (_inbox.c.action == action) & (_inbox.c.idempotency_key == idempotency_key))
+    rows = (
+        await conn.execute(
+            select(
+                _inbox.c.id,
+                _inbox.c.reply_id,
+                _inbox.c.reply_type,
+                _inbox.c.reply_data,
+                _inbox.c.created_at,
+                _inbox.c.request_hash,
+            ).where(cond)
+        )
+    ).all()
+    if not rows:
+        return None
+    row = next((r for r in rows if r.id == envelope_id), rows[0])
+    return StoredReply(row.reply_id, row.reply_type, row.reply_data, row.created_at, row.request_hash, row.id)
+
+
+async def record(
+    conn: AsyncConnection,
+    *,
+    envelope_id: str,
+    action: str,
+    idempotency_key: str | None,
+    req_hash: str,
+    reply: StoredReply,
+) -> None:
+    await conn.execute(
+        insert(_inbox).values(
+            id=envelope_id,
+            action=action,
+            idempotency_key=idempotency_key,
+            request_hash=req_hash,
+            reply_id=reply.reply_id,
+            reply_type=reply.reply_type,
+            reply_data=reply.data_json,
+            created_at=reply.time,
+        )
+    )
+
+
+async def count(conn: AsyncConnection) -> int:
+    return int((await conn.execute(select(func.count()).select_from(_inbox))).scalar_one())
+
+
+async def purge_before(conn: AsyncConnection, cutoff: datetime, limit: int, *, dry_run: bool) -> int:
+    """Delete (or count) up to ``limit`` records older than ``cutoff``; returns how many."""
+    ids = select(_inbox.c.id).where(_inbox.c.created_at < cutoff).limit(limit)
+    if dry_run:
+        return int((await conn.execute(select(func.count()).select_from(ids.subquery()))).scalar_one())
+    result = await conn.execute(delete(_inbox).where(_inbox.c.id.in_(ids)))
+    return int(result.rowcount or 0)

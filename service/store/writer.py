@@ -1,0 +1,143 @@
+"""The single writer: every write in the worker goes through here, committed in groups.
+
+Handlers submit a job (an async function of a connection) and await its result. The writer takes
+whatever is queued (up to ``batch_max``), runs each job in its own savepoint inside one transaction and
+commits once: one fsync for many commands, and a failing job never sinks its neighbours. A failure of
+the database itself fails the whole batch with a retryable UNAVAILABLE.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from contracts import StorageError, Unavailable
+from service.store.db import translate_db_error
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+WriteJob = Callable[[AsyncConnection], Awaitable[T]]
+
+
+@dataclass(slots=True)
+class _Pending:
+    job: WriteJob[Any]
+    future: asyncio.Future[Any] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+
+
+class WriterStopped(Unavailable):
+    """The writer is shutting down; the command should be retried (by another worker or after restart)."""
+
+
+class SingleWriter:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        batch_max: int = 256,
+        on_batch: Callable[[int], None] | None = None,
+    ) -> None:
+        self._engine = engine
+        self._batch_max = batch_max
+        self._on_batch = on_batch
+        self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+        self._conn: AsyncConnection | None = None
+        self._stopping = False
+
+    async def start(self) -> None:
+        self._stopping = False
+        self._task = asyncio.create_task(self._run(), name="storage-single-writer")
+
+    async def stop(self) -> None:
+        """Finish what is queued, then close the connection."""
+        self._stopping = True
+        if self._task is not None:
+            await self._queue.join()
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        await self._close_connection()
+
+    async def submit(self, job: WriteJob[T]) -> T:
+        """Queue a job and wait until the transaction holding it committed (or failed)."""
+        if self._stopping or self._task is None:
+            raise WriterStopped("the storage worker is stopping, retry later")
+        pending = _Pending(job)
+        self._queue.put_nowait(pending)
+        return await asyncio.shield(pending.future)  # type: ignore[no-any-return]
+
+    async def _run(self) -> None:
+        while True:
+            first = await self._queue.get()
+            batch = [first]
+            while len(batch) < self._batch_max and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            try:
+                await self._commit(batch)
+            finally:
+                for _ in batch:
+                    self._queue.task_done()
+
+    async def _connection(self) -> AsyncConnection:
+        if self._conn is None or self._conn.closed or self._conn.invalidated:
+            self._conn = await self._engine.connect()
+        return self._conn
+
+    async def _close_connection(self) -> None:
+        if self._conn is not None:
+            try:
+                await self._conn.close()
+            except Exception:
+                log.debug("closing the writer connection failed", exc_info=True)
+            self._conn = None
+
+    async def _commit(self, batch: list[_Pending]) -> None:
+        outcomes: list[tuple[_Pending, bool, Any]] = []
+        try:
+            conn = await self._connection()
+            async with conn.begin():
+                for pending in batch:
+                    savepoint = await conn.begin_nested()
+                    try:
+                        result = await pending.job(conn)
+                    except Exception as exc:
+                        await savepoint.rollback()
+                        if translate_db_error(exc) is not None:
+                            raise
+                        outcomes.append((pending, False, exc))
+                    else:
+                        await savepoint.commit()
+                        outcomes.append((pending, True, result))
+        except Exception as exc:
+            unavailable = translate_db_error(exc)
+            if unavailable is None:
+                log.exception("write batch of %d failed", len(batch))
+                unavailable = Unavailable("write failed, retry later", {"reason": type(exc).__name__})
+            else:
+                log.warning("database unavailable, %d writes refused: %s", len(batch), unavailable.details)
+            await self._close_connection()
+            for pending in batch:
+                _settle(pending.future, False, unavailable)
+            return
+        if self._on_batch is not None:
+            self._on_batch(len(batch))
+        for pending, ok, value in outcomes:
+            _settle(pending.future, ok, value)
+
+
+def _settle(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
+    if future.done():
+        return
+    if ok:
+        future.set_result(value)
+    else:
+        future.set_exception(value if isinstance(value, BaseException) else StorageError(str(value)))
