@@ -1,0 +1,128 @@
+"""``storage-worker``: run the worker, migrate the schema, check health over the bus."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from service.settings import Settings
+
+log = logging.getLogger("service")
+
+Command = Callable[[argparse.Namespace, Settings], Coroutine[Any, Any, int]]
+COMMANDS: dict[str, tuple[str, Command, Callable[[argparse.ArgumentParser], None] | None]] = {}
+
+
+def command(
+    name: str, help_text: str, arguments: Callable[[argparse.ArgumentParser], None] | None = None
+) -> Callable[[Command], Command]:
+    """Register a subcommand; other modules add theirs (cleanup, import, top) the same way."""
+
+    def register(fn: Command) -> Command:
+        COMMANDS[name] = (help_text, fn, arguments)
+        return fn
+
+    return register
+
+
+def setup_logging(settings: Settings) -> None:
+    from service.logs import configure
+
+    configure(settings.log_level, settings.log_format)
+
+
+@command("run", "run the worker until SIGTERM or SIGINT")
+async def run(args: argparse.Namespace, settings: Settings) -> int:
+    from service.app import Worker
+    from service.store.lock import DatabaseLocked
+
+    worker = Worker(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await worker.start()
+    except DatabaseLocked as exc:
+        print(f"storage-worker: {exc}", file=sys.stderr)
+        return 2
+    except (ConnectionError, OSError) as exc:
+        print(f"storage-worker: cannot reach RabbitMQ at {_safe(settings.amqp_url)}: {exc}", file=sys.stderr)
+        return 3
+    await stop.wait()
+    log.info("stopping: finishing in-flight commands (grace %.0fs)", settings.shutdown_grace_s)
+    await worker.stop()
+    return 0
+
+
+@command("migrate", "create or upgrade the database schema")
+async def migrate_cmd(args: argparse.Namespace, settings: Settings) -> int:
+    from service.store.db import create_engine
+    from service.store.schema import migrate
+
+    engine = create_engine(settings.database_url)
+    try:
+        await migrate(engine)
+    finally:
+        await engine.dispose()
+    print(f"schema up to date on {_safe(settings.database_url)}")
+    return 0
+
+
+def _health_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the ping reply")
+
+
+@command("health", "send ping over the bus; exit 0 when answered in time", _health_args)
+async def health(args: argparse.Namespace, settings: Settings) -> int:
+    from service.health import ping_over_bus
+
+    ok, reason = await ping_over_bus(settings, timeout_s=args.timeout)
+    print(reason)
+    return 0 if ok else 1
+
+
+def _safe(url: str) -> str:
+    """A URL without its password, for messages."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return url.split("@")[-1]
+
+
+def _load_plugins() -> None:
+    """Subcommands that live beside their domain register themselves on import."""
+    import importlib
+
+    for module in ("service.maintenance.cli", "service.importer.cli", "service.top"):
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name is None or not module.startswith(exc.name):
+                raise
+
+
+def main(argv: list[str] | None = None) -> int:
+    _load_plugins()
+    parser = argparse.ArgumentParser(prog="storage-worker", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, (help_text, _, arguments) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text)
+        if arguments is not None:
+            arguments(p)
+    args = parser.parse_args(argv)
+    settings = Settings()
+    setup_logging(settings)
+    _, fn, _ = COMMANDS[args.command]
+    return asyncio.run(fn(args, settings))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

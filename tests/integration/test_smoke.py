@@ -1,0 +1,28 @@
+"""The first things an agent does: ping the worker, register an artifact, read it back."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.support.artifacts import manifest_for
+from tests.support.bus import Bus, output
+
+
+async def test_ping_answers_with_node_and_version(bus: Bus) -> None:
+    """An agent that pings the storage node learns its name and version."""
+    out = output(await bus.call("ping"))
+    assert out["node"] == "storage-primary"
+    assert out["version"]
+
+
+async def test_register_then_get_returns_same_manifest(bus: Bus, storage_root: Path) -> None:
+    """A registered artifact reads back with its permanent URI and completed status."""
+    manifest = manifest_for(storage_root, b"hello")
+    registered = output(await bus.call("register_artifact", {"manifest": manifest}))
+    assert registered["registered"] is True
+    got = output(
+        await bus.call("get_artifact", {"artifact_id": manifest["id"]}, context={"requester_trace_id": "trace-1"})
+    )
+    assert got["manifest"]["status"] == "completed"
+    assert got["manifest"]["uri"] == registered["uri"]
+    assert Path(registered["uri"].removeprefix("file://")).read_bytes() == b"hello"
