@@ -88,3 +88,9 @@ class InboxRecord(Base):
         UniqueConstraint("action", "idempotency_key"),
         Index(None, "created_at"),
     )
+
+
+# --- threads, messages and thread labels (issue "Threads, cleanup and startup recovery") ---
+
+
+# --- agent memory (issue "Agent memory with TTL") ---
