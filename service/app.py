@@ -10,7 +10,7 @@ from faststream import AckPolicy
 from faststream.rabbit import Channel, RabbitBroker, RabbitMessage
 
 from contracts import topology as names
-from service import topology
+from service import operating, topology
 from service.context import Services
 from service.files import FileStore
 from service.pipeline import Delivery, Outcome, Pipeline, Settle
@@ -50,8 +50,17 @@ class Worker:
         self.services: Services | None = None
         self.pipeline: Pipeline | None = None
         self.on_started: list[StartHook] = []
+        """Run before the broker connects (the stores are ready)."""
+        self.on_consuming: list[StartHook] = []
+        """Run once the broker consumes: what needs the bus, such as announcing the node."""
         self.on_stopping: list[StartHook] = []
         self.on_outcome: list[Callable[[Outcome, float], None]] = []
+        self.on_batch: list[Callable[[int], None]] = []
+        """Told the size of every committed group of writes."""
+        self.in_flight = 0
+        """Commands taken from the queue and not yet settled."""
+        self.operations = operating.install(self)
+        """Command log, metrics, node registry and tracing, as the settings ask."""
 
     async def start(self) -> None:
         s = self.settings
@@ -63,7 +72,7 @@ class Worker:
             await migrate(engine)
         files = FileStore(s.storage_root)
         await asyncio.to_thread(files.ensure_layout)
-        writer = SingleWriter(engine, batch_max=s.write_batch_max)
+        writer = SingleWriter(engine, batch_max=s.write_batch_max, on_batch=self._batch_committed)
         await writer.start()
         self.services = Services(settings=s, engine=engine, writer=writer, files=files)
         self.pipeline = Pipeline(self.services)
@@ -72,6 +81,8 @@ class Worker:
         await self.broker.connect()
         await topology.declare(self.broker, s)
         await self.broker.start()
+        for hook in self.on_consuming:
+            await hook(self)
         log.info("storage worker %s consuming %s on %s", s.node_name, s.queue, s.exchange)
 
     async def stop(self) -> None:
@@ -87,7 +98,18 @@ class Worker:
             self._lock = None
         log.info("storage worker %s stopped", self.settings.node_name)
 
+    def _batch_committed(self, size: int) -> None:
+        for observer in self.on_batch:
+            observer(size)
+
     async def _on_message(self, message: RabbitMessage) -> None:
+        self.in_flight += 1
+        try:
+            await self._handle(message)
+        finally:
+            self.in_flight -= 1
+
+    async def _handle(self, message: RabbitMessage) -> None:
         raw = message.raw_message
         expiration = raw.expiration
         delivery = Delivery(

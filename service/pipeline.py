@@ -67,6 +67,13 @@ class Outcome:
     action: str
     code: str
     """``OK`` or the error code: what metrics and the log line count."""
+    requester: str | None = None
+    trace_id: str | None = None
+    """The MindBus trace the requester works in (``data.context.requester_trace_id``)."""
+    traceparent: str | None = None
+    envelope_id: str | None = None
+    replayed: bool = False
+    """Answered from the inbox: the stored reply of an earlier delivery, nothing executed again."""
 
 
 class Pipeline:
@@ -215,7 +222,23 @@ class Pipeline:
                 traceparent=envelope.traceparent if envelope else None,
             )
         code = "OK" if reply.reply_type.endswith("result") else _code_of(reply)
-        return Outcome(settle, body, delivery.reply_to, correlation_id, reply.reply_id, action, code)
+        if envelope is None:
+            return Outcome(settle, body, delivery.reply_to, correlation_id, reply.reply_id, action, code)
+        trace = (envelope.data.context or {}).get("requester_trace_id")
+        return Outcome(
+            settle,
+            body,
+            delivery.reply_to,
+            correlation_id,
+            reply.reply_id,
+            action,
+            code,
+            requester=requester_of(envelope, delivery.user_id, self.settings).id,
+            trace_id=str(trace) if trace is not None else None,
+            traceparent=envelope.traceparent,
+            envelope_id=envelope.id,
+            replayed=bool(reply.envelope_id),  # only a reply read back from the inbox carries its envelope id
+        )
 
 
 def _errors(exc: ValidationError) -> list[dict[str, Any]]:

@@ -46,6 +46,10 @@ class Settings(BaseSettings):
     migrate_on_start: bool = Field(default=True, validation_alias=_env("STORAGE_MIGRATE_ON_START"))
     log_format: str = Field(default="text", pattern="^(text|json)$", validation_alias=_env("STORAGE_LOG_FORMAT"))
     log_level: str = Field(default="INFO", validation_alias=_env("STORAGE_LOG_LEVEL"))
+    metrics_host: str = Field(default="0.0.0.0", validation_alias=_env("STORAGE_METRICS_HOST"))
+    command_log: bool = Field(default=True, validation_alias=_env("STORAGE_COMMAND_LOG"))
+    node_registry: bool = Field(default=True, validation_alias=_env("STORAGE_NODE_REGISTRY"))
+    otel: bool = Field(default=False, validation_alias=_env("STORAGE_OTEL"))
 
     @field_validator("admins", mode="before")
     @classmethod

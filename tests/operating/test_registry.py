@@ -1,0 +1,139 @@
+"""MindBus registry participation: the node announces itself, beats with its load, and says goodbye."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from contracts import EventEnvelope, PingOutput, PingParams, make_command
+from service.app import Worker
+from service.context import HandlerContext
+from service.handlers import HANDLERS
+from service.registry import capabilities
+from tests.conftest import _delete_topology, make_settings
+from tests.support.bus import Bus, output
+from tests.support.databases import sqlite_url
+from tests.support.operating import NodeEvents
+
+
+@pytest.fixture
+async def events_and_worker(amqp_url: str, tmp_path: Path) -> AsyncIterator[tuple[NodeEvents, Worker]]:
+    """A listener bound to ``evt.node.#`` first, then a worker beating every 0.2 s on the same exchange."""
+    root = tmp_path / "files"
+    root.mkdir()
+    settings = make_settings(amqp_url, sqlite_url(tmp_path), root, heartbeat_interval_s=0.2)
+    events = await NodeEvents(amqp_url, settings.exchange).open()
+    worker = Worker(settings)
+    await worker.start()
+    try:
+        yield events, worker
+    finally:
+        await worker.stop()
+        await events.close()
+        await _delete_topology(settings)
+
+
+async def test_registered_event_carries_the_node_passport(events_and_worker: tuple[NodeEvents, Worker]) -> None:
+    """A registry watching the bus learns the node's type, capabilities, queue and routing keys on start."""
+    events, worker = events_and_worker
+    body, message = await events.next("evt.node.registered")
+    envelope = EventEnvelope.model_validate(body)
+    passport = envelope.data.event_data
+    s = worker.settings
+    assert envelope.source == s.node_name
+    assert passport["node_type"] == "storage"
+    assert {"artifact_storage", "file_storage"} <= set(passport["capabilities"])
+    assert passport["queue"] == s.queue
+    assert passport["routing_keys"] == ["cmd.storage.any", f"cmd.storage.{s.node_name}"]
+    assert passport["version"]
+    assert set(passport["actions"]) == set(HANDLERS)
+    assert message.routing_key == "evt.node.registered"
+    assert message.priority == 10
+    assert int(message.delivery_mode) == 2
+    assert message.content_type == "application/json"
+    assert message.message_id == envelope.id
+
+
+async def test_heartbeat_counts_in_flight_and_total_tasks(
+    events_and_worker: tuple[NodeEvents, Worker], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While a command is being executed the heartbeat shows it in flight; afterwards it is in the total."""
+    events, worker = events_and_worker
+    release = asyncio.Event()
+    entered = asyncio.Event()
+    real = HANDLERS["ping"]
+
+    async def held_ping(params: PingParams, ctx: HandlerContext) -> PingOutput:
+        entered.set()
+        await release.wait()
+        return await real(params, ctx)
+
+    monkeypatch.setitem(HANDLERS, "ping", held_ping)
+    bus = await Bus(worker.settings.amqp_url, worker.settings.exchange, worker.settings.dlq).open()
+    try:
+        envelope = make_command("ping", source="agent-test")
+        reply = await bus.publish(envelope.to_json_bytes(), correlation_id=envelope.id)
+        assert reply is not None
+        await asyncio.wait_for(entered.wait(), 15)
+        busy, message = await events.next("evt.node.heartbeat")
+        while busy["data"]["event_data"]["current_tasks"] != 1:  # a beat may have been on its way already
+            busy, message = await events.next("evt.node.heartbeat")
+        assert message.priority == 5
+        assert busy["data"]["event_data"]["total_tasks"] == 0
+        release.set()
+        output(await asyncio.wait_for(reply, 15))
+        idle, _ = await events.next("evt.node.heartbeat")
+        while idle["data"]["event_data"]["total_tasks"] != 1:
+            idle, _ = await events.next("evt.node.heartbeat")
+        assert idle["data"]["event_data"]["current_tasks"] == 0
+    finally:
+        release.set()
+        await bus.close()
+
+
+async def test_stop_publishes_deregistered_with_graceful_shutdown(amqp_url: str, tmp_path: Path) -> None:
+    """When the worker stops (SIGTERM), the registry is told it left on purpose, and no beat follows."""
+    settings = make_settings(amqp_url, sqlite_url(tmp_path), tmp_path, heartbeat_interval_s=0.2)
+    events = await NodeEvents(amqp_url, settings.exchange).open()
+    worker = Worker(settings)
+    try:
+        await worker.start()
+        await events.next("evt.node.registered")
+        await worker.stop()
+        body, message = await events.next("evt.node.deregistered")
+        assert body["data"]["event_data"]["reason"] == "GracefulShutdown"
+        assert body["data"]["event_data"]["node_id"] == settings.node_name
+        assert message.priority == 10
+        assert worker.operations.registry is not None
+        assert worker.operations.registry._heartbeat is None
+    finally:
+        await events.close()
+        await _delete_topology(settings)
+
+
+def test_capabilities_follow_the_served_actions() -> None:
+    """A node that serves threads and memory says so; one that serves only artifacts does not claim them."""
+    assert capabilities(["register_artifact", "get_artifact"]) == ["artifact_storage", "file_storage"]
+    full = capabilities(["register_artifact", "save_thread", "put_memory"])
+    assert full == ["artifact_storage", "file_storage", "thread_storage", "memory_storage"]
+
+
+async def test_registry_can_be_turned_off(amqp_url: str, tmp_path: Path) -> None:
+    """With STORAGE_NODE_REGISTRY=false the worker serves commands without announcing itself."""
+    settings = make_settings(amqp_url, sqlite_url(tmp_path), tmp_path, node_registry=False)
+    worker = Worker(settings)
+    assert worker.operations.registry is None
+    events = await NodeEvents(amqp_url, settings.exchange).open()
+    await worker.start()
+    try:
+        bus = await Bus(settings.amqp_url, settings.exchange, settings.dlq).open()
+        output(await bus.call("ping"))
+        await bus.close()
+        assert events.received.empty()
+    finally:
+        await worker.stop()
+        await events.close()
+        await _delete_topology(settings)
