@@ -148,12 +148,15 @@ async def list_page(
 
 
 async def stats(conn: AsyncConnection) -> dict[str, Any]:
-    by_status = dict(
-        (await conn.execute(select(artifacts.c.status, func.count()).group_by(artifacts.c.status))).tuples().all()
-    )
-    by_type = dict(
-        (await conn.execute(select(artifacts.c.artifact_type, func.count()).group_by(artifacts.c.artifact_type)))
-        .tuples()
-        .all()
-    )
+    # Rows unpack as (key, count) pairs; Result.tuples() is deprecated since SQLAlchemy 2.1.
+    by_status = {
+        str(status): int(n)
+        for status, n in await conn.execute(select(artifacts.c.status, func.count()).group_by(artifacts.c.status))
+    }
+    by_type = {
+        str(kind): int(n)
+        for kind, n in await conn.execute(
+            select(artifacts.c.artifact_type, func.count()).group_by(artifacts.c.artifact_type)
+        )
+    }
     return {"total": sum(by_status.values()), "by_status": by_status, "by_type": by_type}

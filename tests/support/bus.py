@@ -58,15 +58,20 @@ class Bus:
         correlation_id: str | None = None,
         reply: bool = True,
         routing_key: str = topology.ROUTING_KEY_ANY,
+        expect: str | None = None,
         **properties: Any,
     ) -> asyncio.Future[dict[str, Any]] | None:
-        """Publish raw bytes; returns a future for the reply when ``reply`` (keyed by ``correlation_id``)."""
+        """Publish raw bytes; returns a future for the reply when ``reply`` (keyed by ``correlation_id``).
+
+        ``expect`` is the correlation id the reply will carry when none is sent (the envelope id).
+        """
         assert self.exchange is not None and self.replies is not None
         future = None
         if reply:
-            assert correlation_id, "a reply needs a correlation id to be matched"
+            key = expect or correlation_id
+            assert key, "a reply needs a correlation id to be matched"
             future = asyncio.get_running_loop().create_future()
-            self._waiting[correlation_id] = future
+            self._waiting[key] = future
         message = aio_pika.Message(
             body,
             correlation_id=correlation_id,
@@ -84,17 +89,24 @@ class Bus:
         params: dict[str, Any] | None = None,
         *,
         source: str = "agent-test",
-        timeout: float = 15,
+        timeout: float = 15,  # noqa: ASYNC109 - a per-call reply deadline reads better than a context manager
         amqp: dict[str, Any] | None = None,
         routing_key: str = topology.ROUTING_KEY_ANY,
         **data: Any,
     ) -> dict[str, Any]:
         """Send one COMMAND and wait for its reply (the whole CloudEvent, as JSON)."""
         envelope = make_command(action, params, source=source, **data)
-        return await self.send(envelope.to_json_bytes(), envelope.id, timeout=timeout, routing_key=routing_key, **(amqp or {}))
+        return await self.send(
+            envelope.to_json_bytes(), envelope.id, timeout=timeout, routing_key=routing_key, **(amqp or {})
+        )
 
     async def send(
-        self, body: bytes, correlation_id: str, *, timeout: float = 15, **properties: Any
+        self,
+        body: bytes,
+        correlation_id: str,
+        *,
+        timeout: float = 15,  # noqa: ASYNC109 - see call()
+        **properties: Any,
     ) -> dict[str, Any]:
         future = await self.publish(body, correlation_id=correlation_id, **properties)
         assert future is not None
