@@ -15,9 +15,9 @@ from service.context import Services
 from service.files import FileStore
 from service.pipeline import Delivery, Outcome, Pipeline, Settle
 from service.settings import Settings
-from service.store.db import create_engine, sqlite_path
+from service.store.db import create_engine, is_sqlite, sqlite_path
 from service.store.lock import DatabaseLock
-from service.store.schema import migrate
+from service.store.schema import prepare
 from service.store.writer import SingleWriter
 
 log = logging.getLogger(__name__)
@@ -68,8 +68,14 @@ class Worker:
             self._lock = DatabaseLock(db_file)
             self._lock.acquire()
         engine = create_engine(s.database_url)
-        if s.migrate_on_start:
-            await migrate(engine)
+        try:  # a new embedded SQLite database gets its schema; anything else migrates only when asked to
+            await prepare(engine, migrate_on_start=s.migrate_on_start, create_if_empty=is_sqlite(s.database_url))
+        except BaseException:
+            await engine.dispose()
+            if self._lock is not None:
+                self._lock.release()
+                self._lock = None
+            raise
         files = FileStore(s.storage_root)
         await asyncio.to_thread(files.ensure_layout)
         writer = SingleWriter(engine, batch_max=s.write_batch_max, on_batch=self._batch_committed)

@@ -40,6 +40,7 @@ def setup_logging(settings: Settings) -> None:
 async def run(args: argparse.Namespace, settings: Settings) -> int:
     from service.app import Worker
     from service.store.lock import DatabaseLocked
+    from service.store.schema import SchemaNotReady
 
     worker = Worker(settings)
     stop = asyncio.Event()
@@ -51,6 +52,9 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
     except DatabaseLocked as exc:
         print(f"storage-worker: {exc}", file=sys.stderr)
         return 2
+    except SchemaNotReady as exc:
+        print(f"storage-worker: {exc}", file=sys.stderr)
+        return 4
     except (ConnectionError, OSError) as exc:
         print(f"storage-worker: cannot reach RabbitMQ at {_safe(settings.amqp_url)}: {exc}", file=sys.stderr)
         return 3
@@ -60,17 +64,28 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-@command("migrate", "create or upgrade the database schema")
+def _migrate_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--status", action="store_true", help="only show the revision; exit 1 when not at head")
+
+
+@command("migrate", "create or upgrade the database schema (Alembic, to head)", _migrate_args)
 async def migrate_cmd(args: argparse.Namespace, settings: Settings) -> int:
     from service.store.db import create_engine
-    from service.store.schema import migrate
+    from service.store.schema import SchemaNotReady, migrate, state
 
     engine = create_engine(settings.database_url)
     try:
-        await migrate(engine)
+        if args.status:
+            found = await state(engine)
+            print(f"schema at head {', '.join(found.heads)}" if found.up_to_date else found.describe())
+            return 0 if found.up_to_date else 1
+        reached = await migrate(engine)
+    except SchemaNotReady as exc:
+        print(f"storage-worker: {exc}", file=sys.stderr)
+        return 4
     finally:
         await engine.dispose()
-    print(f"schema up to date on {_safe(settings.database_url)}")
+    print(f"schema up to date on {_safe(settings.database_url)} (revision {', '.join(reached.current)})")
     return 0
 
 

@@ -43,7 +43,7 @@ class Settings(BaseSettings):
     shutdown_grace_s: float = Field(default=10, ge=0, validation_alias=_env("STORAGE_SHUTDOWN_GRACE"))
     heartbeat_interval_s: float = Field(default=10, gt=0, validation_alias=_env("STORAGE_HEARTBEAT_INTERVAL"))
     metrics_port: int | None = Field(default=None, ge=0, le=65535, validation_alias=_env("STORAGE_METRICS_PORT"))
-    migrate_on_start: bool = Field(default=True, validation_alias=_env("STORAGE_MIGRATE_ON_START"))
+    migrate_on_start: bool = Field(default=False, validation_alias=_env("STORAGE_MIGRATE_ON_START"))
     log_format: str = Field(default="text", pattern="^(text|json)$", validation_alias=_env("STORAGE_LOG_FORMAT"))
     log_level: str = Field(default="INFO", validation_alias=_env("STORAGE_LOG_LEVEL"))
     metrics_host: str = Field(default="0.0.0.0", validation_alias=_env("STORAGE_METRICS_HOST"))

@@ -60,6 +60,7 @@ def make_settings(amqp_url: str, database_url: str, storage_root: Path, **overri
         "storage_root": storage_root.as_uri(),
         "cleanup_interval_s": 0,
         "admins": frozenset({"admin-agent"}),
+        "migrate_on_start": True,
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]

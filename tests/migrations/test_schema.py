@@ -1,0 +1,156 @@
+"""Alembic owns the schema: migrations reach the models exactly, on SQLite and PostgreSQL alike."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import Connection, inspect, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from contracts import utc_now
+from service.app import Worker
+from service.store import schema
+from service.store.db import create_engine
+from service.store.models import Artifact, ArtifactLabel, Base, InboxRecord
+from tests.conftest import _delete_topology, make_settings
+from tests.support.databases import create_pg_database, drop_pg_database, pg_available
+
+
+@pytest.fixture
+async def engine(database_url: str) -> Any:
+    created = create_engine(database_url)
+    try:
+        yield created
+    finally:
+        await created.dispose()
+
+
+def _drift(conn: Connection) -> list[Any]:
+    context = MigrationContext.configure(conn, opts={"compare_type": True, "compare_server_default": True})
+    return list(compare_metadata(context, Base.metadata))
+
+
+async def _tables(engine: AsyncEngine) -> set[str]:
+    async with engine.connect() as conn:
+        return set(await conn.run_sync(lambda c: inspect(c).get_table_names()))
+
+
+async def test_migrated_schema_matches_the_models(engine: AsyncEngine) -> None:
+    """An empty database upgraded to head has exactly the tables, columns, types and indexes the models declare."""
+    reached = await schema.migrate(engine)
+    assert reached.up_to_date and reached.current == schema.heads()
+    async with engine.connect() as conn:
+        drift = await conn.run_sync(_drift)
+    assert drift == [], f"models and migrations disagree (write a revision): {drift}"
+
+
+async def test_downgrade_to_base_and_upgrade_again(engine: AsyncEngine) -> None:
+    """Every revision can be undone and redone: downgrade to base leaves no table, upgrade restores head."""
+    await schema.migrate(engine)
+    await schema.downgrade(engine, "base")
+    assert await _tables(engine) <= {schema.VERSION_TABLE}
+    reached = await schema.migrate(engine)
+    assert reached.up_to_date
+    assert set(Base.metadata.tables) <= await _tables(engine)
+
+
+async def test_migrate_twice_changes_nothing(engine: AsyncEngine) -> None:
+    """Running the migration on a database already at head is a no-op, not an error."""
+    first = await schema.migrate(engine)
+    second = await schema.migrate(engine)
+    assert first == second and second.up_to_date
+
+
+async def test_concurrent_migrations_upgrade_once(engine: AsyncEngine) -> None:
+    """Several workers started together with migrate-on-start all succeed; the schema is created once."""
+    results = await asyncio.gather(*(schema.migrate(engine) for _ in range(3)))
+    assert all(r.up_to_date for r in results)
+
+
+async def test_database_made_before_migrations_is_adopted(engine: AsyncEngine) -> None:
+    """A database created by the pre-Alembic worker keeps its rows and is upgraded to head."""
+    legacy = [Artifact.__table__, ArtifactLabel.__table__, InboxRecord.__table__]
+    async with engine.begin() as conn:
+        await conn.run_sync(lambda c: Base.metadata.create_all(c, tables=legacy))
+        await conn.execute(
+            InboxRecord.__table__.insert().values(
+                id="env-1",
+                action="ping",
+                request_hash="h",
+                reply_id="r",
+                reply_type="ai.team.result",
+                reply_data="{}",
+                created_at=utc_now(),
+            )
+        )
+    reached = await schema.migrate(engine)
+    assert reached.up_to_date
+    async with engine.connect() as conn:
+        assert (await conn.execute(select(InboxRecord.__table__.c.id))).scalars().all() == ["env-1"]
+
+
+async def test_worker_refuses_an_unmigrated_postgres(amqp_url: str, storage_root: Path) -> None:
+    """With migrate-on-start off, a worker on an empty PostgreSQL database refuses to start and says why."""
+    if not await pg_available():
+        pytest.skip("no PostgreSQL on 127.0.0.1:5432 (set STORAGE_TEST_PG_DSN)")
+    url, name = await create_pg_database()
+    try:
+        settings = make_settings(amqp_url, url, storage_root, migrate_on_start=False)
+        with pytest.raises(schema.SchemaNotReady, match="storage-worker migrate"):
+            await Worker(settings).start()
+        settings = make_settings(amqp_url, url, storage_root, migrate_on_start=True)
+        worker = Worker(settings)
+        await worker.start()
+        await worker.stop()
+        await _delete_topology(settings)
+    finally:
+        await drop_pg_database(name)
+
+
+async def test_new_sqlite_database_is_created_on_start(amqp_url: str, tmp_path: Path, storage_root: Path) -> None:
+    """`storage-worker run` on a brand-new SQLite file works without a migrate step or setting."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'fresh.db'}"
+    worker = Worker(make_settings(amqp_url, url, storage_root, migrate_on_start=False))
+    await worker.start()
+    try:
+        assert worker.services is not None
+        assert (await schema.state(worker.services.engine)).up_to_date
+    finally:
+        await worker.stop()
+        await _delete_topology(worker.settings)
+
+
+async def test_outdated_sqlite_is_not_upgraded_unasked(amqp_url: str, tmp_path: Path, storage_root: Path) -> None:
+    """A SQLite database with data at an older revision is left alone unless migrate-on-start is set."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'old.db'}"
+    engine = create_engine(url)
+    try:
+        await schema.migrate(engine, schema.INITIAL_REVISION)
+        if schema.heads() == (schema.INITIAL_REVISION,):
+            pytest.skip("only one revision exists: nothing is older than head")
+        with pytest.raises(schema.SchemaNotReady, match="STORAGE_MIGRATE_ON_START"):
+            await schema.prepare(engine, migrate_on_start=False, create_if_empty=True)
+        assert (await schema.prepare(engine, migrate_on_start=True, create_if_empty=True)).up_to_date
+    finally:
+        await engine.dispose()
+
+
+def test_cli_migrate_and_status(tmp_path: Path) -> None:
+    """`storage-worker migrate` creates the schema and `migrate --status` reports head (exit 0) afterwards."""
+    env = {**os.environ, "DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'cli.db'}"}
+    cli = [sys.executable, "-m", "service.cli", "migrate"]
+    before = subprocess.run([*cli, "--status"], env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert before.returncode == 1 and "empty" in before.stdout
+    done = subprocess.run(cli, env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "schema up to date" in done.stdout
+    after = subprocess.run([*cli, "--status"], env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert after.returncode == 0 and "schema at head" in after.stdout
