@@ -63,7 +63,9 @@ class StorageError(Exception):
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        StorageError._by_code[cls.code] = cls
+        # The first class of a code is its wire class; a narrower subclass (a client-side timeout) must not
+        # take the code over, or every ERROR of that code would come back as the narrower class.
+        StorageError._by_code.setdefault(cls.code, cls)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.code.value}: {self.message!r}, details={self.details!r})"

@@ -1,0 +1,38 @@
+"""What a write returns when the worker could not take it: proof that it is kept, not an error."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, TypedDict
+
+from contracts import StorageError
+
+
+@dataclass(frozen=True, slots=True)
+class Buffered:
+    """The command is on local disk and will be replayed; the worker will execute it exactly once.
+
+    ``command_id`` is the envelope id it will be replayed with and ``idempotency_key`` the key the worker
+    deduplicates on; ``error`` says why it could not be delivered now.
+    """
+
+    action: str
+    command_id: str
+    idempotency_key: str
+    path: Path
+    error: StorageError
+    status: Literal["buffered"] = "buffered"
+
+
+class CallOptions(TypedDict, total=False):
+    """Per-call options every method takes as keyword arguments."""
+
+    timeout_s: float
+    """Seconds to wait for each attempt's reply (the client's ``call_timeout_s`` by default)."""
+    context: dict[str, Any]
+    """Merged over the client's default context (``requester_id``, ``requester_trace_id``, ...)."""
+    idempotency_key: str
+    """For writes: the key the worker deduplicates on (a fresh one per call by default)."""
+    target_node: str
+    """Send to one storage node instead of any."""

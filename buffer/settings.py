@@ -1,0 +1,80 @@
+"""Client settings: keyword arguments first, then the environment (same names as the worker's where shared)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from buffer import retry, spill
+from contracts import topology
+
+DEFAULT_STORAGE_ROOT = "file://./.data"
+DEFAULT_CALL_TIMEOUT_S = 10.0
+DEFAULT_HEARTBEAT_S = 10.0
+DEFAULT_CONNECT_TIMEOUT_S = 5.0
+
+
+def _env(name: str) -> AliasChoices:
+    return AliasChoices(name, name.lower())
+
+
+class ClientSettings(BaseSettings):
+    """Everything an agent's storage client needs; ``StorageClient(**overrides)`` builds one."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", populate_by_name=True)
+
+    amqp_url: str = Field(default=topology.DEFAULT_AMQP_URL, validation_alias=_env("AMQP_URL"))
+    exchange: str = Field(default=topology.EXCHANGE, validation_alias=_env("STORAGE_EXCHANGE"))
+    target_node: str | None = Field(
+        default=None,
+        validation_alias=_env("STORAGE_TARGET_NODE"),
+        description="send to cmd.storage.<node> instead of cmd.storage.any",
+    )
+    agent_id: str = Field(
+        default="agent",
+        min_length=1,
+        validation_alias=_env("STORAGE_AGENT_ID"),
+        description="the envelope source: the agent's identity unless the broker's user_id says otherwise",
+    )
+    storage_root: str = Field(default=DEFAULT_STORAGE_ROOT, validation_alias=_env("STORAGE_ROOT"))
+
+    buffer_dir: Path = Field(default=Path(spill.DEFAULT_DIR), validation_alias=_env("STORAGE_BUFFER_DIR"))
+    buffer_max_items: int = Field(
+        default=spill.DEFAULT_MAX_ITEMS, ge=1, validation_alias=_env("STORAGE_BUFFER_MAX_ITEMS")
+    )
+    buffer_max_bytes: int = Field(
+        default=spill.DEFAULT_MAX_BYTES, ge=1, validation_alias=_env("STORAGE_BUFFER_MAX_BYTES")
+    )
+    heartbeat_s: float = Field(default=DEFAULT_HEARTBEAT_S, gt=0, validation_alias=_env("STORAGE_BUFFER_HEARTBEAT"))
+    keep_order: bool = Field(
+        default=True,
+        validation_alias=_env("STORAGE_BUFFER_KEEP_ORDER"),
+        description="while commands wait in the buffer, new writes queue behind them instead of overtaking",
+    )
+
+    call_timeout_s: float = Field(default=DEFAULT_CALL_TIMEOUT_S, gt=0, validation_alias=_env("STORAGE_CALL_TIMEOUT"))
+    connect_timeout_s: float = Field(
+        default=DEFAULT_CONNECT_TIMEOUT_S, gt=0, validation_alias=_env("STORAGE_CONNECT_TIMEOUT")
+    )
+    retries: int = Field(default=retry.DEFAULT_RETRIES, ge=0, validation_alias=_env("STORAGE_RETRIES"))
+    retry_initial_s: float = Field(
+        default=retry.DEFAULT_INITIAL_DELAY_S, ge=0, validation_alias=_env("STORAGE_RETRY_INITIAL")
+    )
+    retry_multiplier: float = Field(
+        default=retry.DEFAULT_MULTIPLIER, ge=1, validation_alias=_env("STORAGE_RETRY_MULTIPLIER")
+    )
+    retry_max_s: float = Field(default=retry.DEFAULT_MAX_DELAY_S, ge=0, validation_alias=_env("STORAGE_RETRY_MAX"))
+
+    def retry_policy(self) -> retry.RetryPolicy:
+        return retry.RetryPolicy(
+            retries=self.retries,
+            initial_delay_s=self.retry_initial_s,
+            multiplier=self.retry_multiplier,
+            max_delay_s=self.retry_max_s,
+        )
+
+    def routing_key(self, target_node: str | None = None) -> str:
+        node = target_node or self.target_node
+        return topology.node_routing_key(node) if node else topology.ROUTING_KEY_ANY
