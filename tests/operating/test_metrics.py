@@ -1,0 +1,117 @@
+"""Prometheus metrics and /healthz, as an operator's scraper and an orchestrator see them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from contracts import make_command
+from service.app import Worker
+from service.metrics import Metrics, action_label, record_cleanup
+from service.settings import Settings
+from tests.conftest import make_settings
+from tests.support.artifacts import manifest_for
+from tests.support.bus import Bus, error, output
+from tests.support.operating import Outcomes, http_get, samples
+
+
+@pytest.fixture
+def settings(amqp_url: str, database_url: str, storage_root: Path) -> Settings:
+    """Metrics on an ephemeral port of the loopback interface."""
+    return make_settings(amqp_url, database_url, storage_root, metrics_port=0, metrics_host="127.0.0.1")
+
+
+def _port(worker: Worker) -> int:
+    metrics = worker.operations.metrics
+    assert metrics is not None and metrics.port is not None
+    return metrics.port
+
+
+async def test_metrics_count_commands_latency_batches_inbox_hits_and_dlq(
+    worker: Worker, bus: Bus, storage_root: Path
+) -> None:
+    """After a mix of commands the scrape shows each by action and outcome, the replays and the dead letters."""
+    outcomes = Outcomes(worker)
+    for _ in range(3):
+        output(await bus.call("ping"))
+    assert error(await bus.call("get_artifact", {"artifact_id": "art_00000000-0000-0000-0000-000000000000"}))
+    assert error(await bus.call("no_such_action"))
+    register = make_command("register_artifact", {"manifest": manifest_for(storage_root, b"metrics")}, source="a")
+    first = output(await bus.send(register.to_json_bytes(), register.id))
+    again = output(await bus.send(register.to_json_bytes(), register.id))
+    assert again == first
+    assert error(await bus.send(b'{"not": "an envelope"}', "bad-1"))["code"] == "INVALID_ARGUMENT"
+    await outcomes.wait(8)
+
+    status, headers, body = await http_get(_port(worker), "/metrics")
+    assert status == 200
+    assert headers["content-type"].startswith("text/plain")
+    found = samples(body.decode())
+    assert found[("storage_commands_total", (("action", "ping"), ("code", "OK")))] == 3
+    assert found[("storage_commands_total", (("action", "get_artifact"), ("code", "NOT_FOUND")))] == 1
+    assert found[("storage_commands_total", (("action", "unknown"), ("code", "UNIMPLEMENTED")))] == 1
+    assert found[("storage_commands_total", (("action", "register_artifact"), ("code", "OK")))] == 2
+    assert found[("storage_commands_total", (("action", "invalid"), ("code", "INVALID_ARGUMENT")))] == 1
+    assert found[("storage_command_duration_seconds_count", (("action", "ping"),))] == 3
+    assert found[("storage_command_duration_seconds_sum", (("action", "ping"),))] > 0
+    assert found[("storage_inbox_hits_total", (("action", "register_artifact"),))] == 1
+    assert found[("storage_dlq_publishes_total", ())] == 1
+    assert found[("storage_write_batch_size_count", ())] >= 1
+    assert found[("storage_database_up", ())] == 1
+    assert found[("storage_broker_up", ())] == 1
+    assert found[("storage_in_flight_commands", ())] == 0
+    assert ("process_resident_memory_bytes", ()) in found
+
+
+async def test_healthz_answers_ok_while_database_and_broker_answer(worker: Worker) -> None:
+    """An orchestrator's probe of /healthz gets 200 with the node and both checks."""
+    status, headers, body = await http_get(_port(worker), "/healthz")
+    assert status == 200
+    assert headers["content-type"] == "application/json"
+    health = json.loads(body)
+    assert health["status"] == "ok"
+    assert health["node"] == worker.settings.node_name
+    assert health["database"] is True and health["broker"] is True
+
+
+async def test_other_paths_and_methods_are_refused(worker: Worker) -> None:
+    """A wrong path gets 404 and a POST 405, so a misconfigured probe fails loudly."""
+    assert (await http_get(_port(worker), "/"))[0] == 404
+    assert (await http_get(_port(worker), "/metrics", method="POST"))[0] == 405
+    status, _, body = await http_get(_port(worker), "/healthz", method="HEAD")
+    assert status == 200 and body == b""
+
+
+async def test_healthz_is_503_when_nothing_is_connected(settings: Settings) -> None:
+    """A worker whose stores and broker are not up is reported unavailable, not healthy."""
+    metrics = Metrics(Worker(settings))
+    status, body = await metrics.health()
+    assert status == 503
+    assert body["status"] == "unavailable"
+    assert body["database"] is False and body["broker"] is False
+
+
+async def test_cleanup_counts_by_scope_reach_the_scrape(worker: Worker) -> None:
+    """Counts reported by the cleanup job appear per scope in the scrape."""
+    assert worker.services is not None
+    record_cleanup(worker.services, "temp_orphans", 3)
+    record_cleanup(worker.services, "inbox", 2)
+    record_cleanup(worker.services, "inbox", 0)
+    found = samples((await http_get(_port(worker), "/metrics"))[2].decode())
+    assert found[("storage_cleanup_items_total", (("scope", "temp_orphans"),))] == 3
+    assert found[("storage_cleanup_items_total", (("scope", "inbox"),))] == 2
+
+
+def test_unknown_action_names_do_not_become_series() -> None:
+    """A typo in an agent's action name is counted under 'unknown', keeping the series count bounded."""
+    assert action_label("get_artifact") == "get_artifact"
+    assert action_label("get_artifact2") == "unknown"
+    assert action_label("-") == "invalid"
+
+
+async def test_metrics_are_off_when_the_port_is_unset(amqp_url: str, tmp_path: Path) -> None:
+    """Without STORAGE_METRICS_PORT nothing listens and nothing is counted."""
+    worker = Worker(make_settings(amqp_url, "sqlite+aiosqlite:///unused.db", tmp_path))
+    assert worker.operations.metrics is None
