@@ -13,7 +13,10 @@ import os
 import socket
 import time
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel
 
 from contracts import EventData, EventEnvelope, topology, utc_now
 from service import __version__
@@ -34,6 +37,47 @@ _CAPABILITY_OF_ACTION = {
     "save_thread": "thread_storage",
     "put_memory": "memory_storage",
 }
+
+
+class NodePassport(BaseModel):
+    """``event_data`` of ``evt.node.registered``: who this node is and how to reach it."""
+
+    node_id: str
+    node_name: str
+    node_type: str
+    version: str
+    capabilities: list[str]
+    actions: list[str]
+    exchange: str
+    queue: str
+    routing_keys: list[str]
+    dead_letter_queue: str
+    max_priority: int
+    max_message_bytes: int
+    max_concurrent_tasks: int
+    heartbeat_interval_seconds: float
+    host: str
+    pid: int
+    started_at: datetime
+
+
+class NodeLoad(BaseModel):
+    """``event_data`` of ``evt.node.heartbeat``: tasks in flight now and since start."""
+
+    node_id: str
+    node_type: str
+    status: Literal["ready", "stopping"]
+    current_tasks: int
+    total_tasks: int
+    failed_tasks: int
+    max_concurrent_tasks: int
+    uptime_seconds: float
+
+
+class NodeDeregistration(NodeLoad):
+    """``event_data`` of ``evt.node.deregistered``: the last figures and why the node left."""
+
+    reason: str
 
 
 def capabilities(actions: Iterable[str]) -> list[str]:
@@ -68,48 +112,48 @@ class NodeRegistry:
         if outcome.code != "OK":
             self.failed_tasks += 1
 
-    def passport(self) -> dict[str, Any]:
-        """Who this node is and how to reach it: what a registry keeps about a participant."""
+    def passport(self) -> NodePassport:
+        """What a registry keeps about a participant."""
         s = self.settings
-        return {
-            "node_id": s.node_name,
-            "node_name": s.node_name,
-            "node_type": topology.NODE_TYPE,
-            "version": __version__,
-            "capabilities": capabilities(HANDLERS),
-            "actions": sorted(HANDLERS),
-            "exchange": s.exchange,
-            "queue": s.queue,
-            "routing_keys": list(s.routing_keys),
-            "dead_letter_queue": s.dlq,
-            "max_priority": topology.MAX_PRIORITY,
-            "max_message_bytes": s.max_message_bytes,
-            "max_concurrent_tasks": s.prefetch,
-            "heartbeat_interval_seconds": s.heartbeat_interval_s,
-            "host": socket.gethostname(),
-            "pid": os.getpid(),
-            "started_at": self.started_at.isoformat().replace("+00:00", "Z"),
-        }
+        return NodePassport(
+            node_id=s.node_name,
+            node_name=s.node_name,
+            node_type=topology.NODE_TYPE,
+            version=__version__,
+            capabilities=capabilities(HANDLERS),
+            actions=sorted(HANDLERS),
+            exchange=s.exchange,
+            queue=s.queue,
+            routing_keys=list(s.routing_keys),
+            dead_letter_queue=s.dlq,
+            max_priority=topology.MAX_PRIORITY,
+            max_message_bytes=s.max_message_bytes,
+            max_concurrent_tasks=s.prefetch,
+            heartbeat_interval_seconds=s.heartbeat_interval_s,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            started_at=self.started_at,
+        )
 
-    def load(self) -> dict[str, Any]:
-        """The heartbeat's figures: tasks in flight now and since start."""
-        return {
-            "node_id": self.settings.node_name,
-            "node_type": topology.NODE_TYPE,
-            "status": "ready",
-            "current_tasks": self.worker.in_flight,
-            "total_tasks": self.total_tasks,
-            "failed_tasks": self.failed_tasks,
-            "max_concurrent_tasks": self.settings.prefetch,
-            "uptime_seconds": round(time.monotonic() - self._started_monotonic, 3),
-        }
+    def load(self) -> NodeLoad:
+        return NodeLoad(
+            node_id=self.settings.node_name,
+            node_type=topology.NODE_TYPE,
+            status="ready",
+            current_tasks=self.worker.in_flight,
+            total_tasks=self.total_tasks,
+            failed_tasks=self.failed_tasks,
+            max_concurrent_tasks=self.settings.prefetch,
+            uptime_seconds=round(time.monotonic() - self._started_monotonic, 3),
+        )
 
-    async def publish(self, event_type: str, event_data: dict[str, Any], priority: int) -> EventEnvelope:
+    async def publish(self, event_type: str, event_data: BaseModel, priority: int) -> EventEnvelope:
         """One EVENT envelope on the main exchange, routed by its event type."""
+        data: dict[str, Any] = event_data.model_dump(mode="json")
         envelope = EventEnvelope(
             source=self.settings.node_name,
             subject=self.settings.node_name,
-            data=EventData(event_type=event_type, event_data=event_data, tags=["node", topology.NODE_TYPE]),
+            data=EventData(event_type=event_type, event_data=data, tags=["node", topology.NODE_TYPE]),
         )
         async with asyncio.timeout(PUBLISH_TIMEOUT_S):
             await self.worker.broker.publish(
@@ -148,7 +192,7 @@ class NodeRegistry:
         if not self._registered:
             return
         self._registered = False
-        farewell = {**self.load(), "status": "stopping", "reason": GRACEFUL_SHUTDOWN}
+        farewell = NodeDeregistration(**{**self.load().model_dump(), "status": "stopping", "reason": GRACEFUL_SHUTDOWN})
         try:
             await self.publish(topology.EVT_NODE_DEREGISTERED, farewell, topology.PRIORITY_NODE_LIFECYCLE)
         except Exception as exc:

@@ -1,0 +1,241 @@
+"""The AsyncAPI 3.0 document of the worker, generated from the app and the contract models.
+
+FastStream describes what the app declares: the server, the command queue with its binding, and the
+publishers of replies and node events. Its subscriber sees only raw messages, so the per-action messages
+come from ``contracts.ACTIONS``: one message per action (the envelope with ``data.action`` fixed and
+``data.params`` the action's params schema), the RESULT reply of each action, and the ERROR reply.
+
+    python -m service.asyncapi            # rewrite docs/asyncapi.json
+    python -m service.asyncapi --check    # exit 1 when the committed document is stale
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from faststream.specification import AsyncAPI
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+
+from contracts import (
+    ACTIONS,
+    CommandEnvelope,
+    ErrorCode,
+    ErrorEnvelope,
+    EventEnvelope,
+    ResultEnvelope,
+    topology,
+)
+from service import __version__
+from service import topology as declared
+from service.registry import NodeDeregistration, NodeLoad, NodePassport
+from service.settings import Settings
+
+DOCUMENT = Path(__file__).resolve().parents[1] / "docs" / "asyncapi.json"
+COMMANDS = "storage commands"
+REPLIES = "replies"
+EVENTS = {
+    topology.EVT_NODE_REGISTERED: (NodePassport, topology.PRIORITY_NODE_LIFECYCLE, "the node started consuming"),
+    topology.EVT_NODE_HEARTBEAT: (NodeLoad, topology.PRIORITY_HEARTBEAT, "every STORAGE_HEARTBEAT_INTERVAL (10 s)"),
+    topology.EVT_NODE_DEREGISTERED: (NodeDeregistration, topology.PRIORITY_NODE_LIFECYCLE, "graceful stop (SIGTERM)"),
+}
+_REF = "#/components/schemas/{model}"
+
+
+def _defaults() -> Settings:
+    """Documented defaults, never this machine's environment."""
+    return Settings.model_construct(command_log=False, node_registry=False, metrics_port=None, otel=False)
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": _REF.format(model=name)}
+
+
+def _pointer(*parts: str) -> str:
+    return "#/" + "/".join(part.replace("~", "~0").replace("/", "~1").replace(" ", "%20") for part in parts)
+
+
+def _with_data(envelope: str, data: dict[str, Any]) -> dict[str, Any]:
+    """An envelope schema narrowed on its ``data`` member."""
+    return {"allOf": [_ref(envelope), {"type": "object", "properties": {"data": {"type": "object", **data}}}]}
+
+
+def _schemas() -> dict[str, Any]:
+    models: list[type[BaseModel]] = [CommandEnvelope, ResultEnvelope, ErrorEnvelope, EventEnvelope]
+    for spec in ACTIONS.values():
+        models += [spec.params, spec.output]
+    models += [model for model, _, _ in EVENTS.values()]
+    unique = list(dict.fromkeys(models))
+    _, top = models_json_schema([(m, "validation") for m in unique], ref_template=_REF)
+    schemas: dict[str, Any] = dict(sorted(top.get("$defs", {}).items()))
+    schemas["StorageAction"] = {"type": "string", "enum": sorted(ACTIONS), "description": "Actions this worker serves"}
+    schemas["ErrorCode"] = {"type": "string", "enum": [code.value for code in ErrorCode]}
+    return schemas
+
+
+def _action_messages() -> tuple[dict[str, Any], dict[str, Any]]:
+    """(command messages, reply messages), keyed by message name."""
+    commands: dict[str, Any] = {}
+    replies: dict[str, Any] = {}
+    for name, spec in sorted(ACTIONS.items()):
+        traits = [t for t, on in (("writes", spec.writes), ("admin", spec.admin), ("spillable", spec.spillable)) if on]
+        commands[name] = {
+            "name": name,
+            "title": f"{name} command",
+            "summary": (spec.params.__doc__ or name).strip().splitlines()[0],
+            "contentType": "application/json",
+            "correlationId": {"location": "$message.header#/correlation_id"},
+            "payload": _with_data(
+                "CommandEnvelope",
+                {
+                    "required": ["action"],
+                    "properties": {"action": {"const": name}, "params": _ref(spec.params.__name__)},
+                },
+            ),
+            "x-mindbus-action": {"writes": spec.writes, "admin": spec.admin, "spillable": spec.spillable},
+            "tags": [{"name": trait} for trait in traits],
+        }
+        replies[f"{name}.result"] = {
+            "name": f"{name}.result",
+            "title": f"{name} RESULT",
+            "contentType": "application/json",
+            "correlationId": {"location": "$message.header#/correlation_id"},
+            "payload": _with_data("ResultEnvelope", {"properties": {"output": _ref(spec.output.__name__)}}),
+        }
+    replies["error"] = {
+        "name": "error",
+        "title": "ERROR reply (any action)",
+        "contentType": "application/json",
+        "correlationId": {"location": "$message.header#/correlation_id"},
+        "payload": _ref("ErrorEnvelope"),
+    }
+    return commands, replies
+
+
+def _event_message(event_type: str, model: type[BaseModel]) -> dict[str, Any]:
+    return {
+        "name": event_type,
+        "title": event_type,
+        "contentType": "application/json",
+        "payload": _with_data(
+            "EventEnvelope",
+            {"properties": {"event_type": {"const": event_type}, "event_data": _ref(model.__name__)}},
+        ),
+    }
+
+
+def _app_document(settings: Settings) -> dict[str, Any]:
+    """What FastStream generates from the worker's broker, with the publishers the worker uses declared."""
+    from service.app import Worker
+
+    worker = Worker(settings)
+    broker = worker.broker
+    broker.publisher(
+        routing_key="{reply_to}",
+        title=REPLIES,
+        description="RESULT or ERROR, to the command's reply_to on the default exchange; correlation_id as sent "
+        "(else the command's envelope id); subject and traceparent copied from the command",
+        schema=ResultEnvelope,
+        persist=True,
+        priority=topology.PRIORITY_REPLY,
+        mandatory=False,
+    )
+    for event_type, (_, priority, when) in EVENTS.items():
+        broker.publisher(
+            exchange=declared.exchange(settings),
+            routing_key=event_type,
+            title=event_type,
+            description=f"MindBus node registry: {when}",
+            schema=EventEnvelope,
+            persist=True,
+            priority=priority,
+            mandatory=False,
+        )
+    spec = AsyncAPI(
+        broker,
+        title="MindBus storage worker",
+        version=__version__,
+        description=(
+            "COMMAND CloudEvents in, RESULT/ERROR CloudEvents out, node registry events on the main exchange. "
+            f"The command queue `{settings.queue}` is bound to `{settings.routing_keys[0]}` and "
+            f"`cmd.storage.<node name>` (default `{settings.routing_keys[1]}`), priority 0-{topology.MAX_PRIORITY}, "
+            f"dead-lettered to `{settings.dlx}` -> `{settings.dlq}`."
+        ),
+        schema_version="3.0.0",
+    )
+    document: dict[str, Any] = spec.to_specification().to_jsonable()
+    return document
+
+
+def build(settings: Settings | None = None) -> dict[str, Any]:
+    """The whole document, deterministic for a given code base."""
+    document = _app_document(settings or _defaults())
+    commands, replies = _action_messages()
+    components = document.setdefault("components", {})
+    messages: dict[str, Any] = {}
+    for name, message in commands.items():
+        messages[f"command.{name}"] = message
+    for name, message in replies.items():
+        messages[f"reply.{name}"] = message
+    for event_type, (model, _, _) in EVENTS.items():
+        messages[event_type] = _event_message(event_type, model)
+    components["messages"] = messages
+    components["schemas"] = _schemas()
+
+    channels = document["channels"]
+    channels[COMMANDS]["messages"] = {
+        f"command.{n}": {"$ref": _pointer("components", "messages", f"command.{n}")} for n in commands
+    }
+    channels[REPLIES]["address"] = None
+    channels[REPLIES]["messages"] = {
+        f"reply.{n}": {"$ref": _pointer("components", "messages", f"reply.{n}")} for n in replies
+    }
+    for event_type in EVENTS:
+        channels[event_type]["messages"] = {event_type: {"$ref": _pointer("components", "messages", event_type)}}
+
+    operations = document["operations"]
+    operations[COMMANDS]["messages"] = [
+        {"$ref": _pointer("channels", COMMANDS, "messages", m)} for m in channels[COMMANDS]["messages"]
+    ]
+    operations[COMMANDS]["reply"] = {
+        "address": {"location": "$message.header#/reply_to"},
+        "channel": {"$ref": _pointer("channels", REPLIES)},
+        "messages": [{"$ref": _pointer("channels", REPLIES, "messages", m)} for m in channels[REPLIES]["messages"]],
+    }
+    operations[REPLIES]["messages"] = operations[COMMANDS]["reply"]["messages"]
+    for event_type in EVENTS:
+        operations[event_type]["messages"] = [{"$ref": _pointer("channels", event_type, "messages", event_type)}]
+    document["channels"] = dict(sorted(channels.items()))  # the broker keeps publishers in a set
+    document["operations"] = dict(sorted(operations.items()))
+    return document
+
+
+def render(document: dict[str, Any]) -> str:
+    return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m service.asyncapi", description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="exit 1 when the committed document is stale")
+    parser.add_argument("--output", type=Path, default=DOCUMENT)
+    args = parser.parse_args(argv)
+    text = render(build())
+    if args.check:
+        current = args.output.read_text() if args.output.exists() else ""
+        if current != text:
+            print(f"{args.output} is stale: run python -m service.asyncapi", file=sys.stderr)
+            return 1
+        print(f"{args.output} is up to date")
+        return 0
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(text)
+    print(f"wrote {args.output} ({len(ACTIONS)} actions)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
