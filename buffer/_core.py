@@ -81,6 +81,8 @@ class ClientCore:
         self._heartbeat_task: asyncio.Task[None] | None = None
         self._down_until = 0.0
         self.last_replay: ReplayReport | None = None
+        self.on_replay: list[Callable[[ReplayReport], None]] = []
+        """Observers of every replay pass (the heartbeat's too): for an agent's logs or metrics."""
 
     # -- life cycle ----------------------------------------------------------------------------
 
@@ -129,6 +131,8 @@ class ClientCore:
         async with self._replay_lock:
             report = await self._replayer.run(progress=progress)
         self.last_replay = report
+        for observer in self.on_replay:
+            observer(report)
         if report.stopped is not None:
             self._mark_down()
         elif report.complete:
@@ -219,7 +223,7 @@ class ClientCore:
             raise exc from error
         assert envelope.data.idempotency_key is not None
         log.warning("%s %s buffered in %s: %s", spec.name, envelope.id, entry.path.parent, error.message)
-        return Buffered(spec.name, envelope.id, envelope.data.idempotency_key, entry.path, error)
+        return Buffered(spec.name, envelope.id, envelope.data.idempotency_key, envelope.data.params, entry.path, error)
 
 
 def _params(spec: ActionSpec, params: Params | dict[str, Any] | None) -> Params:

@@ -14,12 +14,14 @@ class Buffered:
     """The command is on local disk and will be replayed; the worker will execute it exactly once.
 
     ``command_id`` is the envelope id it will be replayed with and ``idempotency_key`` the key the worker
-    deduplicates on; ``error`` says why it could not be delivered now.
+    deduplicates on; ``params`` are the params as sent (``params["manifest"]["id"]`` is the artifact's id);
+    ``error`` says why it could not be delivered now.
     """
 
     action: str
     command_id: str
     idempotency_key: str
+    params: dict[str, Any]
     path: Path
     error: StorageError
     status: Literal["buffered"] = "buffered"
