@@ -25,6 +25,15 @@ log = logging.getLogger(__name__)
 StartHook = Callable[["Worker"], Awaitable[None]]
 
 
+def _raw_body(message: RabbitMessage) -> bytes:
+    """Hand the body over undecoded: the pipeline parses it, and must see non-JSON bodies to refuse them.
+
+    FastStream's own decoder would parse JSON first and fail on garbage before the handler runs, leaving
+    the message neither answered nor dead-lettered.
+    """
+    return message.body
+
+
 class Worker:
     """One storage node. ``start()`` returns once it consumes; ``stop()`` drains in-flight commands first."""
 
@@ -43,6 +52,7 @@ class Worker:
             topology.exchange(s),
             ack_policy=AckPolicy.MANUAL,
             no_reply=True,
+            decoder=_raw_body,
             title="storage commands",
         )
         self.subscriber(self._on_message)
