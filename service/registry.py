@@ -173,6 +173,12 @@ class NodeRegistry:
         self._started_monotonic = time.monotonic()
         await self.publish(topology.EVT_NODE_REGISTERED, self.passport(), topology.PRIORITY_NODE_LIFECYCLE)
         self._registered = True
+        log.info(
+            "node %s registered on %s (heartbeat every %gs)",
+            self.settings.node_name,
+            self.settings.exchange,
+            self.settings.heartbeat_interval_s,
+        )
         self._heartbeat = asyncio.create_task(self._beat(), name=f"heartbeat-{self.settings.node_name}")
 
     async def _beat(self) -> None:
@@ -195,5 +201,6 @@ class NodeRegistry:
         farewell = NodeDeregistration(**{**self.load().model_dump(), "status": "stopping", "reason": GRACEFUL_SHUTDOWN})
         try:
             await self.publish(topology.EVT_NODE_DEREGISTERED, farewell, topology.PRIORITY_NODE_LIFECYCLE)
+            log.info("node %s deregistered (%s)", self.settings.node_name, GRACEFUL_SHUTDOWN)
         except Exception as exc:
             log.warning("deregistration not published: %s", exc or type(exc).__name__)

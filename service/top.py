@@ -87,6 +87,8 @@ def parse_metrics(text: str, snapshot: Snapshot) -> None:
 def read_buffer(directory: Path, now: float | None = None) -> BufferState:
     """The client's spill buffer: one file per buffered command under ``pending/`` (or flat in the directory)."""
     now = time.time() if now is None else now
+    if not directory.exists():  # the client creates it on its first spill: nothing buffered yet
+        return BufferState(pending=0, pending_bytes=0, failed=0, quarantined=0, oldest_age_s=None)
     pending_dir = directory / PENDING
     flat = not pending_dir.is_dir()
     files = [p for p in (directory if flat else pending_dir).iterdir() if p.is_file() and not p.name.startswith(".")]

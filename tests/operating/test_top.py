@@ -138,3 +138,9 @@ async def test_missing_queue_is_reported_as_unknown(amqp_url: str, tmp_path: Pat
     finally:
         await sampler.close()
     assert any("STORAGE_METRICS_PORT" in p for p in snapshot.problems)
+
+
+def test_missing_buffer_directory_means_nothing_buffered(tmp_path: Path) -> None:
+    """Before the client's first spill its directory does not exist: the view shows 0 pending, not an error."""
+    state = read_buffer(tmp_path / "never-created")
+    assert (state.pending, state.failed, state.quarantined, state.oldest_age_s) == (0, 0, 0, None)
