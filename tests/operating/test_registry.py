@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -135,5 +138,39 @@ async def test_registry_can_be_turned_off(amqp_url: str, tmp_path: Path) -> None
         assert events.received.empty()
     finally:
         await worker.stop()
+        await events.close()
+        await _delete_topology(settings)
+
+
+async def test_sigterm_to_the_cli_worker_deregisters_and_exits_zero(amqp_url: str, tmp_path: Path) -> None:
+    """``storage-worker run`` told SIGTERM (as ``docker stop`` does) says goodbye on the bus and exits 0."""
+    settings = make_settings(amqp_url, sqlite_url(tmp_path), tmp_path)
+    events = await NodeEvents(amqp_url, settings.exchange).open()
+    env = {
+        **os.environ,
+        "AMQP_URL": amqp_url,
+        "STORAGE_EXCHANGE": settings.exchange,
+        "STORAGE_QUEUE": settings.queue,
+        "STORAGE_DLQ": settings.dlq,
+        "DATABASE_URL": settings.database_url,
+        "STORAGE_ROOT": settings.storage_root,
+        "STORAGE_CLEANUP_INTERVAL": "0",
+    }
+    log_file = (tmp_path / "worker.log").open("wb")
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "service.cli", "run", env=env, cwd=tmp_path, stdout=log_file, stderr=log_file
+    )  # fmt: skip
+    try:
+        registered, _ = await events.next("evt.node.registered", within_s=60)
+        assert registered["data"]["event_data"]["queue"] == settings.queue
+        process.send_signal(signal.SIGTERM)
+        farewell, _ = await events.next("evt.node.deregistered", within_s=30)
+        assert farewell["data"]["event_data"]["reason"] == "GracefulShutdown"
+        assert await asyncio.wait_for(process.wait(), 30) == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+        log_file.close()
         await events.close()
         await _delete_topology(settings)
