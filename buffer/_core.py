@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
@@ -27,6 +27,9 @@ from buffer.spill import BufferStatus, SpillBuffer
 from contracts import ACTIONS, ActionSpec, CommandEnvelope, ErrorEnvelope, Output, Params, make_command, new_id
 
 log = logging.getLogger(__name__)
+
+OutputT = TypeVar("OutputT", bound=Output)
+ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
 class Transport(Protocol):
@@ -166,9 +169,20 @@ class ClientCore:
             raise InvalidArgument(f"unknown action {action!r}", {"action": action, "supported": sorted(ACTIONS)})
         return await self._run(spec, _params(spec, params), CallOptions(**options))  # type: ignore[typeddict-item]
 
-    async def _read(self, action: str, params: Params, options: CallOptions) -> Any:
+    async def _read(self, action: str, params: Params, options: CallOptions, output: type[OutputT]) -> OutputT:
+        """A call whose failure raises (reads, and the admin writes an operator wants to see happen)."""
         result = await self._run(ACTIONS[action], params, options)
-        assert not isinstance(result, Buffered)
+        if not isinstance(result, output):
+            raise InternalError(f"{action} gave {type(result).__name__}, expected {output.__name__}")
+        return result
+
+    async def _write(
+        self, action: str, params: Params, options: CallOptions, output: type[OutputT]
+    ) -> OutputT | Buffered:
+        """A write the buffer may keep: its output, or ``Buffered`` when the worker stayed out of reach."""
+        result = await self._run(ACTIONS[action], params, options)
+        if not isinstance(result, output | Buffered):
+            raise InternalError(f"{action} gave {type(result).__name__}, expected {output.__name__}")
         return result
 
     async def _run(self, spec: ActionSpec, params: Params, options: CallOptions) -> Output | Buffered:
@@ -234,7 +248,7 @@ def _params(spec: ActionSpec, params: Params | dict[str, Any] | None) -> Params:
     return validated(spec.params, params or {})
 
 
-def validated(model: type[Params], values: dict[str, Any]) -> Any:
+def validated(model: type[ModelT], values: dict[str, Any]) -> ModelT:
     """Build a params model, refusing bad input here, before anything is sent (same shape as the worker's)."""
     try:
         return model.model_validate(values)

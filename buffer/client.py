@@ -23,7 +23,6 @@ from buffer._core import ClientCore, validated
 from buffer.outcomes import Buffered, CallOptions
 from buffer.upload import Source, Stager, new_artifact_id
 from contracts import (
-    ACTIONS,
     AIContext,
     ArtifactManifest,
     ArtifactStatus,
@@ -66,7 +65,7 @@ from contracts import (
     ThreadMessage,
     Visibility,
 )
-from contracts.manifest import INFINITE
+from contracts.retention import INFINITE
 
 
 def _drop_none(**values: Any) -> dict[str, Any]:
@@ -91,7 +90,7 @@ class StorageClient(ClientCore):
         self, manifest: ArtifactManifest | dict[str, Any], **options: Unpack[CallOptions]
     ) -> RegisterArtifactOutput | Buffered:
         params = validated(RegisterArtifactParams, {"manifest": manifest})
-        return await self._run_write("register_artifact", params, options)  # type: ignore[return-value]
+        return await self._write("register_artifact", params, options, RegisterArtifactOutput)
 
     async def upload_artifact(
         self,
@@ -125,7 +124,7 @@ class StorageClient(ClientCore):
         stager = Stager(self.settings.storage_root)
         staged = await asyncio.to_thread(stager.stage, data, artifact_id, filename=filename, content_type=content_type)
         manifest = validated(
-            ArtifactManifest,  # type: ignore[arg-type]
+            ArtifactManifest,
             _drop_none(
                 id=artifact_id,
                 version=version,
@@ -151,7 +150,7 @@ class StorageClient(ClientCore):
         self, artifact_id: str, *, latest: bool = False, **options: Unpack[CallOptions]
     ) -> GetArtifactOutput:
         params = validated(GetArtifactParams, {"artifact_id": artifact_id, "latest": latest})
-        return await self._read("get_artifact", params, options)  # type: ignore[no-any-return]
+        return await self._read("get_artifact", params, options, GetArtifactOutput)
 
     async def list_artifacts(
         self,
@@ -186,7 +185,7 @@ class StorageClient(ClientCore):
                 cursor=cursor,
             ),
         )
-        return await self._read("list_artifacts", params, options)  # type: ignore[no-any-return]
+        return await self._read("list_artifacts", params, options, ListArtifactsOutput)
 
     async def iter_artifacts(self, *, page_size: int = 100, **filters: Any) -> AsyncIterator[ArtifactManifest]:
         """Every matching manifest, newest first, fetching ``page_size`` per call (filters as ``list_artifacts``)."""
@@ -203,12 +202,12 @@ class StorageClient(ClientCore):
         self, artifact_id: str, *, expires_in_seconds: int = 3600, **options: Unpack[CallOptions]
     ) -> GetArtifactUriOutput:
         params = validated(GetArtifactUriParams, {"artifact_id": artifact_id, "expires_in_seconds": expires_in_seconds})
-        return await self._read("get_artifact_uri", params, options)  # type: ignore[no-any-return]
+        return await self._read("get_artifact_uri", params, options, GetArtifactUriOutput)
 
     async def delete_artifact(self, artifact_id: str, **options: Unpack[CallOptions]) -> DeleteArtifactOutput:
         """Admin only. Retried like any call, never buffered: an operator wants to know it happened."""
         params = validated(DeleteArtifactParams, {"artifact_id": artifact_id})
-        return await self._read("delete_artifact", params, options)  # type: ignore[no-any-return]
+        return await self._read("delete_artifact", params, options, DeleteArtifactOutput)
 
     # -- threads -------------------------------------------------------------------------------
 
@@ -236,7 +235,7 @@ class StorageClient(ClientCore):
                 clear=clear,
             ),
         )
-        return await self._run_write("save_thread", params, options)  # type: ignore[return-value]
+        return await self._write("save_thread", params, options, SaveThreadOutput)
 
     async def get_thread(
         self, thread_id: str, *, limit: int | None = None, include_deleted: bool = False, **options: Unpack[CallOptions]
@@ -244,7 +243,7 @@ class StorageClient(ClientCore):
         params = validated(
             GetThreadParams, _drop_none(thread_id=thread_id, limit=limit, include_deleted=include_deleted)
         )
-        return await self._read("get_thread", params, options)  # type: ignore[no-any-return]
+        return await self._read("get_thread", params, options, GetThreadOutput)
 
     async def list_threads(
         self,
@@ -267,7 +266,7 @@ class StorageClient(ClientCore):
                 cursor=cursor,
             ),
         )
-        return await self._read("list_threads", params, options)  # type: ignore[no-any-return]
+        return await self._read("list_threads", params, options, ListThreadsOutput)
 
     async def iter_threads(self, *, page_size: int = 100, **filters: Any) -> AsyncIterator[ThreadInfo]:
         """Every matching thread, newest first (filters as ``list_threads``)."""
@@ -282,7 +281,7 @@ class StorageClient(ClientCore):
 
     async def delete_thread(self, thread_id: str, **options: Unpack[CallOptions]) -> DeleteThreadOutput | Buffered:
         params = validated(DeleteThreadParams, {"thread_id": thread_id})
-        return await self._run_write("delete_thread", params, options)  # type: ignore[return-value]
+        return await self._write("delete_thread", params, options, DeleteThreadOutput)
 
     # -- memory --------------------------------------------------------------------------------
 
@@ -310,13 +309,13 @@ class StorageClient(ClientCore):
                 visibility=visibility,
             ),
         )
-        return await self._run_write("put_memory", params, options)  # type: ignore[return-value]
+        return await self._write("put_memory", params, options, PutMemoryOutput)
 
     async def get_memory(
         self, namespace: Sequence[str], key: str, *, refresh_ttl: bool = False, **options: Unpack[CallOptions]
     ) -> MemoryItem:
         params = validated(GetMemoryParams, {"namespace": list(namespace), "key": key, "refresh_ttl": refresh_ttl})
-        return await self._read("get_memory", params, options)  # type: ignore[no-any-return]
+        return await self._read("get_memory", params, options, MemoryItem)
 
     async def search_memory(
         self,
@@ -331,7 +330,7 @@ class StorageClient(ClientCore):
             SearchMemoryParams,
             _drop_none(namespace_prefix=list(namespace_prefix), labels=labels, limit=limit, cursor=cursor),
         )
-        return await self._read("search_memory", params, options)  # type: ignore[no-any-return]
+        return await self._read("search_memory", params, options, SearchMemoryOutput)
 
     async def iter_memory(self, *, page_size: int = 100, **filters: Any) -> AsyncIterator[MemoryItem]:
         """Every matching memory item over all pages (filters as ``search_memory``)."""
@@ -353,13 +352,13 @@ class StorageClient(ClientCore):
         **options: Unpack[CallOptions],
     ) -> ListNamespacesOutput:
         params = validated(ListNamespacesParams, _drop_none(prefix=list(prefix), max_depth=max_depth, limit=limit))
-        return await self._read("list_namespaces", params, options)  # type: ignore[no-any-return]
+        return await self._read("list_namespaces", params, options, ListNamespacesOutput)
 
     async def delete_memory(
         self, namespace: Sequence[str], key: str, **options: Unpack[CallOptions]
     ) -> DeleteMemoryOutput | Buffered:
         params = validated(DeleteMemoryParams, {"namespace": list(namespace), "key": key})
-        return await self._run_write("delete_memory", params, options)  # type: ignore[return-value]
+        return await self._write("delete_memory", params, options, DeleteMemoryOutput)
 
     # -- maintenance ---------------------------------------------------------------------------
 
@@ -374,13 +373,10 @@ class StorageClient(ClientCore):
         params = validated(
             CleanupParams, _drop_none(dry_run=dry_run, scopes=list(scopes) if scopes is not None else None)
         )
-        return await self._read("cleanup", params, options)  # type: ignore[no-any-return]
+        return await self._read("cleanup", params, options, CleanupOutput)
 
     async def get_stats(self, **options: Unpack[CallOptions]) -> GetStatsOutput:
-        return await self._read("get_stats", GetStatsParams(), options)  # type: ignore[no-any-return]
+        return await self._read("get_stats", GetStatsParams(), options, GetStatsOutput)
 
     async def ping(self, **options: Unpack[CallOptions]) -> PingOutput:
-        return await self._read("ping", PingParams(), options)  # type: ignore[no-any-return]
-
-    async def _run_write(self, action: str, params: Any, options: CallOptions) -> Any:
-        return await self._run(ACTIONS[action], params, options)
+        return await self._read("ping", PingParams(), options, PingOutput)

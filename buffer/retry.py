@@ -61,15 +61,14 @@ class RetryPolicy:
         return (self.retries + 1) * call_timeout_s + sum(self.delays())
 
     def retrying(self, *, sleep: Sleep | None = None, label: str = "call") -> AsyncRetrying:
-        kwargs = {"sleep": sleep} if sleep is not None else {}
-        return AsyncRetrying(
+        retrying = AsyncRetrying(
             stop=stop_after_attempt(self.retries + 1),
             wait=wait_exponential(multiplier=self.initial_delay_s, exp_base=self.multiplier, max=self.max_delay_s),
             retry=retry_if_exception(is_retryable_error),
             before_sleep=_log_retry(label),
             reraise=True,
-            **kwargs,
         )
+        return retrying if sleep is None else retrying.copy(sleep=sleep)
 
     async def run(self, attempt: Callable[[], Awaitable[T]], *, sleep: Sleep | None = None, label: str = "call") -> T:
         """Call ``attempt`` until it returns, raises a non-retryable error, or the retries are spent."""

@@ -14,12 +14,13 @@ import os
 import posixpath
 import re
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-import fsspec
-from fsspec.core import url_to_fs
+import fsspec  # type: ignore[import-untyped]
+from fsspec.core import url_to_fs  # type: ignore[import-untyped]
 
 from buffer.errors import InvalidArgument, NotFound, Unavailable
 
@@ -66,7 +67,7 @@ class Stager:
         return StagedFile(uri, size, "sha256:" + digest, content_type or guessed or "application/octet-stream")
 
     @contextlib.contextmanager
-    def _open_source(self, source: Source) -> BinaryIO:  # type: ignore[misc]
+    def _open_source(self, source: Source) -> Iterator[BinaryIO]:
         if isinstance(source, bytes | bytearray | memoryview):
             yield io.BytesIO(bytes(source))
             return
