@@ -5,13 +5,14 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from service.handlers import artifacts, system
+from service.handlers import artifacts, system, threads
 
 Handler = Callable[[Any, Any], Awaitable[Any]]
 
 HANDLERS: dict[str, Handler] = {
     **artifacts.HANDLERS,
     **system.HANDLERS,
+    **threads.HANDLERS,
 }
 
 __all__ = ["HANDLERS", "Handler"]

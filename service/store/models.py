@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, ForeignKey, Index, Integer, MetaData, String, Text, UniqueConstraint
+from sqlalchemy import BigInteger, ForeignKey, Index, Integer, MetaData, String, Text, UniqueConstraint, Uuid, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from service.store.types import JsonType, UtcDateTime
@@ -91,6 +92,72 @@ class InboxRecord(Base):
 
 
 # --- threads, messages and thread labels (issue "Threads, cleanup and startup recovery") ---
+
+
+def _set_only(table: str, column: str) -> Index:
+    """A partial index over the rows where ``column`` is set: cleanup finds them, and the planner never
+    mistakes it for a way to find the (many) live rows where it is NULL."""
+    where = text(f"{column} IS NOT NULL")
+    return Index(f"ix_{table}_{column}_set", column, sqlite_where=where, postgresql_where=where)
+
+
+class Thread(Base):
+    """A conversation history. ``next_seq`` hands out message positions; ``message_count`` counts active ones."""
+
+    __tablename__ = "threads"
+
+    id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    meta: Mapped[dict[str, Any]] = mapped_column("metadata")
+    version: Mapped[int] = mapped_column(BigInteger)
+    message_count: Mapped[int] = mapped_column(BigInteger)
+    next_seq: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    deleted_at: Mapped[datetime | None]
+    expires_at: Mapped[datetime | None]
+
+    __table_args__ = (
+        Index(None, "created_at", "id"),
+        _set_only("threads", "deleted_at"),
+        _set_only("threads", "expires_at"),
+    )
+
+
+class ThreadMessageRow(Base):
+    """One message. ``seq`` is its position in the thread (request order within a save, then append order).
+
+    (thread_id, deleted_at, seq) is the classic thread/deleted_at/time index with the position as the time
+    key: "the last N active messages" is one backwards range scan, whatever the size of the table.
+    """
+
+    __tablename__ = "messages"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    thread_id: Mapped[str] = mapped_column(ForeignKey("threads.id", ondelete="CASCADE"))
+    seq: Mapped[int] = mapped_column(BigInteger)
+    role: Mapped[str] = mapped_column(String(16))
+    content: Mapped[Any] = mapped_column(JsonType)
+    meta: Mapped[dict[str, Any]] = mapped_column("metadata")
+    created_at: Mapped[datetime]
+    deleted_at: Mapped[datetime | None]
+
+    __table_args__ = (
+        UniqueConstraint("thread_id", "seq"),
+        Index(None, "thread_id", "deleted_at", "seq"),
+        _set_only("messages", "deleted_at"),
+    )
+
+
+class ThreadLabel(Base):
+    """A thread's scalar metadata as rows (value in canonical text), so filters are index lookups."""
+
+    __tablename__ = "thread_labels"
+
+    thread_id: Mapped[str] = mapped_column(ForeignKey("threads.id", ondelete="CASCADE"), primary_key=True)
+    key: Mapped[str] = mapped_column(String(128), primary_key=True)
+    value: Mapped[str] = mapped_column(String(256))
+
+    __table_args__ = (Index(None, "key", "value", "thread_id"),)
 
 
 # --- agent memory (issue "Agent memory with TTL") ---

@@ -1,0 +1,293 @@
+"""Thread queries on Core tables: the locked thread row, message lookups and writes, labels, pages, purges.
+
+Every read of "the last N messages" is a range scan of (thread_id, deleted_at, seq) backwards, and every
+metadata filter a probe of (key, value, thread_id): neither grows with the size of the tables.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ColumnElement, Row, and_, delete, func, insert, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from service.store import cursor
+from service.store.models import Thread, ThreadLabel, ThreadMessageRow
+
+threads = Thread.__table__
+messages = ThreadMessageRow.__table__
+labels = ThreadLabel.__table__
+
+LABEL_VALUE_MAX = 200
+"""Longer label values are stored as their sha256, so any value can be filtered on exactly."""
+_IN_CHUNK = 500
+
+THREAD_COLUMNS = (
+    threads.c.id,
+    threads.c["metadata"],
+    threads.c.version,
+    threads.c.message_count,
+    threads.c.next_seq,
+    threads.c.created_at,
+    threads.c.updated_at,
+    threads.c.deleted_at,
+    threads.c.expires_at,
+)
+MESSAGE_COLUMNS = (
+    messages.c.id,
+    messages.c.thread_id,
+    messages.c.seq,
+    messages.c.role,
+    messages.c.content,
+    messages.c["metadata"],
+    messages.c.created_at,
+    messages.c.deleted_at,
+)
+
+
+def label_text(value: Any) -> str | None:
+    """The canonical text a metadata value is indexed and filtered by; None for values that are not scalars.
+
+    Booleans are ``true``/``false``, integral numbers have no fraction (``5`` and ``5.0`` match), strings are
+    themselves: a tax number matches whether it was saved as a number or as a string.
+    """
+    if isinstance(value, bool):
+        text = "true" if value else "false"
+    elif isinstance(value, int):
+        text = str(value)
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            return None
+        text = str(int(value)) if value.is_integer() and abs(value) < 2**63 else repr(value)
+    elif isinstance(value, str):
+        text = value
+    else:
+        return None
+    if len(text) > LABEL_VALUE_MAX:
+        return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+    return text
+
+
+def labels_of(metadata: Mapping[str, Any]) -> dict[str, str]:
+    return {key: text for key, value in metadata.items() if (text := label_text(value)) is not None}
+
+
+def is_live(row: Row[Any], now: datetime) -> bool:
+    """Neither deleted nor past its TTL: what agents can see without ``include_deleted``."""
+    return row.deleted_at is None and (row.expires_at is None or row.expires_at > now)
+
+
+def live_clause(now: datetime) -> ColumnElement[bool]:
+    return and_(threads.c.deleted_at.is_(None), or_(threads.c.expires_at.is_(None), threads.c.expires_at > now))
+
+
+# -- the thread row ----------------------------------------------------------------------------
+
+
+async def get(conn: AsyncConnection, thread_id: str, *, for_update: bool = False) -> Row[Any] | None:
+    query = select(*THREAD_COLUMNS).where(threads.c.id == thread_id)
+    if for_update:
+        query = query.with_for_update()
+    return (await conn.execute(query)).first()
+
+
+async def lock(conn: AsyncConnection, thread_id: str, now: datetime) -> tuple[Row[Any], bool]:
+    """The thread row, created empty when missing, locked until commit; True when it was just created.
+
+    Insert-if-missing then SELECT ... FOR UPDATE: two workers on one PostgreSQL saving the same new thread
+    serialise on the row instead of one failing on the primary key.
+    """
+    values = {
+        "id": thread_id,
+        "metadata": {},
+        "version": 0,
+        "message_count": 0,
+        "next_seq": 0,
+        "created_at": now,
+        "updated_at": now,
+    }
+    dialect = conn.dialect.name
+    if dialect == "postgresql":
+        stmt: Any = postgresql.insert(threads).values(values).on_conflict_do_nothing(index_elements=["id"])
+    elif dialect == "sqlite":
+        stmt = sqlite.insert(threads).values(values).on_conflict_do_nothing(index_elements=["id"])
+    else:  # pragma: no cover - the worker supports the two databases above
+        raise RuntimeError(f"unsupported database {dialect}")
+    created = bool((await conn.execute(stmt)).rowcount)
+    row = (await conn.execute(select(*THREAD_COLUMNS).where(threads.c.id == thread_id).with_for_update())).one()
+    return row, created
+
+
+async def update_thread(conn: AsyncConnection, thread_id: str, values: Mapping[str, Any]) -> None:
+    await conn.execute(update(threads).where(threads.c.id == thread_id).values(dict(values)))
+
+
+async def set_labels(
+    conn: AsyncConnection, thread_id: str, before: Mapping[str, str], after: Mapping[str, str]
+) -> None:
+    """Rewrite only the labels that changed between two metadata versions."""
+    stale = [key for key, value in before.items() if after.get(key) != value]
+    fresh = [
+        {"thread_id": thread_id, "key": key, "value": value} for key, value in after.items() if before.get(key) != value
+    ]
+    if stale:
+        await conn.execute(delete(labels).where(labels.c.thread_id == thread_id, labels.c.key.in_(stale)))
+    if fresh:
+        await conn.execute(insert(labels), fresh)
+
+
+# -- messages ----------------------------------------------------------------------------------
+
+
+async def find_messages(conn: AsyncConnection, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, Row[Any]]:
+    """Messages by id, whatever their thread (the caller refuses ids that belong to another thread)."""
+    found: dict[uuid.UUID, Row[Any]] = {}
+    for start in range(0, len(ids), _IN_CHUNK):
+        chunk = ids[start : start + _IN_CHUNK]
+        for row in await conn.execute(select(*MESSAGE_COLUMNS).where(messages.c.id.in_(chunk))):
+            found[row.id] = row
+    return found
+
+
+async def insert_messages(conn: AsyncConnection, rows: Sequence[Mapping[str, Any]]) -> None:
+    if rows:
+        await conn.execute(insert(messages), [dict(row) for row in rows])
+
+
+async def update_message(conn: AsyncConnection, message_id: uuid.UUID, values: Mapping[str, Any]) -> None:
+    await conn.execute(update(messages).where(messages.c.id == message_id).values(dict(values)))
+
+
+async def soft_delete_active(conn: AsyncConnection, thread_id: str, now: datetime) -> int:
+    result = await conn.execute(
+        update(messages)
+        .where(messages.c.thread_id == thread_id, messages.c.deleted_at.is_(None))
+        .values(deleted_at=now)
+    )
+    return int(result.rowcount or 0)
+
+
+async def trim(conn: AsyncConnection, thread_id: str, keep: int, now: datetime) -> int:
+    """Soft-delete the oldest active non-system messages beyond ``keep``; returns how many."""
+    active = and_(
+        messages.c.thread_id == thread_id,
+        messages.c.deleted_at.is_(None),
+        messages.c.role != "system",
+    )
+    total = int((await conn.execute(select(func.count()).select_from(messages).where(active))).scalar_one())
+    excess = total - keep
+    if excess <= 0:
+        return 0
+    oldest = select(messages.c.id).where(active).order_by(messages.c.seq).limit(excess).scalar_subquery()
+    result = await conn.execute(update(messages).where(messages.c.id.in_(oldest)).values(deleted_at=now))
+    return int(result.rowcount or 0)
+
+
+async def recent_messages(
+    conn: AsyncConnection, thread_id: str, limit: int, *, include_deleted: bool
+) -> list[Row[Any]]:
+    """The most recent ``limit`` messages in chronological (position) order."""
+    query = select(*MESSAGE_COLUMNS).where(messages.c.thread_id == thread_id)
+    if not include_deleted:
+        query = query.where(messages.c.deleted_at.is_(None))
+    rows = list((await conn.execute(query.order_by(messages.c.seq.desc()).limit(limit))).all())
+    rows.reverse()
+    return rows
+
+
+# -- listing -----------------------------------------------------------------------------------
+
+
+async def list_page(
+    conn: AsyncConnection,
+    *,
+    metadata: Mapping[str, Any],
+    created_after: datetime | None,
+    created_before: datetime | None,
+    limit: int,
+    after: str | None,
+    now: datetime,
+) -> tuple[list[Row[Any]], str | None]:
+    """Live threads, newest first, keyset-paged on (created_at, id); each metadata filter is an index probe."""
+    query = select(*THREAD_COLUMNS).where(live_clause(now))
+    for key, value in metadata.items():
+        text = label_text(value)
+        matching = select(labels.c.thread_id).where(labels.c.key == key, labels.c.value == text)
+        query = query.where(threads.c.id.in_(matching))
+    if created_after is not None:
+        query = query.where(threads.c.created_at > created_after)
+    if created_before is not None:
+        query = query.where(threads.c.created_at < created_before)
+    if after is not None:
+        after_time, after_id = cursor.decode(after)
+        query = query.where(
+            or_(threads.c.created_at < after_time, and_(threads.c.created_at == after_time, threads.c.id < after_id))
+        )
+    query = query.order_by(threads.c.created_at.desc(), threads.c.id.desc()).limit(limit + 1)
+    rows = list((await conn.execute(query)).all())
+    next_cursor = None
+    if len(rows) > limit:
+        rows = rows[:limit]
+        next_cursor = cursor.encode(rows[-1].created_at, rows[-1].id)
+    return rows, next_cursor
+
+
+# -- purges (cleanup) --------------------------------------------------------------------------
+
+
+def expired_clause(now: datetime) -> ColumnElement[bool]:
+    return and_(threads.c.expires_at.is_not(None), threads.c.expires_at <= now)
+
+
+def deleted_before_clause(cutoff: datetime) -> ColumnElement[bool]:
+    return and_(threads.c.deleted_at.is_not(None), threads.c.deleted_at < cutoff)
+
+
+async def count_threads(conn: AsyncConnection, condition: ColumnElement[bool]) -> int:
+    return int((await conn.execute(select(func.count()).select_from(threads).where(condition))).scalar_one())
+
+
+async def purge_threads_batch(conn: AsyncConnection, condition: ColumnElement[bool], batch: int) -> tuple[int, int]:
+    """Hard-delete up to ``batch`` messages of threads matching ``condition``, then the emptied threads.
+
+    Returns (threads removed, messages removed). Messages go first and in bounded numbers, so a thread of a
+    million messages is removed over many short transactions rather than by one long cascade.
+    """
+    ids = list((await conn.execute(select(threads.c.id).where(condition).limit(batch))).scalars())
+    if not ids:
+        return 0, 0
+    doomed = select(messages.c.id).where(messages.c.thread_id.in_(ids)).limit(batch).scalar_subquery()
+    removed_messages = int((await conn.execute(delete(messages).where(messages.c.id.in_(doomed)))).rowcount or 0)
+    if removed_messages >= batch:
+        return 0, removed_messages
+    await conn.execute(delete(labels).where(labels.c.thread_id.in_(ids)))
+    removed = await conn.execute(delete(threads).where(threads.c.id.in_(ids), condition))
+    return int(removed.rowcount or 0), removed_messages
+
+
+async def count_messages_deleted_before(conn: AsyncConnection, cutoff: datetime) -> int:
+    query = select(func.count()).select_from(messages).where(messages.c.deleted_at < cutoff)
+    return int((await conn.execute(query)).scalar_one())
+
+
+async def purge_messages_batch(conn: AsyncConnection, cutoff: datetime, batch: int) -> int:
+    """Hard-delete up to ``batch`` messages soft-deleted (trimmed, cleared) before ``cutoff``."""
+    doomed = select(messages.c.id).where(messages.c.deleted_at < cutoff).limit(batch).scalar_subquery()
+    return int((await conn.execute(delete(messages).where(messages.c.id.in_(doomed)))).rowcount or 0)
+
+
+def chunks(items: Iterable[Any], size: int) -> Iterable[list[Any]]:
+    bucket: list[Any] = []
+    for item in items:
+        bucket.append(item)
+        if len(bucket) >= size:
+            yield bucket
+            bucket = []
+    if bucket:
+        yield bucket

@@ -1,0 +1,1 @@
+"""Thread actions through the wire."""
