@@ -28,6 +28,7 @@ from contracts import ACTIONS, ActionSpec, CommandEnvelope, ErrorEnvelope, Outpu
 
 log = logging.getLogger(__name__)
 
+_OPTION_NAMES = CallOptions.__required_keys__ | CallOptions.__optional_keys__
 OutputT = TypeVar("OutputT", bound=Output)
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
@@ -186,6 +187,10 @@ class ClientCore:
         return result
 
     async def _run(self, spec: ActionSpec, params: Params, options: CallOptions) -> Output | Buffered:
+        if unknown := set(options) - _OPTION_NAMES:
+            raise TypeError(
+                f"{spec.name}() got unknown option(s) {sorted(unknown)}; options are {sorted(_OPTION_NAMES)}"
+            )
         timeout_s = options.get("timeout_s", self.settings.call_timeout_s)
         routing_key = self.settings.routing_key(options.get("target_node"))
         key = options.get("idempotency_key") or (new_id() if spec.writes else None)

@@ -128,6 +128,15 @@ async def test_params_are_checked_before_sending(tmp_path: Path) -> None:
     assert transport.sent == []
 
 
+async def test_misspelt_call_option_is_an_error_not_ignored(tmp_path: Path) -> None:
+    """A typo in a per-call option (``timeout=`` for ``timeout_s=``) raises TypeError instead of being ignored."""
+    client, transport, _ = client_with(tmp_path, lambda env: result())
+    async with client:
+        with pytest.raises(TypeError, match="timeout"):
+            await client.ping(timeout=3)  # type: ignore[call-arg]
+    assert transport.sent == []
+
+
 async def test_while_worker_is_known_down_new_writes_queue_behind_buffered_ones(tmp_path: Path) -> None:
     """Once a write was buffered, the next ones are buffered at once (no new retry wait) and keep their order."""
     client, transport, clock = client_with(tmp_path, lambda env: Unavailable("down"))
