@@ -21,9 +21,10 @@ from pathlib import Path
 from tqdm import tqdm  # type: ignore[import-untyped]
 
 from buffer.replay import Replayer, ReplayReport
-from buffer.rpc import RpcTransport
+from buffer.rpc import Reply, RpcTransport
 from buffer.settings import ClientSettings
 from buffer.spill import BufferStatus, SpillBuffer
+from contracts import CommandEnvelope
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -36,7 +37,9 @@ def _parser() -> argparse.ArgumentParser:
         )
         return p
 
-    status = with_dir(sub.add_parser("status", help="what waits in the buffer, what failed, what was quarantined"))
+    status = with_dir(
+        sub.add_parser("status", help="what waits, what failed, what was quarantined (sets aside invalid files)")
+    )
     status.add_argument("--json", action="store_true", help="print one JSON object")
 
     replay = with_dir(sub.add_parser("replay", help="send the buffered commands now, oldest first"))
@@ -108,7 +111,7 @@ async def _replay(settings: ClientSettings, *, progress: bool) -> int:
     buffer = await asyncio.to_thread(_open, settings)
     transport = RpcTransport(settings.amqp_url, settings.exchange, connect_timeout_s=settings.connect_timeout_s)
 
-    async def send(envelope):  # type: ignore[no-untyped-def]
+    async def send(envelope: CommandEnvelope) -> Reply:
         context = envelope.data.context or {}
         node = envelope.data.target_node or context.get("target_node")
         return await transport.call(

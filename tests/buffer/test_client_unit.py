@@ -208,6 +208,24 @@ async def test_worker_event_triggers_replay_before_the_heartbeat(tmp_path: Path)
         assert report.sent == 0 and report.remaining == 0
 
 
+async def test_heartbeat_replays_without_any_call(tmp_path: Path) -> None:
+    """With no worker announcement and no new call, the heartbeat alone delivers what was buffered."""
+    down = True
+
+    def respond(env: CommandEnvelope) -> Reply | Exception:
+        return Unavailable("down") if down else result(saved(env))
+
+    client, transport, _ = client_with(tmp_path, respond, heartbeat_s=0.05)
+    delivered = asyncio.Event()
+    client.on_replay.append(lambda report: delivered.set() if report.sent else None)
+    async with client:
+        buffered = await client.save_thread("t-h")
+        down = False
+        await asyncio.wait_for(delivered.wait(), 10)
+    assert isinstance(buffered, Buffered)
+    assert transport.sent[-1].envelope.id == buffered.command_id and not transport.sent[-1].expire
+
+
 async def test_upload_stages_bytes_in_temp_and_registers_a_valid_manifest(tmp_path: Path) -> None:
     """upload_artifact writes the bytes under temp/, and the manifest states their size and sha256."""
     captured: list[CommandEnvelope] = []
