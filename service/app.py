@@ -10,7 +10,7 @@ from faststream import AckPolicy
 from faststream.rabbit import Channel, RabbitBroker, RabbitMessage
 
 from contracts import topology as names
-from service import operating, topology
+from service import maintenance, operating, topology
 from service.context import Services
 from service.files import FileStore
 from service.pipeline import Delivery, Outcome, Pipeline, Settle
@@ -71,6 +71,8 @@ class Worker:
         """Commands taken from the queue and not yet settled."""
         self.operations = operating.install(self)
         """Command log, metrics, node registry and tracing, as the settings ask."""
+        self.maintenance = maintenance.install(self)
+        """Startup recovery before the broker connects, then a cleanup every STORAGE_CLEANUP_INTERVAL."""
 
     async def start(self) -> None:
         s = self.settings

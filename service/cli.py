@@ -140,4 +140,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # ``python -m service.cli``: run the importable module, the one plugins register their subcommands in
+    from service.cli import main as _main
+
+    sys.exit(_main())

@@ -5,12 +5,13 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from service.handlers import artifacts, system, threads
+from service.handlers import artifacts, maintenance, system, threads
 
 Handler = Callable[[Any, Any], Awaitable[Any]]
 
 HANDLERS: dict[str, Handler] = {
     **artifacts.HANDLERS,
+    **maintenance.HANDLERS,
     **system.HANDLERS,
     **threads.HANDLERS,
 }

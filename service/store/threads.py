@@ -27,6 +27,8 @@ labels = ThreadLabel.__table__
 LABEL_VALUE_MAX = 200
 """Longer label values are stored as their sha256, so any value can be filtered on exactly."""
 _IN_CHUNK = 500
+MESSAGES_PER_THREAD_BATCH = 4
+"""A purge job removes up to this many messages per thread of its batch: short threads go in one job."""
 
 THREAD_COLUMNS = (
     threads.c.id,
@@ -254,7 +256,7 @@ async def count_threads(conn: AsyncConnection, condition: ColumnElement[bool]) -
 
 
 async def purge_threads_batch(conn: AsyncConnection, condition: ColumnElement[bool], batch: int) -> tuple[int, int]:
-    """Hard-delete up to ``batch`` messages of threads matching ``condition``, then the emptied threads.
+    """Hard-delete up to ``batch`` threads matching ``condition``: their messages (bounded), then the threads.
 
     Returns (threads removed, messages removed). Messages go first and in bounded numbers, so a thread of a
     million messages is removed over many short transactions rather than by one long cascade.
@@ -262,9 +264,10 @@ async def purge_threads_batch(conn: AsyncConnection, condition: ColumnElement[bo
     ids = list((await conn.execute(select(threads.c.id).where(condition).limit(batch))).scalars())
     if not ids:
         return 0, 0
-    doomed = select(messages.c.id).where(messages.c.thread_id.in_(ids)).limit(batch).scalar_subquery()
+    message_limit = batch * MESSAGES_PER_THREAD_BATCH
+    doomed = select(messages.c.id).where(messages.c.thread_id.in_(ids)).limit(message_limit).scalar_subquery()
     removed_messages = int((await conn.execute(delete(messages).where(messages.c.id.in_(doomed)))).rowcount or 0)
-    if removed_messages >= batch:
+    if removed_messages >= message_limit:
         return 0, removed_messages
     await conn.execute(delete(labels).where(labels.c.thread_id.in_(ids)))
     removed = await conn.execute(delete(threads).where(threads.c.id.in_(ids), condition))

@@ -1,0 +1,252 @@
+"""Cleanup scopes over files: old temp files, files without rows, old orphans, rows without files.
+
+A completed artifact whose file is missing is first looked for in temp/ by size and sha256: that is
+where the bytes sit when the worker died between the commit and the move. Only when they are not there
+does the row become ``failed``. Startup recovery runs the same repair over the newest rows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import posixpath
+import re
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+from urllib.parse import quote
+
+from sqlalchemy import Row
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from contracts import ARTIFACT_ID_PATTERN, CleanupScope, StorageError
+from service.files import ARTIFACTS, ORPHANS, TEMP, FileStore
+from service.maintenance.cleanup import (
+    ORPHAN_FILE_MIN_AGE,
+    ORPHAN_KEEP,
+    STALE_UPLOADING_AGE,
+    TEMP_MAX_AGE,
+    CleanupRun,
+    register_scope,
+)
+from service.maintenance.fileops import Entry, older_than, remove, retire, walk
+from service.store import maintenance as q
+
+log = logging.getLogger(__name__)
+
+_ARTIFACT_FILE = re.compile(f"^({ARTIFACT_ID_PATTERN.strip('^$')})" + r"(\.[A-Za-z0-9]{1,16})?$")
+"""``artifacts/<trace>/<artifact id><ext>``: the name the worker gives every file it places."""
+
+
+# -- temp/, orphans/ ---------------------------------------------------------------------------
+
+
+async def temp_orphans(run: CleanupRun) -> int:
+    """Temp files older than an hour were never registered (or their registration failed): to orphans/."""
+    return await _sweep(run, TEMP, run.now - TEMP_MAX_AGE, "temp file older than 1 h")
+
+
+async def old_orphans(run: CleanupRun) -> int:
+    """Files that sat in orphans/ for a week are deleted."""
+    cutoff = run.now - ORPHAN_KEEP
+    total = 0
+    async for chunk in walk(run.files, ORPHANS, run.batch):
+        old = [entry for entry in chunk if older_than(entry, cutoff)]
+        if run.dry_run:
+            total += len(old)
+            continue
+        for entry in old:
+            if await remove(run.files, entry.path):
+                log.info("deleted %s: in orphans/ for more than %s", run.files.url(entry.path), ORPHAN_KEEP)
+                total += 1
+    return total
+
+
+async def _sweep(run: CleanupRun, folder: str, cutoff: datetime, reason: str) -> int:
+    total = 0
+    async for chunk in walk(run.files, folder, run.batch):
+        old = [entry for entry in chunk if older_than(entry, cutoff)]
+        if run.dry_run:
+            total += len(old)
+            continue
+        for entry in old:
+            if await retire(run.files, entry.path, reason=reason) is not None:
+                total += 1
+    return total
+
+
+# -- artifacts/ without rows -------------------------------------------------------------------
+
+
+async def orphan_files(run: CleanupRun) -> int:
+    """Files under artifacts/ that no artifact row points at, older than a day: to orphans/."""
+    cutoff = run.now - ORPHAN_FILE_MIN_AGE
+    total = 0
+    async for chunk in walk(run.files, ARTIFACTS, run.batch):
+        old = [entry for entry in chunk if older_than(entry, cutoff)]
+        if not old:
+            continue
+        async with run.read() as conn:
+            unreferenced = await _unreferenced(conn, run.files, old)
+        if run.dry_run:
+            total += len(unreferenced)
+            continue
+        for entry in unreferenced:
+            if await retire(run.files, entry.path, reason="no artifact row points at it") is not None:
+                total += 1
+    return total
+
+
+async def _unreferenced(conn: AsyncConnection, files: FileStore, entries: Sequence[Entry]) -> list[Entry]:
+    """Fast path: a file named after an artifact id is checked by primary key; the rest by uri."""
+    ids = {entry.path: _id_of(entry) for entry in entries}
+    stored = await q.uris_of(conn, [artifact_id for artifact_id in ids.values() if artifact_id])
+    left = [entry for entry in entries if not _points_at(files, stored.get(ids[entry.path] or ""), entry.path)]
+    if not left:
+        return []
+    forms = {entry.path: (files.url(entry.path), _quoted_url(files, entry.path)) for entry in left}
+    referenced = await q.referenced_uris(conn, [uri for pair in forms.values() for uri in pair])
+    return [entry for entry in left if not referenced.intersection(forms[entry.path])]
+
+
+def _id_of(entry: Entry) -> str | None:
+    match = _ARTIFACT_FILE.match(posixpath.basename(entry.path))
+    return match.group(1) if match else None
+
+
+def _points_at(files: FileStore, uri: str | None, path: str) -> bool:
+    if uri is None:
+        return False
+    try:
+        return files.resolve_incoming(uri) == path
+    except StorageError:
+        return False
+
+
+def _quoted_url(files: FileStore, path: str) -> str:
+    return "file://" + quote(path) if files.is_local else files.url(path)
+
+
+# -- rows without files ------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class TempBytes:
+    """temp/ indexed by size; hashed lazily, each file handed out once."""
+
+    files: FileStore
+    by_size: dict[int, list[str]] = field(default_factory=lambda: defaultdict(list))
+    digests: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    async def scan(cls, files: FileStore, max_bytes: int, chunk: int) -> TempBytes:
+        index = cls(files)
+        async for entries in walk(files, TEMP, chunk):
+            for entry in entries:
+                if entry.size <= max_bytes:
+                    index.by_size[entry.size].append(entry.path)
+        return index
+
+    async def take(self, checksum: str, size: int) -> str | None:
+        for path in list(self.by_size.get(size, ())):
+            if path not in self.digests:
+                try:
+                    self.digests[path] = await self.files.sha256(path)
+                except StorageError:
+                    self.by_size[size].remove(path)
+                    continue
+            if self.digests[path] == checksum:
+                self.by_size[size].remove(path)
+                return path
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class FileCheck:
+    repaired: int = 0
+    failed: int = 0
+    missing: int = 0
+
+
+async def check_completed(
+    run: CleanupRun, *, registered_before: datetime | None = None, registered_since: datetime | None = None
+) -> FileCheck:
+    """Walk completed artifacts (optionally by registration time); repair or fail those without a file."""
+    after = ""
+    temp: TempBytes | None = None
+    repaired = failed = missing = 0
+    while True:
+        async with run.read() as conn:
+            rows = await q.completed_page(
+                conn,
+                after_id=after,
+                batch=run.batch,
+                registered_before=registered_before,
+                registered_since=registered_since,
+            )
+        if not rows:
+            break
+        after = rows[-1].id
+        absent = await asyncio.to_thread(_absent, run.files, rows)
+        missing += len(absent)
+        if absent and not run.dry_run:
+            if temp is None:
+                temp = await TempBytes.scan(run.files, run.settings.max_file_bytes, run.batch)
+            unrepaired = [row.id for row, path in absent if not await _repair(run.files, temp, row, path)]
+            repaired += len(absent) - len(unrepaired)
+            failed += len(await _fail(run, unrepaired))
+        if len(rows) < run.batch:
+            break
+    return FileCheck(repaired, failed, missing)
+
+
+def _absent(files: FileStore, rows: Sequence[Row[Any]]) -> list[tuple[Row[Any], str]]:
+    found = []
+    for row in rows:
+        try:
+            path = files.resolve_incoming(row.uri)
+        except StorageError:
+            continue  # a uri outside this storage root cannot be checked from here
+        if not files.fs.exists(path):
+            found.append((row, path))
+    return found
+
+
+async def _repair(files: FileStore, temp: TempBytes, row: Row[Any], dest: str) -> bool:
+    source = await temp.take(row.checksum, row.size_bytes)
+    if source is None:
+        return False
+    try:
+        await files.place(source, dest)
+    except StorageError as exc:
+        log.warning("artifact %s: moving %s into place failed: %s", row.id, files.url(source), exc.message)
+        return False
+    log.warning("artifact %s: its file was still in temp/, moved %s to %s", row.id, files.url(source), row.uri)
+    return True
+
+
+async def _fail(run: CleanupRun, ids: list[str]) -> list[str]:
+    if not ids:
+        return []
+
+    async def job(conn: AsyncConnection) -> list[str]:
+        return await q.mark_failed(conn, ids)
+
+    changed = await run.write(job)
+    for artifact_id in changed:
+        log.warning("artifact %s is completed but its file is gone (not in temp/ either): marked failed", artifact_id)
+    return changed
+
+
+async def missing_files(run: CleanupRun) -> int:
+    """Completed artifacts whose file is gone (registered over an hour ago): repaired from temp/ or failed."""
+    check = await check_completed(run, registered_before=run.now - STALE_UPLOADING_AGE)
+    return check.missing if run.dry_run else check.repaired + check.failed
+
+
+register_scope(CleanupScope.TEMP_ORPHANS, temp_orphans)
+register_scope(CleanupScope.ORPHAN_FILES, orphan_files)
+register_scope(CleanupScope.OLD_ORPHANS, old_orphans)
+register_scope(CleanupScope.MISSING_FILES, missing_files)

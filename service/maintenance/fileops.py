@@ -1,0 +1,105 @@
+"""File work for cleanup and recovery: walking a folder in bounded chunks, retiring files to orphans/.
+
+Walks go directory by directory in a thread, so a folder of a million files is never listed at once and
+the event loop keeps serving commands. A file that vanishes mid-walk (an agent or a command moved it) is
+simply skipped: maintenance never fails because the world changed under it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import posixpath
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from contracts import StorageError
+from service.files import FileStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    path: str
+    size: int
+    modified: datetime | None
+
+
+def _modified(details: dict[str, Any]) -> datetime | None:
+    for key in ("mtime", "LastModified", "last_modified", "created"):
+        value = details.get(key)
+        if isinstance(value, datetime):
+            return value if value.tzinfo else value.replace(tzinfo=UTC)
+        if isinstance(value, int | float):
+            return datetime.fromtimestamp(value, UTC)
+    return None
+
+
+def _walk(files: FileStore, folder: str) -> Iterator[list[Entry]]:
+    base = files.join(folder)
+    if not files.fs.exists(base):
+        return
+    for root, _dirs, found in files.fs.walk(base, detail=True):
+        entries = [
+            Entry(posixpath.join(root, name), int(d.get("size") or 0), _modified(d))
+            for name, d in found.items()
+            if d.get("type") == "file"
+        ]
+        if entries:
+            yield entries
+
+
+async def walk(files: FileStore, folder: str, chunk: int) -> AsyncIterator[list[Entry]]:
+    """Every file under a top-level folder of the storage root, in lists of at most ``chunk``."""
+    directories = _walk(files, folder)
+    done = object()
+    while True:
+        try:
+            entries = await asyncio.to_thread(next, directories, done)
+        except OSError as exc:
+            log.warning("walking %s stopped: %s", files.url(files.join(folder)), exc)
+            return
+        if entries is done:
+            return
+        assert isinstance(entries, list)
+        for start in range(0, len(entries), chunk):
+            yield entries[start : start + chunk]
+
+
+def older_than(entry: Entry, cutoff: datetime) -> bool:
+    return entry.modified is not None and entry.modified < cutoff
+
+
+async def retire(files: FileStore, path: str, *, reason: str) -> str | None:
+    """Move a file to orphans/ and start its orphan clock now; None when it was already gone."""
+    try:
+        dest = await files.to_orphans(path)
+    except StorageError as exc:
+        log.warning("could not move %s to orphans/ (%s): %s", files.url(path), reason, exc.message)
+        return None
+    if dest is None:
+        return None
+    if files.is_local:  # a rename keeps the old mtime; old_orphans must count from the move
+        await asyncio.to_thread(_touch, dest)
+    log.info("moved %s to %s: %s", files.url(path), files.url(dest), reason)
+    return dest
+
+
+def _touch(path: str) -> None:
+    try:
+        os.utime(path)
+    except OSError:
+        log.debug("could not refresh the mtime of %s", path, exc_info=True)
+
+
+async def remove(files: FileStore, path: str) -> bool:
+    try:
+        await files.remove(path)
+    except StorageError as exc:
+        log.warning("could not delete %s: %s", files.url(path), exc.message)
+        return False
+    return True

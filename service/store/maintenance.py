@@ -1,0 +1,138 @@
+"""Queries that cleanup and startup recovery run over artifacts and the inbox, each bounded by a batch size."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Row, delete, func, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from contracts import ArtifactStatus
+from service.store.models import Artifact, ArtifactLabel, InboxRecord
+
+artifacts = Artifact.__table__
+artifact_labels = ArtifactLabel.__table__
+inbox = InboxRecord.__table__
+
+COMPLETED = ArtifactStatus.COMPLETED.value
+UPLOADING = ArtifactStatus.UPLOADING.value
+FAILED = ArtifactStatus.FAILED.value
+
+
+async def _count(conn: AsyncConnection, table: Any, *conditions: Any) -> int:
+    return int((await conn.execute(select(func.count()).select_from(table).where(*conditions))).scalar_one())
+
+
+# -- expired artifacts -------------------------------------------------------------------------
+
+
+async def count_expired_artifacts(conn: AsyncConnection, now: datetime) -> int:
+    return await _count(conn, artifacts, artifacts.c.expires_at <= now)
+
+
+async def delete_expired_artifacts(conn: AsyncConnection, now: datetime, batch: int) -> list[Row[Any]]:
+    """Remove up to ``batch`` artifacts whose retention ran out; returns their (id, uri) for the file moves."""
+    rows = list(
+        (
+            await conn.execute(
+                select(artifacts.c.id, artifacts.c.uri)
+                .where(artifacts.c.expires_at <= now)
+                .order_by(artifacts.c.expires_at)
+                .limit(batch)
+            )
+        ).all()
+    )
+    if rows:
+        ids = [row.id for row in rows]
+        await conn.execute(delete(artifact_labels).where(artifact_labels.c.artifact_id.in_(ids)))
+        await conn.execute(delete(artifacts).where(artifacts.c.id.in_(ids)))
+    return rows
+
+
+# -- stale uploads and missing files -----------------------------------------------------------
+
+
+def _stale_uploading(cutoff: datetime) -> Any:
+    return (artifacts.c.status == UPLOADING) & (artifacts.c.registered_at < cutoff)
+
+
+async def count_stale_uploading(conn: AsyncConnection, cutoff: datetime) -> int:
+    return await _count(conn, artifacts, _stale_uploading(cutoff))
+
+
+async def fail_stale_uploading(conn: AsyncConnection, cutoff: datetime, batch: int) -> list[str]:
+    """Mark up to ``batch`` uploads registered before ``cutoff`` as failed; returns their ids."""
+    ids = list((await conn.execute(select(artifacts.c.id).where(_stale_uploading(cutoff)).limit(batch))).scalars())
+    if ids:
+        await conn.execute(update(artifacts).where(artifacts.c.id.in_(ids)).values(status=FAILED))
+    return ids
+
+
+async def completed_page(
+    conn: AsyncConnection,
+    *,
+    after_id: str,
+    batch: int,
+    registered_before: datetime | None = None,
+    registered_since: datetime | None = None,
+) -> list[Row[Any]]:
+    """Completed artifacts in id order after ``after_id`` (a keyset walk over the whole table)."""
+    query = select(artifacts.c.id, artifacts.c.uri, artifacts.c.checksum, artifacts.c.size_bytes).where(
+        artifacts.c.status == COMPLETED, artifacts.c.id > after_id
+    )
+    if registered_before is not None:
+        query = query.where(artifacts.c.registered_at < registered_before)
+    if registered_since is not None:
+        query = query.where(artifacts.c.registered_at >= registered_since)
+    return list((await conn.execute(query.order_by(artifacts.c.id).limit(batch))).all())
+
+
+async def mark_failed(conn: AsyncConnection, ids: Sequence[str]) -> list[str]:
+    """Completed artifacts among ``ids`` become failed; returns the ids that changed."""
+    if not ids:
+        return []
+    changed = list(
+        (
+            await conn.execute(select(artifacts.c.id).where(artifacts.c.id.in_(ids), artifacts.c.status == COMPLETED))
+        ).scalars()
+    )
+    if changed:
+        await conn.execute(update(artifacts).where(artifacts.c.id.in_(changed)).values(status=FAILED))
+    return changed
+
+
+async def newest_registration(conn: AsyncConnection) -> datetime | None:
+    value: datetime | None = (await conn.execute(select(func.max(artifacts.c.registered_at)))).scalar_one()
+    return value
+
+
+# -- files without rows ------------------------------------------------------------------------
+
+
+async def uris_of(conn: AsyncConnection, ids: Sequence[str]) -> dict[str, str]:
+    """The stored uri of each of these artifact ids that exists."""
+    if not ids:
+        return {}
+    rows = await conn.execute(select(artifacts.c.id, artifacts.c.uri).where(artifacts.c.id.in_(ids)))
+    return {row.id: row.uri for row in rows}
+
+
+async def referenced_uris(conn: AsyncConnection, uris: Sequence[str]) -> set[str]:
+    """Which of these uris some artifact row points at (the slow path, for files not named by an id)."""
+    if not uris:
+        return set()
+    return set((await conn.execute(select(artifacts.c.uri).where(artifacts.c.uri.in_(uris)))).scalars())
+
+
+# -- inbox -------------------------------------------------------------------------------------
+
+
+async def count_inbox_before(conn: AsyncConnection, cutoff: datetime) -> int:
+    return await _count(conn, inbox, inbox.c.created_at < cutoff)
+
+
+async def purge_inbox_before(conn: AsyncConnection, cutoff: datetime, batch: int) -> int:
+    doomed = select(inbox.c.id).where(inbox.c.created_at < cutoff).limit(batch).scalar_subquery()
+    return int((await conn.execute(delete(inbox).where(inbox.c.id.in_(doomed)))).rowcount or 0)

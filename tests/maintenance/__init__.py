@@ -1,0 +1,1 @@
+"""Cleanup, periodic maintenance and startup recovery, through the wire."""

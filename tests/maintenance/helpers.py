@@ -1,0 +1,93 @@
+"""Direct database and file access for maintenance tests: seeding states that only time would produce."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Executable, func, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from contracts import utc_now
+from service.settings import Settings
+from service.store.db import create_engine
+from service.store.models import Artifact, InboxRecord, Thread, ThreadLabel, ThreadMessageRow
+from tests.support.bus import Bus, output
+
+ADMIN = {"requester_id": "admin-agent"}
+artifacts = Artifact.__table__
+threads = Thread.__table__
+messages = ThreadMessageRow.__table__
+thread_labels = ThreadLabel.__table__
+inbox = InboxRecord.__table__
+
+
+@asynccontextmanager
+async def database(settings: Settings) -> AsyncIterator[AsyncConnection]:
+    """A connection of our own beside the worker's (committed on exit)."""
+    engine = create_engine(settings.database_url)
+    try:
+        async with engine.begin() as conn:
+            yield conn
+    finally:
+        await engine.dispose()
+
+
+async def execute(settings: Settings, *statements: Executable) -> None:
+    async with database(settings) as conn:
+        for statement in statements:
+            await conn.execute(statement)
+
+
+async def scalar(settings: Settings, statement: Executable) -> Any:
+    async with database(settings) as conn:
+        return (await conn.execute(statement)).scalar()
+
+
+async def scalar_rows(settings: Settings, statement: Executable) -> list[Any]:
+    async with database(settings) as conn:
+        return list((await conn.execute(statement)).scalars())
+
+
+async def count(settings: Settings, table: Any, *conditions: Any) -> int:
+    return int(await scalar(settings, select(func.count()).select_from(table).where(*conditions)))
+
+
+def ago(**delta: float) -> Any:
+    return utc_now() - timedelta(**delta)
+
+
+def age_file(path: Path, **delta: float) -> None:
+    """Make a file look as old as ``delta`` (its mtime), the way time would."""
+    moment = time.time() - timedelta(**delta).total_seconds()
+    os.utime(path, (moment, moment))
+
+
+async def cleanup(bus: Bus, *scopes: str, dry_run: bool = False) -> dict[str, int]:
+    params: dict[str, Any] = {"dry_run": dry_run}
+    if scopes:
+        params["scopes"] = list(scopes)
+    out = output(await bus.call("cleanup", params, context=ADMIN, timeout=120))
+    assert out["dry_run"] is dry_run
+    counts: dict[str, int] = out["counts"]
+    return counts
+
+
+async def delete_topology(amqp_url: str, exchange: str, queue: str, dlq: str) -> None:
+    """Remove a test worker's queues and exchanges from the shared broker."""
+    import aio_pika
+
+    conn = await aio_pika.connect(amqp_url)
+    try:
+        channel = await conn.channel()
+        for name in (queue, dlq):
+            await channel.queue_delete(name)
+        for name in (exchange, f"{exchange}.dlx"):
+            await channel.exchange_delete(name)
+    finally:
+        await conn.close()

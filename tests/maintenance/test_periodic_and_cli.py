@@ -1,0 +1,118 @@
+"""The worker cleans up by itself every interval; ``storage-worker cleanup`` does it from the command line."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+import uuid
+from pathlib import Path
+
+from sqlalchemy import update
+
+from service.app import Worker
+from service.settings import Settings
+from tests.conftest import _delete_topology, make_settings
+from tests.maintenance.helpers import ago, count, execute, messages, threads
+from tests.support.bus import Bus, output
+from tests.support.databases import sqlite_url
+
+
+async def _expired_thread(settings: Settings) -> str:
+    """A thread saved through the worker, whose TTL has since run out."""
+    thread_id = f"ttl-{uuid.uuid4().hex}"
+    bus = await Bus(settings.amqp_url, settings.exchange, settings.dlq).open()
+    try:
+        saved = await bus.call(
+            "save_thread",
+            {"thread_id": thread_id, "messages": [{"role": "user", "content": "hi"}], "ttl_seconds": 60},
+        )
+        output(saved)
+    finally:
+        await bus.close()
+    await execute(settings, update(threads).where(threads.c.id == thread_id).values(expires_at=ago(seconds=1)))
+    return thread_id
+
+
+async def _cli(settings: Settings, cwd: Path, *args: str) -> tuple[int, str, str]:
+    env = {
+        **os.environ,
+        "DATABASE_URL": settings.database_url,
+        "STORAGE_ROOT": settings.storage_root,
+        "STORAGE_LOG_LEVEL": "WARNING",
+    }
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "service.cli",
+        "cleanup",
+        *args,
+        env=env,
+        cwd=cwd,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 120)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def test_worker_runs_cleanup_every_interval(amqp_url: str, database_url: str, storage_root: Path) -> None:
+    """With STORAGE_CLEANUP_INTERVAL set, an expired thread disappears from the database with no command sent."""
+    settings = make_settings(amqp_url, database_url, storage_root, cleanup_interval_s=0.2)
+    worker = Worker(settings)
+    await worker.start()
+    try:
+        thread_id = await _expired_thread(settings)
+        seen = worker.maintenance.runs
+        await asyncio.wait_for(worker.maintenance.wait_for_run(seen + 1), 60)  # the run under way may predate it
+        await asyncio.wait_for(worker.maintenance.wait_for_run(seen + 2), 60)
+        assert await count(settings, threads, threads.c.id == thread_id) == 0
+        assert await count(settings, messages, messages.c.thread_id == thread_id) == 0
+    finally:
+        await worker.stop()
+        await _delete_topology(settings)
+
+
+async def test_cli_cleanup_dry_run_then_for_real(
+    amqp_url: str, database_url: str, storage_root: Path, tmp_path: Path
+) -> None:
+    """`storage-worker cleanup --dry-run --scope` counts without changing anything; without --dry-run it cleans."""
+    settings = make_settings(amqp_url, database_url, storage_root)
+    worker = Worker(settings)
+    await worker.start()
+    try:
+        thread_id = await _expired_thread(settings)
+    finally:
+        await worker.stop()
+        await _delete_topology(settings)
+
+    code, out, err = await _cli(
+        settings, tmp_path, "--dry-run", "--scope", "expired_threads", "--scope", "inbox", "--json"
+    )
+    assert code == 0, err
+    assert json.loads(out) == {"dry_run": True, "counts": {"expired_threads": 1, "inbox": 0}}
+    assert await count(settings, threads, threads.c.id == thread_id) == 1
+
+    code, out, err = await _cli(settings, tmp_path, "--scope", "expired_threads")
+    assert code == 0, err
+    assert "expired_threads  1" in out
+    assert await count(settings, threads, threads.c.id == thread_id) == 0
+
+
+async def test_cli_cleanup_refuses_while_a_worker_owns_the_sqlite_file(
+    amqp_url: str, storage_root: Path, tmp_path: Path
+) -> None:
+    """With SQLite the command line cannot clean behind a running worker's back; it says so and how to proceed."""
+    settings = make_settings(amqp_url, sqlite_url(tmp_path), storage_root)
+    worker = Worker(settings)
+    await worker.start()
+    try:
+        code, out, err = await _cli(settings, tmp_path, "--dry-run")
+    finally:
+        await worker.stop()
+        await _delete_topology(settings)
+    assert code == 2 and out == ""
+    assert "refused, a running worker owns the SQLite database" in err
+    assert "`cleanup` action" in err and str(os.getpid()) in err
