@@ -21,6 +21,8 @@ def requester_of(envelope: CommandEnvelope, user_id: str | None, settings: Setti
         ident = str(claimed) if claimed else envelope.source
     else:
         ident = None
+    if ident is None:
+        trace_id = None  # an anonymous command's trace is as unverified as its identity: public data only
     return Requester(id=ident, trace_id=trace_id, is_admin=ident is not None and ident in settings.admins)
 
 

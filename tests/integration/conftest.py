@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -13,29 +13,45 @@ from service.pipeline import Outcome
 from tests.conftest import _delete_topology, make_settings
 from tests.support.bus import Bus
 
-StartWorker = Callable[..., Awaitable[tuple[Worker, Bus]]]
 
+class Workers:
+    """Workers (each with an agent on its exchange) started with overridden settings, stopped at teardown."""
 
-@pytest.fixture
-async def start_worker(amqp_url: str, database_url: str, storage_root: Path) -> AsyncIterator[StartWorker]:
-    """Start a worker (and an agent on its exchange) with settings overridden, e.g. ``max_file_bytes=1024``."""
-    started: list[tuple[Worker, Bus]] = []
+    def __init__(self, amqp_url: str, database_url: str, storage_root: Path) -> None:
+        self.amqp_url, self.database_url, self.storage_root = amqp_url, database_url, storage_root
+        self.running: list[tuple[Worker, Bus]] = []
 
-    async def start(**overrides: object) -> tuple[Worker, Bus]:
-        settings = make_settings(amqp_url, database_url, storage_root, **overrides)
+    async def start(self, **overrides: object) -> tuple[Worker, Bus]:
+        """Start one, e.g. ``start(max_file_bytes=1024)``; it shares the test's database and storage root."""
+        settings = make_settings(self.amqp_url, self.database_url, self.storage_root, **overrides)
         worker = Worker(settings)
         await worker.start()
         agent = await Bus(settings.amqp_url, settings.exchange, settings.dlq).open()
-        started.append((worker, agent))
+        self.running.append((worker, agent))
         return worker, agent
 
+    async def stop(self, worker: Worker) -> None:
+        """Stop one early (a SQLite database admits one worker at a time)."""
+        for entry in list(self.running):
+            if entry[0] is worker:
+                self.running.remove(entry)
+                await entry[1].close()
+                await worker.stop()
+                await _delete_topology(worker.settings)
+
+    async def stop_all(self) -> None:
+        for worker, _ in reversed(list(self.running)):
+            await self.stop(worker)
+
+
+@pytest.fixture
+async def workers(amqp_url: str, database_url: str, storage_root: Path) -> AsyncIterator[Workers]:
+    """Start workers with non-default settings on the test's database (both backends)."""
+    started = Workers(amqp_url, database_url, storage_root)
     try:
-        yield start
+        yield started
     finally:
-        for worker, agent in reversed(started):
-            await agent.close()
-            await worker.stop()
-            await _delete_topology(worker.settings)
+        await started.stop_all()
 
 
 class Outcomes:

@@ -12,7 +12,7 @@ import pytest
 
 from contracts import CommandEnvelope, make_command, new_id
 from service.app import Worker
-from tests.integration.conftest import Outcomes, StartWorker
+from tests.integration.conftest import Outcomes, Workers
 from tests.integration.wire import dead_letters, path_of
 from tests.support.artifacts import manifest_for
 from tests.support.bus import Bus, error, output
@@ -312,9 +312,9 @@ async def test_without_a_correlation_id_the_reply_carries_the_envelope_id(bus: B
     assert output(reply)["node"] == NODE
 
 
-async def test_garbage_never_holds_a_prefetch_slot(start_worker: StartWorker) -> None:
+async def test_garbage_never_holds_a_prefetch_slot(workers: Workers) -> None:
     """With prefetch 1, commands behind a non-JSON body are still served: the garbage was settled, not stuck."""
-    _, bus = await start_worker(prefetch=1)
+    _, bus = await workers.start(prefetch=1)
     for _ in range(3):
         await bus.publish(b"{not json", reply=False)
     assert output(await bus.call("ping", timeout=30))["node"] == NODE

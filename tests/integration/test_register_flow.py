@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from tests.integration.conftest import StartWorker
+from tests.integration.conftest import Workers
 from tests.integration.wire import path_of, register
 from tests.support.artifacts import checksum, manifest_for, new_artifact_id, write_temp
 from tests.support.bus import Bus, error, output
@@ -123,9 +123,9 @@ async def test_a_folder_is_not_a_file(bus: Bus, storage_root: Path) -> None:
     assert (storage_root / "temp" / "folder.bin").is_dir()
 
 
-async def test_files_over_the_size_cap_are_out_of_range(start_worker: StartWorker, storage_root: Path) -> None:
+async def test_files_over_the_size_cap_are_out_of_range(workers: Workers, storage_root: Path) -> None:
     """With STORAGE_MAX_FILE_BYTES=1024 a 1024-byte file registers and a 1025-byte one is OUT_OF_RANGE."""
-    _, bus = await start_worker(max_file_bytes=1024)
+    _, bus = await workers.start(max_file_bytes=1024)
     _, at_cap = await register(bus, storage_root, b"a" * 1024)
     assert at_cap["registered"] is True
     over = manifest_for(storage_root, b"b" * 1025)

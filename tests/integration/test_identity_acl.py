@@ -1,0 +1,153 @@
+"""Identity and ACL of CONTRACT.md §3 through the wire: who a command acts as, and what it may read."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from tests.integration.conftest import Workers
+from tests.integration.wire import ADMIN, register
+from tests.support.bus import Bus, error, output
+
+OWNER = {"requester_id": "owner-agent", "requester_trace_id": "trace-A"}
+SAME_TRACE = {"requester_id": "colleague", "requester_trace_id": "trace-A"}
+STRANGER = {"requester_id": "stranger", "requester_trace_id": "trace-B"}
+GUEST = {"user_id": "guest"}  # RabbitMQ accepts only the connection's own user here
+
+
+async def three_visibilities(bus: Bus, root: Path) -> dict[str, str]:
+    """One artifact of each visibility, owned by ``owner-agent`` in ``trace-A``; returns visibility → id."""
+    ids = {}
+    for visibility in ("private", "trace", "public"):
+        manifest, out = await register(
+            bus, root, visibility.encode(), visibility=visibility, trace_id="trace-A", command_context=OWNER
+        )
+        assert out["manifest"]["owner"] == "owner-agent"
+        ids[visibility] = manifest["id"]
+    return ids
+
+
+async def readable(bus: Bus, ids: dict[str, str], context: dict[str, Any], amqp: dict[str, Any] | None = None) -> set:
+    """The visibilities this requester can get_artifact, after checking the refusals' details."""
+    seen = set()
+    for visibility, artifact_id in ids.items():
+        reply = await bus.call("get_artifact", {"artifact_id": artifact_id}, context=context, amqp=amqp)
+        if reply["type"] == "ai.team.result":
+            seen.add(visibility)
+            continue
+        err = error(reply)
+        assert err["code"] == "PERMISSION_DENIED" and err["retryable"] is False
+        assert err["details"]["artifact"] == artifact_id
+        assert err["details"]["visibility"] == visibility
+        assert err["details"]["owner"] == "owner-agent"
+        assert "requester" in err["details"]
+    return seen
+
+
+async def listed(bus: Bus, ids: dict[str, str], context: dict[str, Any], amqp: dict[str, Any] | None = None) -> set:
+    out = output(await bus.call("list_artifacts", {}, context=context, amqp=amqp))
+    by_id = {artifact_id: visibility for visibility, artifact_id in ids.items()}
+    return {by_id[m["id"]] for m in out["artifacts"]}
+
+
+async def test_visibility_decides_who_reads_with_get_and_list(bus: Bus, storage_root: Path) -> None:
+    """Owners read all three; the same trace reads trace and public; strangers read only public, in get and list."""
+    ids = await three_visibilities(bus, storage_root)
+    expectations = [
+        (OWNER, {"private", "trace", "public"}),
+        ({"requester_id": "owner-agent"}, {"private", "trace", "public"}),  # owner, whatever the trace
+        (SAME_TRACE, {"trace", "public"}),
+        (STRANGER, {"public"}),
+        ({}, {"public"}),  # no context: the envelope source "agent-test" is the requester
+    ]
+    for context, expected in expectations:
+        assert await readable(bus, ids, context) == expected, context
+        assert await listed(bus, ids, context) == expected, context
+
+
+async def test_refusals_name_artifact_visibility_owner_and_requester(bus: Bus, storage_root: Path) -> None:
+    """A refused read tells the agent exactly which artifact, its visibility, its owner and who asked."""
+    ids = await three_visibilities(bus, storage_root)
+    err = error(await bus.call("get_artifact", {"artifact_id": ids["private"]}, context=SAME_TRACE))
+    assert err["details"] == {
+        "artifact": ids["private"],
+        "visibility": "private",
+        "owner": "owner-agent",
+        "requester": "colleague",
+    }
+    uri_err = error(await bus.call("get_artifact_uri", {"artifact_id": ids["trace"]}, context=STRANGER))
+    assert uri_err["code"] == "PERMISSION_DENIED" and uri_err["details"]["requester"] == "stranger"
+    assert output(await bus.call("get_artifact_uri", {"artifact_id": ids["trace"]}, context=SAME_TRACE))["uri"]
+
+
+async def test_latest_checks_the_version_it_returns(bus: Bus, storage_root: Path) -> None:
+    """Following ``latest`` to a private successor of a public artifact is refused for strangers."""
+    v1, _ = await register(bus, storage_root, b"v1", visibility="public", command_context=OWNER)
+    v2, _ = await register(
+        bus, storage_root, b"v2", visibility="private", supersedes=v1["id"], version=2, command_context=OWNER
+    )
+    assert output(await bus.call("get_artifact", {"artifact_id": v1["id"]}, context=STRANGER))
+    err = error(await bus.call("get_artifact", {"artifact_id": v1["id"], "latest": True}, context=STRANGER))
+    assert err["code"] == "PERMISSION_DENIED" and err["details"]["artifact"] == v2["id"]
+
+
+async def test_the_amqp_user_id_wins_over_the_body(bus: Bus, storage_root: Path) -> None:
+    """With the broker-validated user_id set, the body's requester_id is ignored, for ownership and for reads."""
+    mine, out = await register(
+        bus, storage_root, b"guest's", visibility="private", command_context={"requester_id": "mallory"}, amqp=GUEST
+    )
+    assert out["manifest"]["owner"] == "guest", "the owner is the broker-validated user, not the claimed one"
+    alices, _ = await register(bus, storage_root, b"alice's", visibility="private", owner="alice")
+
+    claimed_alice = {"requester_id": "alice"}
+    assert output(await bus.call("get_artifact", {"artifact_id": alices["id"]}, context=claimed_alice))
+    err = error(await bus.call("get_artifact", {"artifact_id": alices["id"]}, context=claimed_alice, amqp=GUEST))
+    assert err["code"] == "PERMISSION_DENIED" and err["details"]["requester"] == "guest"
+    got = await bus.call("get_artifact", {"artifact_id": mine["id"]}, context={"requester_id": "mallory"}, amqp=GUEST)
+    assert output(got)["manifest"]["owner"] == "guest"
+    # An admin claim in the body does not lift a broker-validated non-admin user.
+    denied = error(await bus.call("delete_artifact", {"artifact_id": mine["id"]}, context=ADMIN, amqp=GUEST))
+    assert denied["code"] == "PERMISSION_DENIED" and denied["details"]["requester"] == "guest"
+
+
+async def test_untrusted_body_identity_makes_commands_without_user_id_anonymous(
+    workers: Workers, storage_root: Path
+) -> None:
+    """With STORAGE_TRUST_BODY_IDENTITY=false a body claim counts for nothing: anonymous sees public only."""
+    _, bus = await workers.start(trust_body_identity=False)
+    _, anonymous = await register(bus, storage_root, b"anon", visibility="public", command_context=OWNER)
+    assert anonymous["manifest"].get("owner") is None, "an anonymous upload has no owner"
+    private, _ = await register(bus, storage_root, b"p", visibility="private", owner="owner-agent", trace_id="trace-A")
+    trace, _ = await register(bus, storage_root, b"t", visibility="trace", owner="owner-agent", trace_id="trace-A")
+    guests, out = await register(bus, storage_root, b"g", visibility="private", amqp=GUEST)
+    assert out["manifest"]["owner"] == "guest"
+
+    for artifact in (private, trace, guests):
+        err = error(await bus.call("get_artifact", {"artifact_id": artifact["id"]}, context=OWNER))
+        assert err["code"] == "PERMISSION_DENIED" and err["details"]["requester"] is None
+    # An anonymous command's trace claim opens nothing; a broker-validated user's trace does.
+    claim = {"requester_trace_id": "trace-A"}
+    err = error(await bus.call("get_artifact", {"artifact_id": trace["id"]}, context=claim))
+    assert err["code"] == "PERMISSION_DENIED"
+    assert output(await bus.call("get_artifact", {"artifact_id": trace["id"]}, context=claim, amqp=GUEST))
+    assert output(await bus.call("get_artifact", {"artifact_id": guests["id"]}, amqp=GUEST))
+    listed_ids = {m["id"] for m in output(await bus.call("list_artifacts", {}, context=OWNER))["artifacts"]}
+    assert private["id"] not in listed_ids and guests["id"] not in listed_ids
+    denied = error(await bus.call("delete_artifact", {"artifact_id": private["id"]}, context=ADMIN))
+    assert denied["code"] == "PERMISSION_DENIED" and denied["details"]["requester"] is None
+
+
+async def test_admin_actions_need_the_requester_in_storage_admins(workers: Workers, storage_root: Path) -> None:
+    """With STORAGE_ADMINS empty nobody may delete over the bus; listed admins may."""
+    closed_worker, closed = await workers.start(admins=frozenset())
+    manifest, _ = await register(closed, storage_root, b"x", visibility="public")
+    err = error(await closed.call("delete_artifact", {"artifact_id": manifest["id"]}, context=ADMIN))
+    assert err["code"] == "PERMISSION_DENIED" and err["details"]["requester"] == "admin-agent"
+    await workers.stop(closed_worker)
+
+    _, open_ = await workers.start(admins=frozenset({"ops-1", "guest"}))
+    deleted = await open_.call("delete_artifact", {"artifact_id": manifest["id"]}, context={"requester_id": "ops-1"})
+    assert output(deleted)["deleted"] is True
+    unknown = "art_00000000-0000-0000-0000-000000000000"
+    by_guest = await open_.call("delete_artifact", {"artifact_id": unknown}, amqp=GUEST)
+    assert output(by_guest)["deleted"] is False
