@@ -5,13 +5,14 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from service.handlers import artifacts, maintenance, system, threads
+from service.handlers import artifacts, maintenance, memory, system, threads
 
 Handler = Callable[[Any, Any], Awaitable[Any]]
 
 HANDLERS: dict[str, Handler] = {
     **artifacts.HANDLERS,
     **maintenance.HANDLERS,
+    **memory.HANDLERS,
     **system.HANDLERS,
     **threads.HANDLERS,
 }

@@ -12,6 +12,7 @@ from service.context import HandlerContext
 from service.files import ARTIFACTS
 from service.store import artifacts as artifact_store
 from service.store import inbox
+from service.store import memory as memory_store
 from service.store.models import Base
 
 
@@ -33,7 +34,7 @@ async def get_stats(params: GetStatsParams, ctx: HandlerContext) -> GetStatsOutp
         threads = await _count(conn, "threads")
         messages = await _count(conn, "messages")
         inbox_count = await inbox.count(conn)
-        memory = await _memory_stats(conn)
+        memory = await memory_store.count_by_top_namespace(conn, ctx.now)
     files = len(await ctx.files.walk(ARTIFACTS))
     return GetStatsOutput(
         artifacts=ArtifactStats(**artifact_counts),
@@ -43,15 +44,6 @@ async def get_stats(params: GetStatsParams, ctx: HandlerContext) -> GetStatsOutp
         inbox=inbox_count,
         memory=memory,
     )
-
-
-async def _memory_stats(conn: object) -> dict[str, int]:
-    """Items per top-level namespace, when the memory store is part of this schema."""
-    try:
-        from service.store import memory as memory_store  # type: ignore[attr-defined]
-    except ImportError:
-        return {}
-    return await memory_store.count_by_top_namespace(conn)  # type: ignore[no-any-return]
 
 
 HANDLERS = {"ping": ping, "get_stats": get_stats}

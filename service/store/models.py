@@ -161,3 +161,45 @@ class ThreadLabel(Base):
 
 
 # --- agent memory (issue "Agent memory with TTL") ---
+
+NamespacePath = String(1024).with_variant(String(1024, collation="C"), "postgresql")
+"""Compared bytewise on both databases, so a namespace prefix is an index range (see store/memory_keys.py)."""
+
+
+class MemoryRecord(Base):
+    """One memory item. ``id`` is sha256 of (namespace path, key): get is a primary-key lookup."""
+
+    __tablename__ = "memory_items"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    ns_path: Mapped[str] = mapped_column(NamespacePath)
+    ns_top: Mapped[str] = mapped_column(String(128))
+    key: Mapped[str] = mapped_column(String(512))
+    value: Mapped[dict[str, Any]]
+    labels: Mapped[dict[str, Any]]
+    version: Mapped[int] = mapped_column(Integer)
+    owner: Mapped[str | None] = mapped_column(String(255))
+    visibility: Mapped[str] = mapped_column(String(16))
+    trace_id: Mapped[str | None] = mapped_column(String(255))
+    ttl_seconds: Mapped[int | None] = mapped_column(BigInteger)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    expires_at: Mapped[datetime | None]
+
+    __table_args__ = (
+        Index(None, "ns_path", "updated_at", "id"),
+        Index(None, "updated_at", "id"),
+        Index(None, "expires_at"),
+    )
+
+
+class MemoryLabel(Base):
+    """Labels as rows: an all-must-match filter probes (key, value) or the item's own (item_id, key)."""
+
+    __tablename__ = "memory_labels"
+
+    item_id: Mapped[str] = mapped_column(ForeignKey("memory_items.id", ondelete="CASCADE"), primary_key=True)
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(String(256))
+
+    __table_args__ = (Index(None, "key", "value", "item_id"),)

@@ -1,0 +1,192 @@
+"""Memory queries on Core tables: the primary-key get, the prefix+labels keyset search, writes and purges.
+
+Every read takes ``now`` and filters on ``expires_at``: an item is gone from the moment it expires, whether
+or not the cleanup has swept it yet.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Row, and_, delete, exists, func, insert, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from contracts import MemoryItem, Visibility, utc_now
+from service.context import Requester
+from service.store import cursor, memory_keys
+from service.store.models import MemoryLabel, MemoryRecord
+
+items = MemoryRecord.__table__
+labels = MemoryLabel.__table__
+
+
+def alive(now: datetime) -> Any:
+    return or_(items.c.expires_at.is_(None), items.c.expires_at > now)
+
+
+def readable_by(requester: Requester) -> Any:
+    """The read rule of artifacts (CONTRACT.md §3) on memory items."""
+    if requester.is_admin:
+        return and_(True)
+    rule = [items.c.visibility == Visibility.PUBLIC.value]
+    if requester.id is not None:
+        rule.append(items.c.owner == requester.id)
+    if requester.trace_id is not None:
+        rule.append(and_(items.c.visibility == Visibility.TRACE.value, items.c.trace_id == requester.trace_id))
+    return or_(*rule)
+
+
+def under(path: str) -> Any:
+    """Every namespace at or below ``path``: an index range on ``ns_path``."""
+    upper = memory_keys.upper_bound(path)
+    if upper is None:
+        return and_(True)
+    return and_(items.c.ns_path >= path, items.c.ns_path < upper)
+
+
+def to_item(row: Row[Any]) -> MemoryItem:
+    return MemoryItem(
+        namespace=memory_keys.decode(row.ns_path),
+        key=row.key,
+        value=row.value,
+        version=row.version,
+        labels=row.labels,
+        owner=row.owner,
+        visibility=row.visibility,
+        trace_id=row.trace_id,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        expires_at=row.expires_at,
+    )
+
+
+async def get(conn: AsyncConnection, item_id: str, *, for_update: bool = False) -> Row[Any] | None:
+    """The row whatever its expiry (writers need to see expired rows to replace them)."""
+    query = select(items).where(items.c.id == item_id)
+    if for_update:
+        query = query.with_for_update()
+    return (await conn.execute(query)).first()
+
+
+def is_alive(row: Row[Any], now: datetime) -> bool:
+    return row.expires_at is None or row.expires_at > now
+
+
+async def insert_item(conn: AsyncConnection, values: dict[str, Any]) -> bool:
+    """Insert unless a concurrent writer (another worker) inserted the same id first; False then."""
+    if conn.dialect.name == "postgresql":
+        stmt: Any = postgresql.insert(items).values(values).on_conflict_do_nothing(index_elements=["id"])
+    elif conn.dialect.name == "sqlite":
+        stmt = sqlite.insert(items).values(values).on_conflict_do_nothing(index_elements=["id"])
+    else:
+        stmt = insert(items).values(values)
+    result = await conn.execute(stmt)
+    return bool(result.rowcount)
+
+
+async def update_item(conn: AsyncConnection, item_id: str, seen_version: int, values: dict[str, Any]) -> bool:
+    """Replace the row if it still has the version read; False when someone changed it meanwhile."""
+    result = await conn.execute(
+        update(items).where(items.c.id == item_id, items.c.version == seen_version).values(values)
+    )
+    return bool(result.rowcount)
+
+
+async def replace_labels(conn: AsyncConnection, item_id: str, new: Mapping[str, str], *, had_labels: bool) -> None:
+    if had_labels:
+        await conn.execute(delete(labels).where(labels.c.item_id == item_id))
+    if new:
+        await conn.execute(insert(labels), [{"item_id": item_id, "key": k, "value": v} for k, v in new.items()])
+
+
+async def set_expiry(conn: AsyncConnection, item_id: str, expires_at: datetime) -> None:
+    await conn.execute(update(items).where(items.c.id == item_id).values(expires_at=expires_at))
+
+
+async def delete_item(conn: AsyncConnection, item_id: str) -> None:
+    await conn.execute(delete(labels).where(labels.c.item_id == item_id))
+    await conn.execute(delete(items).where(items.c.id == item_id))
+
+
+async def search_page(
+    conn: AsyncConnection,
+    *,
+    prefix: str,
+    label_filter: Mapping[str, str],
+    requester: Requester,
+    now: datetime,
+    limit: int,
+    after: str | None,
+) -> tuple[list[Row[Any]], str | None]:
+    """One page newest first (by ``updated_at``), keyset-paged on (updated_at, id)."""
+    query = select(items).where(under(prefix), alive(now), readable_by(requester))
+    for key, value in label_filter.items():
+        query = query.where(
+            exists().where(labels.c.item_id == items.c.id, labels.c.key == key, labels.c.value == value)
+        )
+    if after is not None:
+        after_time, after_id = cursor.decode(after)
+        query = query.where(
+            or_(items.c.updated_at < after_time, and_(items.c.updated_at == after_time, items.c.id < after_id))
+        )
+    query = query.order_by(items.c.updated_at.desc(), items.c.id.desc()).limit(limit + 1)
+    rows = list((await conn.execute(query)).all())
+    next_cursor = None
+    if len(rows) > limit:
+        rows = rows[:limit]
+        next_cursor = cursor.encode(rows[-1].updated_at, rows[-1].id)
+    return rows, next_cursor
+
+
+async def namespaces(
+    conn: AsyncConnection, *, prefix: str, max_depth: int | None, requester: Requester, now: datetime, limit: int
+) -> list[str]:
+    """Distinct namespace paths under ``prefix`` (cut to ``max_depth`` parts), in path order.
+
+    A loose index scan: each step asks the index for the first live, readable path past the previous
+    answer's whole subtree (or past the path itself when not truncating), so the cost follows the number
+    of namespaces returned, not the number of items under them.
+    """
+    found: list[str] = []
+    upper = memory_keys.upper_bound(prefix)
+    start, inclusive = prefix, True
+    while len(found) < limit:
+        lower = items.c.ns_path >= start if inclusive else items.c.ns_path > start
+        query = select(items.c.ns_path).where(lower, alive(now), readable_by(requester))
+        if upper is not None:
+            query = query.where(items.c.ns_path < upper)
+        path = (await conn.execute(query.order_by(items.c.ns_path).limit(1))).scalar()
+        if path is None:
+            break
+        if max_depth is not None and path.count(memory_keys.SEPARATOR) >= max_depth:
+            path = memory_keys.truncate(path, max_depth)  # its whole subtree answers as this one path
+            next_start = memory_keys.upper_bound(path)
+            assert next_start is not None
+            start, inclusive = next_start, True
+        else:
+            start, inclusive = path, False
+        found.append(path)
+    return found
+
+
+async def count_by_top_namespace(conn: AsyncConnection, now: datetime | None = None) -> dict[str, int]:
+    """Live items per top-level namespace (what ``get_stats`` reports)."""
+    query = select(items.c.ns_top, func.count()).where(alive(now or utc_now())).group_by(items.c.ns_top)
+    return {str(top): int(n) for top, n in (await conn.execute(query)).all()}
+
+
+async def purge_expired(conn: AsyncConnection, now: datetime, limit: int, *, dry_run: bool) -> int:
+    """Delete (or count) up to ``limit`` items expired before ``now``, with their labels; returns how many."""
+    ids = select(items.c.id).where(items.c.expires_at <= now).limit(limit)
+    if dry_run:
+        return int((await conn.execute(select(func.count()).select_from(ids.subquery()))).scalar_one())
+    batch = list((await conn.execute(ids)).scalars().all())
+    if not batch:
+        return 0
+    result = await conn.execute(delete(items).where(items.c.id.in_(batch), items.c.expires_at <= now))
+    gone = ~exists().where(items.c.id == labels.c.item_id)
+    await conn.execute(delete(labels).where(labels.c.item_id.in_(batch), gone))
+    return int(result.rowcount or 0)
