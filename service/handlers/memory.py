@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from contracts import (
     Aborted,
+    CleanupScope,
     DeleteMemoryOutput,
     DeleteMemoryParams,
     GetMemoryParams,
@@ -31,6 +32,7 @@ from contracts import (
 )
 from service.context import HandlerContext, Requester
 from service.identity import can_read
+from service.maintenance import CleanupRun, register_scope
 from service.store import memory as store
 from service.store import memory_keys
 
@@ -226,6 +228,20 @@ async def delete_memory(params: DeleteMemoryParams, ctx: HandlerContext) -> Dele
 
     return await ctx.write(job)
 
+
+async def expired_memory(run: CleanupRun) -> int:
+    """Cleanup scope: rows of items past their TTL (already invisible to every read) go, in bounded batches."""
+    if run.dry_run:
+        async with run.read() as conn:
+            return await store.count_expired(conn, run.now)
+
+    async def job(conn: AsyncConnection) -> int:
+        return await store.purge_expired(conn, run.now, run.batch)
+
+    return await run.repeat(job)
+
+
+register_scope(CleanupScope.EXPIRED_MEMORY, expired_memory)
 
 HANDLERS = {
     "put_memory": put_memory,

@@ -178,12 +178,14 @@ async def count_by_top_namespace(conn: AsyncConnection, now: datetime | None = N
     return {str(top): int(n) for top, n in (await conn.execute(query)).all()}
 
 
-async def purge_expired(conn: AsyncConnection, now: datetime, limit: int, *, dry_run: bool) -> int:
-    """Delete (or count) up to ``limit`` items expired before ``now``, with their labels; returns how many."""
-    ids = select(items.c.id).where(items.c.expires_at <= now).limit(limit)
-    if dry_run:
-        return int((await conn.execute(select(func.count()).select_from(ids.subquery()))).scalar_one())
-    batch = list((await conn.execute(ids)).scalars().all())
+async def count_expired(conn: AsyncConnection, now: datetime) -> int:
+    query = select(func.count()).select_from(items).where(items.c.expires_at <= now)
+    return int((await conn.execute(query)).scalar_one())
+
+
+async def purge_expired(conn: AsyncConnection, now: datetime, limit: int) -> int:
+    """Delete up to ``limit`` items expired at ``now``, with their labels; returns how many went."""
+    batch = list((await conn.execute(select(items.c.id).where(items.c.expires_at <= now).limit(limit))).scalars())
     if not batch:
         return 0
     result = await conn.execute(delete(items).where(items.c.id.in_(batch), items.c.expires_at <= now))
