@@ -153,4 +153,8 @@ async def run_cleanup(
                     counts[scope.value],
                     time.monotonic() - started,
                 )
+            if not dry_run:
+                from service.metrics import record_cleanup  # here: metrics imports the handlers, which import us
+
+                record_cleanup(services, scope.value, counts[scope.value])
     return counts

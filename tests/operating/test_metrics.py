@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import time
 from pathlib import Path
 
 import pytest
@@ -115,3 +117,21 @@ async def test_metrics_are_off_when_the_port_is_unset(amqp_url: str, tmp_path: P
     """Without STORAGE_METRICS_PORT nothing listens and nothing is counted."""
     worker = Worker(make_settings(amqp_url, "sqlite+aiosqlite:///unused.db", tmp_path))
     assert worker.operations.metrics is None
+
+
+async def test_cleanup_action_counts_handled_items_but_not_dry_runs(
+    worker: Worker, bus: Bus, storage_root: Path
+) -> None:
+    """An admin cleanup that moves an old temp file shows up per scope; a dry run before it counts nothing."""
+    stale = storage_root / "temp" / "left-behind.bin"
+    stale.write_bytes(b"abandoned upload")
+    two_hours_ago = time.time() - 7200
+    os.utime(stale, (two_hours_ago, two_hours_ago))
+    admin = {"requester_id": "admin-agent"}
+    dry = output(await bus.call("cleanup", {"scopes": ["temp_orphans"], "dry_run": True}, context=admin))
+    assert dry["dry_run"] is True
+    found = samples((await http_get(_port(worker), "/metrics"))[2].decode())
+    assert ("storage_cleanup_items_total", (("scope", "temp_orphans"),)) not in found
+    output(await bus.call("cleanup", {"scopes": ["temp_orphans"]}, context=admin))
+    found = samples((await http_get(_port(worker), "/metrics"))[2].decode())
+    assert found[("storage_cleanup_items_total", (("scope", "temp_orphans"),))] == 1
