@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 
 GRACEFUL_SHUTDOWN = "GracefulShutdown"
 PUBLISH_TIMEOUT_S = 5.0
+PING_TIMEOUT_S = 0.5
 
 _CAPABILITY_OF_ACTION = {
     "register_artifact": "artifact_storage",
@@ -149,6 +150,8 @@ class NodeRegistry:
 
     async def publish(self, event_type: str, event_data: BaseModel, priority: int) -> EventEnvelope:
         """One EVENT envelope on the main exchange, routed by its event type."""
+        if not await self.worker.broker.ping(timeout=PING_TIMEOUT_S):  # no waiting out a dead broker on stop
+            raise ConnectionError("not connected to the broker")
         data: dict[str, Any] = event_data.model_dump(mode="json")
         envelope = EventEnvelope(
             source=self.settings.node_name,
