@@ -107,6 +107,7 @@ class Worker:
         """Stop taking messages, finish in-flight ones (up to the shutdown grace), then close the stores."""
         for hook in self.on_stopping:
             await hook(self)
+        await self._cancel_consumer()
         await self.broker.stop()
         if self.services is not None:
             await self.services.writer.stop()
@@ -115,6 +116,26 @@ class Worker:
             self._lock.release()
             self._lock = None
         log.info("storage worker %s stopped", self.settings.node_name)
+
+    async def _cancel_consumer(self) -> None:
+        """Tell the broker to stop delivering before waiting for the in-flight commands.
+
+        FastStream's own stop waits for in-flight handlers first and cancels the consumer after, dropping
+        whatever the broker delivers meanwhile: those messages would stay unacked until the connection
+        closes and come back redelivered. After cancel-ok nothing more arrives, and the deliveries that
+        came before it are handed to their tasks within a loop turn, so the broker's wait covers them.
+        """
+        queue = getattr(self.subscriber, "_queue_obj", None)
+        tag = getattr(self.subscriber, "_consumer_tag", None)
+        if queue is None or tag is None or queue.channel.is_closed:
+            return
+        try:
+            await queue.cancel(tag)
+        except Exception as exc:  # the channel is going away anyway; the broker's stop closes it
+            log.warning("cancelling the consumer failed: %s", exc)
+            return
+        for _ in range(3):  # aiormq's delivery task, then aio-pika's callback task, then its first step
+            await asyncio.sleep(0)
 
     def _batch_committed(self, size: int) -> None:
         for observer in self.on_batch:
@@ -152,6 +173,7 @@ class Worker:
                 priority=names.PRIORITY_REPLY,
                 mandatory=False,
             )
+            self.pipeline.services.faults.hit("after_reply")
         if outcome.settle is Settle.REJECT:
             await message.reject(requeue=False)
         else:

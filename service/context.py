@@ -75,4 +75,18 @@ class HandlerContext:
         """Commit ``job`` through the single writer; with a recorder, the inbox record commits with it."""
         if self.recorder is None:
             return await self.services.writer.submit(job)
+        if self.services.faults.raises_in(self.recorder.action):
+            job = _failing(job, self.services.faults, self.recorder.action)
         return await self.recorder.write(self.services.writer, job)
+
+
+def _failing(
+    job: Callable[[AsyncConnection], Awaitable[T]], faults: FaultHooks, action: str
+) -> Callable[[AsyncConnection], Awaitable[T]]:
+    """The job, then the injected exception (``STORAGE_FAULTS=raise_in:<action>``): its effect must roll back."""
+
+    async def failing(conn: AsyncConnection) -> T:
+        await job(conn)
+        faults.fail(action)
+
+    return failing

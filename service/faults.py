@@ -1,7 +1,16 @@
 """Fault hooks tests can arm to crash the worker at precise points of a command's life.
 
-Armed through ``STORAGE_FAULTS`` (comma list of ``point`` or ``point:count``); a hook that fires kills
-the process with SIGKILL, the way a power cut or OOM kill would, so nothing gets to clean up.
+Armed through ``STORAGE_FAULTS``, a comma list of:
+
+- ``point``, ``point:count`` or ``point@skip``: at ``after_commit`` (a write committed, its reply not yet
+  sent) or ``after_reply`` (the reply published, the message not yet acked) kill the process with SIGKILL,
+  the way a power cut or OOM kill would, so nothing gets to clean up. ``@skip`` lets the first ``skip``
+  passes go by (a restarted worker first answers the redelivered command again, then dies on the next).
+- ``raise_in:<action>``: every write of that action raises an unexpected exception inside its transaction,
+  after doing its work: the command that always fails, whose effect must be rolled back and whose
+  neighbours must not notice.
+
+Unset in production: then every hook is a dictionary lookup that finds nothing.
 """
 
 from __future__ import annotations
@@ -10,31 +19,71 @@ import logging
 import os
 import signal
 from dataclasses import dataclass, field
+from typing import NoReturn
 
 log = logging.getLogger(__name__)
 
 POINTS = frozenset({"after_commit", "after_reply"})
+RAISE_IN = "raise_in"
 
 
-def _parse(spec: str) -> dict[str, int]:
-    armed: dict[str, int] = {}
+class InjectedFault(RuntimeError):
+    """The unexpected exception ``raise_in`` throws: what a bug in a handler looks like to the pipeline."""
+
+
+@dataclass
+class _Arming:
+    count: int = 1
+    skip: int = 0
+
+
+@dataclass
+class FaultSpec:
+    kills: dict[str, _Arming] = field(default_factory=dict)
+    raise_in: frozenset[str] = frozenset()
+
+
+def parse(spec: str) -> FaultSpec:
+    kills: dict[str, _Arming] = {}
+    raise_in: set[str] = set()
     for item in filter(None, (part.strip() for part in spec.split(","))):
-        point, _, count = item.partition(":")
-        if point not in POINTS:
-            raise ValueError(f"unknown fault point {point!r}; known: {sorted(POINTS)}")
-        armed[point] = int(count or 1)
-    return armed
+        head, _, skip = item.partition("@")
+        point, _, arg = head.partition(":")
+        if point == RAISE_IN:
+            if not arg or skip:
+                raise ValueError(f"{RAISE_IN} needs an action name, as in {RAISE_IN}:register_artifact")
+            raise_in.add(arg)
+        elif point in POINTS:
+            kills[point] = _Arming(count=int(arg or 1), skip=int(skip or 0))
+        else:
+            raise ValueError(f"unknown fault point {point!r}; known: {sorted(POINTS | {RAISE_IN})}")
+    return FaultSpec(kills, frozenset(raise_in))
 
 
 @dataclass
 class FaultHooks:
-    armed: dict[str, int] = field(default_factory=lambda: _parse(os.environ.get("STORAGE_FAULTS", "")))
+    spec: FaultSpec = field(default_factory=lambda: parse(os.environ.get("STORAGE_FAULTS", "")))
+
+    @property
+    def armed(self) -> dict[str, int]:
+        """Kill points still armed, with how many times each will fire."""
+        return {point: arming.count for point, arming in self.spec.kills.items() if arming.count > 0}
 
     def hit(self, point: str) -> None:
-        """Kill the process here if this point is armed (each arming fires once per count)."""
-        remaining = self.armed.get(point, 0)
-        if remaining <= 0:
+        """Kill the process here if this point is armed (after its skips; each arming fires once per count)."""
+        arming = self.spec.kills.get(point)
+        if arming is None or arming.count <= 0:
             return
-        self.armed[point] = remaining - 1
+        if arming.skip > 0:
+            arming.skip -= 1
+            return
+        arming.count -= 1
         log.warning("fault hook %s fired: killing the worker", point)
         os.kill(os.getpid(), signal.SIGKILL)
+
+    def raises_in(self, action: str | None) -> bool:
+        return action is not None and action in self.spec.raise_in
+
+    def fail(self, action: str) -> NoReturn:
+        log.warning("fault hook raise_in fired: %s raises inside its transaction", action)
+        raise InjectedFault(f"injected fault: {action} always fails")
