@@ -84,6 +84,8 @@ class ClientCore:
         self._wake = asyncio.Event()
         self._heartbeat_task: asyncio.Task[None] | None = None
         self._down_until = 0.0
+        self._outage = False
+        """The last delivery attempt found the service down and no storage node has announced itself since."""
         self.last_replay: ReplayReport | None = None
         self.on_replay: list[Callable[[ReplayReport], None]] = []
         """Observers of every replay pass (the heartbeat's too): for an agent's logs or metrics."""
@@ -115,13 +117,14 @@ class ClientCore:
     def _on_worker_event(self, routing_key: str) -> None:
         """A storage node registered or beat: if commands wait, replay now rather than at the next tick."""
         self._down_until = 0.0
+        self._outage = False
         self._wake.set()
 
     async def _heartbeat(self) -> None:
         while True:
             try:
                 if await asyncio.to_thread(self.buffer.has_pending):
-                    await self.replay()
+                    await self.replay(probe=self._outage)
             except Exception:
                 log.exception("buffer replay failed; retrying at the next heartbeat")
             with contextlib.suppress(TimeoutError):
@@ -130,10 +133,20 @@ class ClientCore:
 
     # -- replay --------------------------------------------------------------------------------
 
-    async def replay(self, *, progress: Progress | None = None) -> ReplayReport:
-        """One pass over the buffer now (the heartbeat does this by itself)."""
+    async def replay(self, *, progress: Progress | None = None, probe: bool = False) -> ReplayReport:
+        """One pass over the buffer now (the heartbeat does this by itself).
+
+        With ``probe`` a ping (with an expiration) goes first and the pass is skipped when it gets no answer:
+        a replayed command carries no expiration, so sending one into a queue nobody consumes would leave a
+        copy there on every heartbeat of a long outage.
+        """
         async with self._replay_lock:
-            report = await self._replayer.run(progress=progress)
+            stopped = await self._probe() if probe else None
+            if stopped is not None:
+                remaining = len(await asyncio.to_thread(self.buffer.entries))
+                report = ReplayReport(remaining=remaining, stopped=stopped)
+            else:
+                report = await self._replayer.run(progress=progress)
         self.last_replay = report
         for observer in self.on_replay:
             observer(report)
@@ -141,7 +154,19 @@ class ClientCore:
             self._mark_down()
         elif report.complete:
             self._down_until = 0.0
+            self._outage = False
         return report
+
+    async def _probe(self) -> StorageError | None:
+        """None when a storage node answers a ping now, else why not."""
+        ping = make_command("ping", {}, source=self.settings.agent_id, context=self.context or None)
+        try:
+            await self.transport.call(
+                ping, routing_key=self.settings.routing_key(), timeout_s=self.settings.call_timeout_s, expire=True
+            )
+        except StorageError as exc:
+            return exc
+        return None
 
     async def _send_replay(self, envelope: CommandEnvelope) -> Reply:
         context = envelope.data.context or {}
@@ -155,6 +180,7 @@ class ClientCore:
 
     def _mark_down(self) -> None:
         self._down_until = asyncio.get_running_loop().time() + self.settings.heartbeat_s
+        self._outage = True
 
     def _known_down(self) -> bool:
         return asyncio.get_running_loop().time() < self._down_until

@@ -37,7 +37,7 @@ class Clock:
 def saved(env: CommandEnvelope) -> dict[str, Any]:
     """A plausible save_thread output for the fake worker to return."""
     return {
-        "thread_id": env.data.params["thread_id"],
+        "thread_id": env.data.params.get("thread_id", "-"),
         "version": 1,
         "message_ids": [],
         "inserted": 0,
@@ -224,6 +224,23 @@ async def test_heartbeat_replays_without_any_call(tmp_path: Path) -> None:
         await asyncio.wait_for(delivered.wait(), 10)
     assert isinstance(buffered, Buffered)
     assert transport.sent[-1].envelope.id == buffered.command_id and not transport.sent[-1].expire
+
+
+async def test_heartbeat_probes_with_a_ping_before_replaying_into_an_outage(tmp_path: Path) -> None:
+    """After a pass that found the worker down, the next heartbeat pings first and sends no buffered command
+    (which has no expiration) while the ping goes unanswered."""
+    client, transport, _ = client_with(tmp_path, lambda env: Unavailable("down"), heartbeat_s=0.02)
+    probes = asyncio.Event()
+    client.on_replay.append(lambda report: probes.set() if report.stopped and report.sent == 0 else None)
+    async with client:
+        buffered = await client.save_thread("t-p")
+        assert isinstance(buffered, Buffered)
+        for _ in range(3):
+            probes.clear()
+            await asyncio.wait_for(probes.wait(), 10)
+    after_spill = transport.sent[4:]
+    assert after_spill and {s.envelope.data.action for s in after_spill} == {"ping"}
+    assert all(s.expire for s in after_spill)
 
 
 async def test_upload_stages_bytes_in_temp_and_registers_a_valid_manifest(tmp_path: Path) -> None:
