@@ -36,6 +36,8 @@ from service.store import maintenance as q
 
 log = logging.getLogger(__name__)
 
+WALK_PAGES_PER_BATCH = 4
+"""The artifact walk reads this many batches of rows per query (only the completed ones are checked)."""
 _ARTIFACT_FILE = re.compile(f"^({ARTIFACT_ID_PATTERN.strip('^$')})" + r"(\.[A-Za-z0-9]{1,16})?$")
 """``artifacts/<trace>/<artifact id><ext>``: the name the worker gives every file it places."""
 
@@ -177,19 +179,21 @@ async def check_completed(
     after = ""
     temp: TempBytes | None = None
     repaired = failed = missing = 0
+    page = run.batch * WALK_PAGES_PER_BATCH
     while True:
         async with run.read() as conn:
-            rows = await q.completed_page(
-                conn,
-                after_id=after,
-                batch=run.batch,
-                registered_before=registered_before,
-                registered_since=registered_since,
-            )
+            rows = await q.artifacts_page(conn, after_id=after, limit=page)
         if not rows:
             break
         after = rows[-1].id
-        absent = await asyncio.to_thread(_absent, run.files, rows)
+        wanted = [
+            row
+            for row in rows
+            if row.status == q.COMPLETED
+            and (registered_before is None or row.registered_at < registered_before)
+            and (registered_since is None or row.registered_at >= registered_since)
+        ]
+        absent = await asyncio.to_thread(_absent, run.files, wanted) if wanted else []
         missing += len(absent)
         if absent and not run.dry_run:
             if temp is None:
@@ -197,7 +201,7 @@ async def check_completed(
             unrepaired = [row.id for row, path in absent if not await _repair(run.files, temp, row, path)]
             repaired += len(absent) - len(unrepaired)
             failed += len(await _fail(run, unrepaired))
-        if len(rows) < run.batch:
+        if len(rows) < page:
             break
     return FileCheck(repaired, failed, missing)
 

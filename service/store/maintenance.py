@@ -70,23 +70,26 @@ async def fail_stale_uploading(conn: AsyncConnection, cutoff: datetime, batch: i
     return ids
 
 
-async def completed_page(
-    conn: AsyncConnection,
-    *,
-    after_id: str,
-    batch: int,
-    registered_before: datetime | None = None,
-    registered_since: datetime | None = None,
-) -> list[Row[Any]]:
-    """Completed artifacts in id order after ``after_id`` (a keyset walk over the whole table)."""
-    query = select(artifacts.c.id, artifacts.c.uri, artifacts.c.checksum, artifacts.c.size_bytes).where(
-        artifacts.c.status == COMPLETED, artifacts.c.id > after_id
+async def artifacts_page(conn: AsyncConnection, *, after_id: str, limit: int) -> list[Row[Any]]:
+    """The next artifacts in primary-key order: a keyset walk that costs the same on every page.
+
+    Callers filter status and times in Python: with a status condition in SQL, SQLite prefers the status
+    index and sorts every page, which turns a walk of a big table quadratic.
+    """
+    query = (
+        select(
+            artifacts.c.id,
+            artifacts.c.uri,
+            artifacts.c.checksum,
+            artifacts.c.size_bytes,
+            artifacts.c.status,
+            artifacts.c.registered_at,
+        )
+        .where(artifacts.c.id > after_id)
+        .order_by(artifacts.c.id)
+        .limit(limit)
     )
-    if registered_before is not None:
-        query = query.where(artifacts.c.registered_at < registered_before)
-    if registered_since is not None:
-        query = query.where(artifacts.c.registered_at >= registered_since)
-    return list((await conn.execute(query.order_by(artifacts.c.id).limit(batch))).all())
+    return list((await conn.execute(query)).all())
 
 
 async def mark_failed(conn: AsyncConnection, ids: Sequence[str]) -> list[str]:

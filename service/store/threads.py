@@ -102,9 +102,12 @@ async def get(conn: AsyncConnection, thread_id: str, *, for_update: bool = False
 async def lock(conn: AsyncConnection, thread_id: str, now: datetime) -> tuple[Row[Any], bool]:
     """The thread row, created empty when missing, locked until commit; True when it was just created.
 
-    Insert-if-missing then SELECT ... FOR UPDATE: two workers on one PostgreSQL saving the same new thread
-    serialise on the row instead of one failing on the primary key.
+    An existing thread costs one SELECT ... FOR UPDATE. A missing one is inserted with ON CONFLICT DO
+    NOTHING and selected again: two workers on one PostgreSQL saving the same new thread serialise on the
+    row instead of one failing on the primary key.
     """
+    if (row := await get(conn, thread_id, for_update=True)) is not None:
+        return row, False
     values = {
         "id": thread_id,
         "metadata": {},
@@ -122,7 +125,8 @@ async def lock(conn: AsyncConnection, thread_id: str, now: datetime) -> tuple[Ro
     else:  # pragma: no cover - the worker supports the two databases above
         raise RuntimeError(f"unsupported database {dialect}")
     created = bool((await conn.execute(stmt)).rowcount)
-    row = (await conn.execute(select(*THREAD_COLUMNS).where(threads.c.id == thread_id).with_for_update())).one()
+    row = await get(conn, thread_id, for_update=True)
+    assert row is not None
     return row, created
 
 
