@@ -1,0 +1,148 @@
+"""The single writer: group commit with per-job savepoints, database failures as UNAVAILABLE, draining on stop."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import pytest
+from sqlalchemy import insert, select
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from contracts import InvalidArgument, Unavailable, utc_now
+from service.store.db import create_engine
+from service.store.models import InboxRecord
+from service.store.writer import SingleWriter
+from tests.support.databases import sqlite_url
+
+inbox = InboxRecord.__table__
+Job = Callable[[AsyncConnection], Awaitable[str]]
+
+
+@pytest.fixture
+async def engine(template_db: Path, tmp_path: Path) -> AsyncIterator[AsyncEngine]:
+    shutil.copyfile(template_db, tmp_path / "storage.db")
+    created = create_engine(sqlite_url(tmp_path))
+    try:
+        yield created
+    finally:
+        await created.dispose()
+
+
+@pytest.fixture
+async def batches(engine: AsyncEngine) -> AsyncIterator[tuple[SingleWriter, list[int]]]:
+    """A running writer and the sizes of the groups it committed."""
+    sizes: list[int] = []
+    writer = SingleWriter(engine, on_batch=sizes.append)
+    await writer.start()
+    try:
+        yield writer, sizes
+    finally:
+        await writer.stop()
+
+
+def write_row(key: str, then: BaseException | None = None) -> Job:
+    """A job that inserts one inbox row, then optionally fails (after its write, so it must roll back)."""
+
+    async def job(conn: AsyncConnection) -> str:
+        await conn.execute(
+            insert(inbox).values(
+                id=key,
+                action="test",
+                idempotency_key=None,
+                request_hash="h",
+                reply_id=key,
+                reply_type="ai.team.result",
+                reply_data="{}",
+                created_at=utc_now(),
+            )
+        )
+        if then is not None:
+            raise then
+        return key
+
+    return job
+
+
+async def committed(engine: AsyncEngine) -> set[str]:
+    async with engine.connect() as conn:
+        return set((await conn.execute(select(inbox.c.id))).scalars())
+
+
+async def test_a_failing_job_does_not_sink_its_neighbours(
+    batches: tuple[SingleWriter, list[int]], engine: AsyncEngine
+) -> None:
+    """In one group commit, a job raising a business error or a bug rolls back alone; the others commit."""
+    writer, sizes = batches
+    jobs = [
+        write_row("a"),
+        write_row("refused", InvalidArgument("nope", {"field": "x"})),
+        write_row("b"),
+        write_row("buggy", ValueError("a bug in a handler")),
+        write_row("c"),
+        write_row("a"),  # a duplicate key: the database refuses it, and only it
+    ]
+    results = await asyncio.gather(*(writer.submit(job) for job in jobs), return_exceptions=True)
+    assert sizes == [len(jobs)], "all six were committed as one group"
+    assert results[0] == "a" and results[2] == "b" and results[4] == "c"
+    assert isinstance(results[1], InvalidArgument) and results[1].details == {"field": "x"}
+    assert isinstance(results[3], ValueError)
+    assert isinstance(results[5], Exception) and not isinstance(results[5], Unavailable)
+    assert await committed(engine) == {"a", "b", "c"}
+
+
+async def test_groups_form_under_load(batches: tuple[SingleWriter, list[int]], engine: AsyncEngine) -> None:
+    """Many concurrent writes commit in fewer transactions than writes, and every one of them commits."""
+    writer, sizes = batches
+    keys = [f"k{i}" for i in range(200)]
+    assert await asyncio.gather(*(writer.submit(write_row(k)) for k in keys)) == keys
+    assert sum(sizes) == 200 and len(sizes) < 200
+    assert await committed(engine) == set(keys)
+
+
+async def test_a_database_failure_fails_the_group_as_unavailable_and_the_writer_recovers(
+    batches: tuple[SingleWriter, list[int]], engine: AsyncEngine
+) -> None:
+    """When the database itself fails mid-group, every job gets a retryable UNAVAILABLE and nothing commits."""
+    writer, _ = batches
+    disk_error = OperationalError("INSERT ...", {}, Exception("disk I/O error"))
+    jobs = [write_row("before"), write_row("failing", disk_error), write_row("after")]
+    results = await asyncio.gather(*(writer.submit(job) for job in jobs), return_exceptions=True)
+    for result in results:
+        assert isinstance(result, Unavailable) and result.retryable, result
+        assert "disk I/O error" in result.details["reason"]
+    assert await committed(engine) == set()
+    assert await writer.submit(write_row("retried")) == "retried"
+    assert await committed(engine) == {"retried"}
+
+
+async def test_an_unreachable_database_is_unavailable() -> None:
+    """A writer whose database is down answers every write with a retryable UNAVAILABLE, and keeps running."""
+    down = create_engine("postgresql+asyncpg://postgres@127.0.0.1:1/nowhere")
+    writer = SingleWriter(down)
+    await writer.start()
+    try:
+        for _ in range(2):
+            with pytest.raises(Unavailable) as refused:
+                await writer.submit(write_row("x"))
+            assert refused.value.retryable and refused.value.details["reason"]
+    finally:
+        await writer.stop()
+        await down.dispose()
+
+
+async def test_stop_drains_what_is_queued_then_refuses(engine: AsyncEngine) -> None:
+    """Stopping commits every write already queued; a write submitted after stop is UNAVAILABLE."""
+    writer = SingleWriter(engine, batch_max=4)
+    await writer.start()
+    tasks = [asyncio.create_task(writer.submit(write_row(f"q{i}"))) for i in range(10)]
+    await asyncio.sleep(0)  # one loop turn: every task has queued its job
+    await writer.stop()
+    assert [t.result() for t in tasks] == [f"q{i}" for i in range(10)]
+    with pytest.raises(Unavailable) as refused:
+        await writer.submit(write_row("late"))
+    assert refused.value.retryable
+    assert await committed(engine) == {f"q{i}" for i in range(10)}
