@@ -6,6 +6,7 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
+from contracts import make_command
 from tests.support.bus import Bus, error, output
 
 COMPANY = "ООО «Ромашка»"  # noqa: RUF001 - a Cyrillic company name, as agents store them
@@ -207,3 +208,16 @@ async def test_caller_supplied_ids_and_times_are_kept(bus: Bus) -> None:
     assert saved["message_ids"] == [message_id]
     stored = (await _get(bus, thread_id))["messages"][0]
     assert stored["id"] == message_id and datetime.fromisoformat(stored["created_at"]) == datetime.fromisoformat(at)
+
+
+async def test_a_replayed_save_adds_its_messages_once(bus: Bus) -> None:
+    """The same save_thread envelope delivered twice (a client replaying its buffer) appends its messages once."""
+    thread_id = _thread_id()
+    command = make_command(
+        "save_thread", {"thread_id": thread_id, "messages": [{"role": "user", "content": "only once"}]}, source="agent"
+    )
+    first = output(await bus.send(command.to_json_bytes(), command.id))
+    again = output(await bus.send(command.to_json_bytes(), f"{command.id}-again"))
+    assert again == first
+    got = await _get(bus, thread_id)
+    assert [m["content"] for m in got["messages"]] == ["only once"] and got["thread"]["version"] == 1
