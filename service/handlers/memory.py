@@ -147,7 +147,7 @@ async def put_memory(params: PutMemoryParams, ctx: HandlerContext) -> PutMemoryO
                 owned.update(owner=requester.id, created_at=now)
             if not await store.update_item(conn, item_id, row.version, {**owned, **values}):
                 raise Aborted("the item was written concurrently, retry", _where(params.namespace, params.key))
-        await store.replace_labels(conn, item_id, params.labels, had_labels=bool(row is not None and row.labels))
+        await store.replace_labels(conn, item_id, path, params.labels, had_labels=bool(row is not None and row.labels))
         return PutMemoryOutput(namespace=params.namespace, key=params.key, version=version, expires_at=expires_at)
 
     return await ctx.write(job)

@@ -39,12 +39,12 @@ def readable_by(requester: Requester) -> Any:
     return or_(*rule)
 
 
-def under(path: str) -> Any:
-    """Every namespace at or below ``path``: an index range on ``ns_path``."""
+def under(path: str, column: Any = items.c.ns_path) -> Any:
+    """Every namespace at or below ``path``: an index range on ``column``."""
     upper = memory_keys.upper_bound(path)
     if upper is None:
         return and_(True)
-    return and_(items.c.ns_path >= path, items.c.ns_path < upper)
+    return and_(column >= path, column < upper)
 
 
 def to_item(row: Row[Any]) -> MemoryItem:
@@ -95,11 +95,14 @@ async def update_item(conn: AsyncConnection, item_id: str, seen_version: int, va
     return bool(result.rowcount)
 
 
-async def replace_labels(conn: AsyncConnection, item_id: str, new: Mapping[str, str], *, had_labels: bool) -> None:
+async def replace_labels(
+    conn: AsyncConnection, item_id: str, path: str, new: Mapping[str, str], *, had_labels: bool
+) -> None:
     if had_labels:
         await conn.execute(delete(labels).where(labels.c.item_id == item_id))
     if new:
-        await conn.execute(insert(labels), [{"item_id": item_id, "key": k, "value": v} for k, v in new.items()])
+        rows = [{"item_id": item_id, "key": k, "value": v, "ns_path": path} for k, v in new.items()]
+        await conn.execute(insert(labels), rows)
 
 
 async def set_expiry(conn: AsyncConnection, item_id: str, expires_at: datetime) -> None:
@@ -121,12 +124,19 @@ async def search_page(
     limit: int,
     after: str | None,
 ) -> tuple[list[Row[Any]], str | None]:
-    """One page newest first (by ``updated_at``), keyset-paged on (updated_at, id)."""
-    query = select(items).where(under(prefix), alive(now), readable_by(requester))
-    for key, value in label_filter.items():
-        query = query.where(
-            exists().where(labels.c.item_id == items.c.id, labels.c.key == key, labels.c.value == value)
-        )
+    """One page newest first (by ``updated_at``), keyset-paged on (updated_at, id).
+
+    Each label is an inner join on its own alias carrying the prefix range too, so the planner may drive
+    the search from whichever is narrower: the namespace range of items, or a label's (key, value, path)
+    range. (A correlated EXISTS would pin SQLite to scanning items.)
+    """
+    source: Any = items
+    conditions = [under(prefix), alive(now), readable_by(requester)]
+    for index, (key, value) in enumerate(label_filter.items()):
+        label = labels.alias(f"label_{index}")
+        source = source.join(label, label.c.item_id == items.c.id)
+        conditions += [label.c.key == key, label.c.value == value, under(prefix, label.c.ns_path)]
+    query = select(items).select_from(source).where(*conditions)
     if after is not None:
         after_time, after_id = cursor.decode(after)
         query = query.where(

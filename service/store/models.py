@@ -194,12 +194,17 @@ class MemoryRecord(Base):
 
 
 class MemoryLabel(Base):
-    """Labels as rows: an all-must-match filter probes (key, value) or the item's own (item_id, key)."""
+    """Labels as rows, each with its item's namespace path (fixed for an item: the path is part of its id).
+
+    ``(key, value, ns_path)`` makes "this label under this prefix" one index range, so a search driven by
+    a label costs what it finds, not what the store holds.
+    """
 
     __tablename__ = "memory_labels"
 
     item_id: Mapped[str] = mapped_column(ForeignKey("memory_items.id", ondelete="CASCADE"), primary_key=True)
     key: Mapped[str] = mapped_column(String(64), primary_key=True)
     value: Mapped[str] = mapped_column(String(256))
+    ns_path: Mapped[str] = mapped_column(NamespacePath)
 
-    __table_args__ = (Index(None, "key", "value", "item_id"),)
+    __table_args__ = (Index(None, "key", "value", "ns_path", "item_id"),)

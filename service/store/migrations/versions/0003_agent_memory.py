@@ -51,12 +51,15 @@ def upgrade() -> None:
         sa.Column("item_id", sa.String(length=64), nullable=False),
         sa.Column("key", sa.String(length=64), nullable=False),
         sa.Column("value", sa.String(length=256), nullable=False),
+        sa.Column("ns_path", _PATH, nullable=False),
         sa.ForeignKeyConstraint(
             ["item_id"], ["memory_items.id"], name=op.f("fk_memory_labels_item_id_memory_items"), ondelete="CASCADE"
         ),
         sa.PrimaryKeyConstraint("item_id", "key", name=op.f("pk_memory_labels")),
     )
-    op.create_index(op.f("ix_memory_labels_key_value_item_id"), "memory_labels", ["key", "value", "item_id"])
+    op.create_index(
+        op.f("ix_memory_labels_key_value_ns_path_item_id"), "memory_labels", ["key", "value", "ns_path", "item_id"]
+    )
 
 
 def downgrade() -> None:
