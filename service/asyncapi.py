@@ -38,7 +38,7 @@ from service.settings import Settings
 DOCUMENT = Path(__file__).resolve().parents[1] / "docs" / "asyncapi.json"
 COMMANDS = "storage commands"
 REPLIES = "replies"
-EVENTS = {
+EVENTS: dict[str, tuple[type[BaseModel], int, str]] = {
     topology.EVT_NODE_REGISTERED: (NodePassport, topology.PRIORITY_NODE_LIFECYCLE, "the node started consuming"),
     topology.EVT_NODE_HEARTBEAT: (NodeLoad, topology.PRIORITY_HEARTBEAT, "every STORAGE_HEARTBEAT_INTERVAL (10 s)"),
     topology.EVT_NODE_DEREGISTERED: (NodeDeregistration, topology.PRIORITY_NODE_LIFECYCLE, "graceful stop (SIGTERM)"),
