@@ -289,3 +289,14 @@ async def test_the_extension_of_the_upload_is_kept(bus: Bus, storage_root: Path)
     _, dropped = await register(bus, storage_root, b"odd", filename="odd.b@d", trace_id="t")
     assert path_of(kept["uri"]).name.endswith(".csv")
     assert path_of(dropped["uri"]).suffix == ""
+
+
+async def test_twin_envelopes_registering_one_artifact_at_once_have_one_effect(bus: Bus, storage_root: Path) -> None:
+    """Two envelopes carrying the same new manifest, sent together: one registers, the other is told it exists."""
+    manifest = manifest_for(storage_root, b"twins", visibility="public")
+    replies = await asyncio.gather(call_register(bus, manifest), call_register(bus, manifest))
+    outs = sorted((output(r) for r in replies), key=lambda o: o["registered"])
+    assert [(o["registered"], o["already_exists"]) for o in outs] == [(False, True), (True, False)]
+    assert outs[0]["uri"] == outs[1]["uri"]
+    assert path_of(outs[1]["uri"]).read_bytes() == b"twins"
+    assert [p.name for p in (storage_root / "artifacts").rglob("*") if p.is_file()] == [path_of(outs[1]["uri"]).name]
