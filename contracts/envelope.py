@@ -7,16 +7,16 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from contracts.errors import ErrorCode
 
-COMMAND_TYPE = "ai.team.command"
-RESULT_TYPE = "ai.team.result"
-ERROR_TYPE = "ai.team.error"
-EVENT_TYPE = "ai.team.event"
+COMMAND_TYPE: Final = "ai.team.command"
+RESULT_TYPE: Final = "ai.team.result"
+ERROR_TYPE: Final = "ai.team.error"
+EVENT_TYPE: Final = "ai.team.event"
 
 
 def _as_utc(value: datetime) -> datetime:
