@@ -1,0 +1,79 @@
+"""One command's path without a broker: how a delivery is settled and what the inbox keeps."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from sqlalchemy import event
+from sqlalchemy.exc import OperationalError
+
+from contracts import make_command
+from service.context import Services
+from service.pipeline import Delivery, Pipeline, Settle
+from service.store.db import create_engine
+from service.store.writer import SingleWriter
+from tests.support.artifacts import manifest_for
+
+
+def reply_data(body: bytes | None) -> dict:
+    assert body is not None
+    return json.loads(body)["data"]  # type: ignore[no-any-return]
+
+
+async def test_refused_bodies_are_rejected_valid_ones_acked(services: Services) -> None:
+    """Garbage is answered and rejected (to the DLQ); a valid command is acked; no reply_to means no reply."""
+    pipeline = Pipeline(services)
+    garbage = await pipeline.process(Delivery(b"not json", reply_to="q", correlation_id="c"))
+    assert garbage.settle is Settle.REJECT and garbage.code == "INVALID_ARGUMENT"
+    assert reply_data(garbage.reply)["error"]["code"] == "INVALID_ARGUMENT"
+    ping = make_command("ping", source="a").to_json_bytes()
+    answered = await pipeline.process(Delivery(ping, reply_to="q"))
+    assert answered.settle is Settle.ACK and reply_data(answered.reply)["output"]["node"] == "storage-primary"
+    silent = await pipeline.process(Delivery(ping))
+    assert silent.settle is Settle.ACK and silent.reply is None and silent.code == "OK"
+
+
+async def test_retryable_failures_are_not_stored_so_a_retry_can_succeed(services: Services, storage_root: Path) -> None:
+    """A write the database failed (UNAVAILABLE) is not kept in the inbox: the same envelope later runs for real."""
+    manifest = manifest_for(storage_root, b"retry me")
+    body = make_command("register_artifact", {"manifest": manifest}, source="a").to_json_bytes()
+    armed = [True]
+
+    def disk_error_once(conn: object, cursor: object, statement: str, *args: object) -> None:
+        if armed and statement.startswith("INSERT INTO artifacts"):
+            armed.clear()
+            raise OperationalError(statement, {}, Exception("disk I/O error"))
+
+    event.listen(services.engine.sync_engine, "before_cursor_execute", disk_error_once)
+    try:
+        failed = await Pipeline(services).process(Delivery(body, reply_to="q"))
+    finally:
+        event.remove(services.engine.sync_engine, "before_cursor_execute", disk_error_once)
+    assert not armed, "the injected failure fired"
+    error = reply_data(failed.reply)["error"]
+    assert (error["code"], error["retryable"]) == ("UNAVAILABLE", True)
+    assert failed.settle is Settle.ACK, "the reply told the sender to retry; the message is not requeued"
+    assert Path(manifest["uri"].removeprefix("file://")).exists(), "nothing moved before the commit"
+
+    retried = await Pipeline(services).process(Delivery(body, reply_to="q"))
+    assert reply_data(retried.reply)["output"]["registered"] is True
+    assert reply_data(retried.reply) != reply_data(failed.reply)
+
+
+async def test_a_database_that_is_down_is_unavailable(services: Services, storage_root: Path) -> None:
+    """With the database unreachable a write is answered UNAVAILABLE (retryable), and acked."""
+    manifest = manifest_for(storage_root, b"nowhere to go")
+    body = make_command("register_artifact", {"manifest": manifest}, source="a").to_json_bytes()
+    down = create_engine("postgresql+asyncpg://postgres@127.0.0.1:1/nowhere")
+    writer = SingleWriter(down)
+    await writer.start()
+    try:
+        outage = Services(settings=services.settings, engine=down, writer=writer, files=services.files)
+        failed = await Pipeline(outage).process(Delivery(body, reply_to="q"))
+    finally:
+        await writer.stop()
+        await down.dispose()
+    error = reply_data(failed.reply)["error"]
+    assert (error["code"], error["retryable"]) == ("UNAVAILABLE", True)
+    assert failed.settle is Settle.ACK
