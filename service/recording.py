@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from contracts import InvalidArgument, Output, StorageError
+from contracts import Aborted, InvalidArgument, Output, StorageError, utc_now
 from service.replies import error_reply, result_reply
 from service.store import inbox
 from service.store.inbox import StoredReply
@@ -60,8 +60,8 @@ class Recorder:
     async def lookup(self, conn: AsyncConnection) -> StoredReply | None:
         return self.check_stored(await inbox.find(conn, self.envelope_id, self.action, self.idempotency_key))
 
-    async def _insert(self, conn: AsyncConnection, reply: StoredReply) -> None:
-        await inbox.record(
+    async def _insert(self, conn: AsyncConnection, reply: StoredReply) -> bool:
+        return await inbox.record(
             conn,
             envelope_id=self.envelope_id,
             action=self.action,
@@ -70,10 +70,28 @@ class Recorder:
             reply=reply,
         )
 
+    async def _claim(self, conn: AsyncConnection) -> bool:
+        return await inbox.claim(
+            conn,
+            envelope_id=self.envelope_id,
+            action=self.action,
+            idempotency_key=self.idempotency_key,
+            req_hash=self.req_hash,
+            now=utc_now(),
+        )
+
+    async def _stored_after_conflict(self, conn: AsyncConnection) -> StoredReply:
+        """The reply that beat us to the inbox row (it committed: a conflict only ever waits for a commit)."""
+        if (existing := await self.lookup(conn)) is None:  # purged in between: let the sender try again
+            raise Aborted("the command raced with another execution of it, retry", {"envelope_id": self.envelope_id})
+        return existing
+
     async def write(self, writer: SingleWriter, job: Callable[[AsyncConnection], Awaitable[T]]) -> T:
         async def recorded(conn: AsyncConnection) -> _Outcome:
-            if (existing := await self.lookup(conn)) is not None:
-                return _Outcome(existing, duplicate=True)
+            # Claim first: a twin of this command running on another worker either committed (we return its
+            # reply) or holds the row, and then this insert waits for its commit instead of racing it.
+            if not await self._claim(conn):
+                return _Outcome(await self._stored_after_conflict(conn), duplicate=True)
             try:
                 async with conn.begin_nested():
                     output = await job(conn)
@@ -81,12 +99,12 @@ class Recorder:
                 if exc.retryable:
                     raise
                 reply = error_reply(exc, self.started)
-                await self._insert(conn, reply)
+                await inbox.complete(conn, self.envelope_id, reply)
                 return _Outcome(reply, error=exc)
             if not isinstance(output, Output):
                 raise TypeError(f"a recorded write must return the action's output, got {type(output).__name__}")
             reply = result_reply(output, self.started)
-            await self._insert(conn, reply)
+            await inbox.complete(conn, self.envelope_id, reply)
             return _Outcome(reply, output=output)
 
         outcome: _Outcome = await writer.submit(recorded)
@@ -101,10 +119,9 @@ class Recorder:
         """Store the reply of a write that committed nothing else (a refusal, an already-present artifact)."""
 
         async def job(conn: AsyncConnection) -> StoredReply:
-            if (existing := await self.lookup(conn)) is not None:
-                return existing
-            await self._insert(conn, reply)
-            return reply
+            if await self._insert(conn, reply):
+                return reply
+            return await self._stored_after_conflict(conn)
 
         self.stored = await writer.submit(job)
         return self.stored

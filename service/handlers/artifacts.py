@@ -7,6 +7,7 @@ import logging
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from contracts import (
+    Aborted,
     AlreadyExists,
     ArtifactManifest,
     ArtifactStatus,
@@ -45,7 +46,10 @@ async def register_artifact(params: RegisterArtifactParams, ctx: HandlerContext)
 
     files = ctx.files
     source = files.resolve_incoming(manifest.uri)
-    info = await files.info(source)
+    try:
+        info = await files.info(source)
+    except NotFound as missing:
+        return await _twin_or_raise(ctx, manifest, missing)
     limit = ctx.settings.max_file_bytes
     if info.size > limit:
         raise OutOfRange(
@@ -57,7 +61,10 @@ async def register_artifact(params: RegisterArtifactParams, ctx: HandlerContext)
             "size_bytes does not match the file",
             {"field": "manifest.size_bytes", "expected": manifest.size_bytes, "actual": info.size},
         )
-    actual = await files.sha256(source)
+    try:
+        actual = await files.sha256(source)
+    except NotFound as missing:
+        return await _twin_or_raise(ctx, manifest, missing)
     if actual != manifest.checksum:
         if files.in_folder(source, TEMP):
             await files.remove(source)
@@ -83,7 +90,8 @@ async def register_artifact(params: RegisterArtifactParams, ctx: HandlerContext)
             return _already_registered(raced, manifest)
         if final.supersedes is not None:
             await _check_supersedes(conn, final)
-        await store.insert_artifact(conn, final, expires_at=expires_at, now=ctx.now)
+        if not await store.insert_artifact(conn, final, expires_at=expires_at, now=ctx.now):
+            return await _lost_race(conn, final, manifest)
         return RegisterArtifactOutput(
             artifact_id=final.id,
             registered=True,
@@ -98,6 +106,15 @@ async def register_artifact(params: RegisterArtifactParams, ctx: HandlerContext)
         ctx.services.faults.hit("after_commit")
         await files.place(source, dest)
     return output
+
+
+async def _twin_or_raise(ctx: HandlerContext, manifest: ArtifactManifest, missing: NotFound) -> RegisterArtifactOutput:
+    """The file is gone: a twin of this command (another envelope, another worker) may have just moved it."""
+    async with ctx.read() as conn:
+        twin = await store.get(conn, manifest.id)
+    if twin is None:
+        raise missing
+    return _already_registered(twin, manifest)
 
 
 def _already_registered(row: object, manifest: ArtifactManifest) -> RegisterArtifactOutput:
@@ -117,6 +134,24 @@ def _already_registered(row: object, manifest: ArtifactManifest) -> RegisterArti
     )
 
 
+async def _lost_race(
+    conn: AsyncConnection, final: ArtifactManifest, requested: ArtifactManifest
+) -> RegisterArtifactOutput:
+    """Another worker committed this artifact, or another successor of its predecessor, meanwhile."""
+    if (twin := await store.get(conn, final.id)) is not None:
+        return _already_registered(twin, requested)
+    if final.supersedes is not None and (successor := await store.successor_of(conn, final.supersedes)) is not None:
+        raise _successor_exists(final.supersedes, successor.id)
+    raise Aborted("the artifact raced with a concurrent change, retry", {"artifact_id": final.id})
+
+
+def _successor_exists(supersedes: str, successor_id: str) -> AlreadyExists:
+    return AlreadyExists(
+        f"artifact {supersedes} already has a successor",
+        {"supersedes": supersedes, "existing_successor": successor_id},
+    )
+
+
 async def _check_supersedes(conn: AsyncConnection, manifest: ArtifactManifest) -> None:
     assert manifest.supersedes is not None
     previous = await store.get(conn, manifest.supersedes)
@@ -132,10 +167,7 @@ async def _check_supersedes(conn: AsyncConnection, manifest: ArtifactManifest) -
         )
     successor = await store.successor_of(conn, manifest.supersedes)
     if successor is not None:
-        raise AlreadyExists(
-            f"artifact {manifest.supersedes} already has a successor",
-            {"supersedes": manifest.supersedes, "existing_successor": successor.id},
-        )
+        raise _successor_exists(manifest.supersedes, successor.id)
 
 
 async def get_artifact(params: GetArtifactParams, ctx: HandlerContext) -> GetArtifactOutput:
@@ -181,6 +213,7 @@ async def delete_artifact(params: DeleteArtifactParams, ctx: HandlerContext) -> 
     removed: list[str] = []
 
     async def commit(conn: AsyncConnection) -> DeleteArtifactOutput:
+        removed.clear()  # the writer may run a job again after a deadlock: only the committed run counts
         row = await store.delete_artifact(conn, params.artifact_id)
         if row is not None:
             removed.append(row.uri)

@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from contracts import ArtifactManifest, ListArtifactsParams, Visibility
 from service.context import Requester
 from service.store import cursor
+from service.store.conflicts import insert_or_skip
 from service.store.models import Artifact, ArtifactLabel
 
 artifacts = Artifact.__table__
@@ -48,9 +49,14 @@ def manifest_of(row: Row[Any]) -> ArtifactManifest:
 
 async def insert_artifact(
     conn: AsyncConnection, manifest: ArtifactManifest, *, expires_at: datetime | None, now: datetime
-) -> None:
-    await conn.execute(
-        insert(artifacts).values(
+) -> bool:
+    """Insert the row and its labels; False (nothing written) when its id or its ``supersedes`` is taken.
+
+    The conflict is decided by the unique constraints, so two workers registering the same artifact (or
+    two successors of one) at once get one winner and no error; the loser reads what won.
+    """
+    inserted = await conn.execute(
+        insert_or_skip(conn, artifacts).values(
             id=manifest.id,
             version=manifest.version,
             supersedes=manifest.supersedes,
@@ -70,11 +76,14 @@ async def insert_artifact(
             manifest=manifest.wire(),
         )
     )
+    if inserted.rowcount != 1:
+        return False
     if manifest.labels:
         await conn.execute(
             insert(labels),
             [{"artifact_id": manifest.id, "key": k, "value": v} for k, v in manifest.labels.items()],
         )
+    return True
 
 
 async def delete_artifact(conn: AsyncConnection, artifact_id: str) -> Row[Any] | None:

@@ -63,8 +63,19 @@ DB_UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+CONFLICT_SQLSTATES = frozenset({"40P01", "40001"})
+"""deadlock_detected, serialization_failure: the transaction was rolled back and may simply run again."""
+
+
+def is_conflict(exc: BaseException) -> bool:
+    """True when concurrent transactions (several workers) made the database roll this one back."""
+    return isinstance(exc, DBAPIError) and getattr(exc.orig, "sqlstate", None) in CONFLICT_SQLSTATES
+
+
 def translate_db_error(exc: BaseException) -> Unavailable | None:
     """Map a failure of the database itself (down, locked, read-only, gone) to a retryable UNAVAILABLE."""
+    if is_conflict(exc):
+        return Unavailable("database busy with conflicting writes, retry later", {"reason": "conflict"})
     if isinstance(exc, DB_UNAVAILABLE_ERRORS) or (isinstance(exc, DBAPIError) and exc.connection_invalidated):
         reason = str(getattr(exc, "orig", None) or exc).splitlines()[0][:200]
         return Unavailable("database unavailable, retry later", {"reason": reason})

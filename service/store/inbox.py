@@ -8,9 +8,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, insert, or_, select
+from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from service.store.conflicts import insert_or_skip
 from service.store.models import InboxRecord
 
 _inbox = InboxRecord.__table__
@@ -57,6 +58,37 @@ async def find(conn: AsyncConnection, envelope_id: str, action: str, idempotency
     return StoredReply(row.reply_id, row.reply_type, row.reply_data, row.created_at, row.request_hash, row.id)
 
 
+async def claim(
+    conn: AsyncConnection, *, envelope_id: str, action: str, idempotency_key: str | None, req_hash: str, now: datetime
+) -> bool:
+    """Take the inbox row of a command before executing it; False when another execution already holds it.
+
+    The row is a placeholder until ``complete`` fills in the reply in the same transaction, so no other
+    connection ever sees it unfinished.
+    """
+    result = await conn.execute(
+        insert_or_skip(conn, _inbox).values(
+            id=envelope_id,
+            action=action,
+            idempotency_key=idempotency_key,
+            request_hash=req_hash,
+            reply_id="",
+            reply_type="",
+            reply_data="",
+            created_at=now,
+        )
+    )
+    return result.rowcount == 1
+
+
+async def complete(conn: AsyncConnection, envelope_id: str, reply: StoredReply) -> None:
+    await conn.execute(
+        update(_inbox)
+        .where(_inbox.c.id == envelope_id)
+        .values(reply_id=reply.reply_id, reply_type=reply.reply_type, reply_data=reply.data_json, created_at=reply.time)
+    )
+
+
 async def record(
     conn: AsyncConnection,
     *,
@@ -65,9 +97,10 @@ async def record(
     idempotency_key: str | None,
     req_hash: str,
     reply: StoredReply,
-) -> None:
-    await conn.execute(
-        insert(_inbox).values(
+) -> bool:
+    """Store a finished reply in one statement; False when the command's id or key is already recorded."""
+    result = await conn.execute(
+        insert_or_skip(conn, _inbox).values(
             id=envelope_id,
             action=action,
             idempotency_key=idempotency_key,
@@ -78,6 +111,7 @@ async def record(
             created_at=reply.time,
         )
     )
+    return result.rowcount == 1
 
 
 async def count(conn: AsyncConnection) -> int:

@@ -4,6 +4,11 @@ Handlers submit a job (an async function of a connection) and await its result. 
 whatever is queued (up to ``batch_max``), runs each job in its own savepoint inside one transaction and
 commits once: one fsync for many commands, and a failing job never sinks its neighbours. A failure of
 the database itself fails the whole batch with a retryable UNAVAILABLE.
+
+With several workers on PostgreSQL two batches can wait on each other's rows (a deadlock); the database
+then rolls one back and the writer runs that batch again, in halves. A job may therefore run more than
+once before its transaction commits: it must keep its effects inside the connection (what it returns is
+taken from the run that committed), never append to outside state.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -18,11 +24,14 @@ from typing import Any, TypeVar
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from contracts import StorageError, Unavailable
-from service.store.db import translate_db_error
+from service.store.db import is_conflict, translate_db_error
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+CONFLICT_ATTEMPTS = 8
+"""How often one job runs when the database keeps rolling it back for a deadlock or serialization failure."""
+CONFLICT_BACKOFF_S = 0.02
 WriteJob = Callable[[AsyncConnection], Awaitable[T]]
 
 
@@ -100,38 +109,57 @@ class SingleWriter:
                 log.debug("closing the writer connection failed", exc_info=True)
             self._conn = None
 
-    async def _commit(self, batch: list[_Pending]) -> None:
-        outcomes: list[tuple[_Pending, bool, Any]] = []
+    async def _commit(self, batch: list[_Pending], attempt: int = 1) -> None:
         try:
-            conn = await self._connection()
-            async with conn.begin():
-                for pending in batch:
-                    savepoint = await conn.begin_nested()
-                    try:
-                        result = await pending.job(conn)
-                    except Exception as exc:
-                        await savepoint.rollback()
-                        if translate_db_error(exc) is not None:
-                            raise
-                        outcomes.append((pending, False, exc))
-                    else:
-                        await savepoint.commit()
-                        outcomes.append((pending, True, result))
+            outcomes = await self._attempt(batch)
         except Exception as exc:
-            unavailable = translate_db_error(exc)
-            if unavailable is None:
-                log.exception("write batch of %d failed", len(batch))
-                unavailable = Unavailable("write failed, retry later", {"reason": type(exc).__name__})
+            if not is_conflict(exc) or attempt >= CONFLICT_ATTEMPTS:
+                self._fail(batch, exc)
+                await self._close_connection()
+                return
+            # Another worker's transaction and ours waited on each other (or a serializable read failed):
+            # the database rolled ours back whole, so running the jobs again is safe. Halves hold fewer rows
+            # at once, so they rarely meet the same cycle again; a single job retries after a short pause.
+            log.info("write batch of %d rolled back by a conflict, retrying", len(batch))
+            await asyncio.sleep(random.uniform(0, CONFLICT_BACKOFF_S * attempt))
+            if len(batch) == 1:
+                await self._commit(batch, attempt + 1)
             else:
-                log.warning("database unavailable, %d writes refused: %s", len(batch), unavailable.details)
-            await self._close_connection()
-            for pending in batch:
-                _settle(pending.future, False, unavailable)
+                await self._commit(batch[: len(batch) // 2], attempt)
+                await self._commit(batch[len(batch) // 2 :], attempt)
             return
         if self._on_batch is not None:
             self._on_batch(len(batch))
         for pending, ok, value in outcomes:
             _settle(pending.future, ok, value)
+
+    async def _attempt(self, batch: list[_Pending]) -> list[tuple[_Pending, bool, Any]]:
+        outcomes: list[tuple[_Pending, bool, Any]] = []
+        conn = await self._connection()
+        async with conn.begin():
+            for pending in batch:
+                savepoint = await conn.begin_nested()
+                try:
+                    result = await pending.job(conn)
+                except Exception as exc:
+                    await savepoint.rollback()
+                    if translate_db_error(exc) is not None:
+                        raise
+                    outcomes.append((pending, False, exc))
+                else:
+                    await savepoint.commit()
+                    outcomes.append((pending, True, result))
+        return outcomes
+
+    def _fail(self, batch: list[_Pending], exc: Exception) -> None:
+        unavailable = translate_db_error(exc)
+        if unavailable is None:
+            log.exception("write batch of %d failed", len(batch), exc_info=exc)
+            unavailable = Unavailable("write failed, retry later", {"reason": type(exc).__name__})
+        else:
+            log.warning("database unavailable, %d writes refused: %s", len(batch), unavailable.details)
+        for pending in batch:
+            _settle(pending.future, False, unavailable)
 
 
 def _settle(future: asyncio.Future[Any], ok: bool, value: Any) -> None:

@@ -1,0 +1,20 @@
+"""Inserts that tolerate a concurrent twin: the constraint decides, not the process being alone.
+
+``INSERT ... ON CONFLICT DO NOTHING`` (any unique constraint), in the connection's dialect. On PostgreSQL
+an insert that collides with another transaction's uncommitted row waits for that transaction: after its
+commit the insert does nothing (rowcount 0), after its rollback it goes ahead. That wait is what lets
+several workers race on the same command or the same artifact without a unique-violation error. SQLite
+has the same clause; there the single worker is alone, so it only ever meets committed rows.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import Insert, Table
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+
+def insert_or_skip(conn: AsyncConnection, table: Table) -> Insert:
+    dialect_insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+    return dialect_insert(table).on_conflict_do_nothing()
