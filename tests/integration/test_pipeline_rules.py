@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 
 from contracts import CommandEnvelope, make_command, new_id
-from service.app import Worker
 from tests.integration.conftest import Outcomes, Workers
 from tests.integration.wire import dead_letters, path_of
 from tests.support.artifacts import manifest_for
@@ -98,7 +97,7 @@ async def test_a_bad_body_without_reply_to_is_still_dead_lettered(bus: Bus) -> N
     assert output(await bus.call("ping"))["node"] == NODE
 
 
-async def test_business_errors_are_acked_not_dead_lettered(bus: Bus, worker: Worker) -> None:
+async def test_business_errors_are_acked_not_dead_lettered(bus: Bus) -> None:
     """A valid command that fails (NOT_FOUND) is answered and acked: nothing reaches the DLQ."""
     reply = await bus.call("get_artifact", {"artifact_id": "art_00000000-0000-0000-0000-000000000000"})
     assert error(reply)["code"] == "NOT_FOUND"
@@ -211,9 +210,7 @@ async def test_a_command_without_reply_to_is_executed_silently(
 # -- 2. the inbox: duplicates and idempotency keys -------------------------------------------------------
 
 
-async def test_the_same_envelope_twice_has_one_effect_and_one_reply(
-    bus: Bus, worker: Worker, storage_root: Path
-) -> None:
+async def test_the_same_envelope_twice_has_one_effect_and_one_reply(bus: Bus, storage_root: Path) -> None:
     """An envelope delivered three times (two at once) registers once; every reply is the same stored one."""
     manifest = manifest_for(storage_root, b"exactly once")
     body = register_command(manifest).to_json_bytes()
