@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 from tests.integration.conftest import Workers
 from tests.integration.wire import ADMIN, register
+from tests.support.broker import LOCAL_URL
 from tests.support.bus import Bus, error, output
 
 OWNER = {"requester_id": "owner-agent", "requester_trace_id": "trace-A"}
 SAME_TRACE = {"requester_id": "colleague", "requester_trace_id": "trace-A"}
 STRANGER = {"requester_id": "stranger", "requester_trace_id": "trace-B"}
-GUEST = {"user_id": "guest"}  # RabbitMQ accepts only the connection's own user here
+# RabbitMQ accepts as user_id only the user the connection logged in as: the test broker's user.
+BROKER_USER = unquote(urlsplit(os.environ.get("AMQP_URL", LOCAL_URL)).username or "guest")
+GUEST = {"user_id": BROKER_USER}
 
 
 async def three_visibilities(bus: Bus, root: Path) -> dict[str, str]:
@@ -96,18 +101,18 @@ async def test_the_amqp_user_id_wins_over_the_body(bus: Bus, storage_root: Path)
     mine, out = await register(
         bus, storage_root, b"guest's", visibility="private", command_context={"requester_id": "mallory"}, amqp=GUEST
     )
-    assert out["manifest"]["owner"] == "guest", "the owner is the broker-validated user, not the claimed one"
+    assert out["manifest"]["owner"] == BROKER_USER, "the owner is the broker-validated user, not the claimed one"
     alices, _ = await register(bus, storage_root, b"alice's", visibility="private", owner="alice")
 
     claimed_alice = {"requester_id": "alice"}
     assert output(await bus.call("get_artifact", {"artifact_id": alices["id"]}, context=claimed_alice))
     err = error(await bus.call("get_artifact", {"artifact_id": alices["id"]}, context=claimed_alice, amqp=GUEST))
-    assert err["code"] == "PERMISSION_DENIED" and err["details"]["requester"] == "guest"
+    assert err["code"] == "PERMISSION_DENIED" and err["details"]["requester"] == BROKER_USER
     got = await bus.call("get_artifact", {"artifact_id": mine["id"]}, context={"requester_id": "mallory"}, amqp=GUEST)
-    assert output(got)["manifest"]["owner"] == "guest"
+    assert output(got)["manifest"]["owner"] == BROKER_USER
     # An admin claim in the body does not lift a broker-validated non-admin user.
     denied = error(await bus.call("delete_artifact", {"artifact_id": mine["id"]}, context=ADMIN, amqp=GUEST))
-    assert denied["code"] == "PERMISSION_DENIED" and denied["details"]["requester"] == "guest"
+    assert denied["code"] == "PERMISSION_DENIED" and denied["details"]["requester"] == BROKER_USER
 
 
 async def test_untrusted_body_identity_makes_commands_without_user_id_anonymous(
@@ -120,7 +125,7 @@ async def test_untrusted_body_identity_makes_commands_without_user_id_anonymous(
     private, _ = await register(bus, storage_root, b"p", visibility="private", owner="owner-agent", trace_id="trace-A")
     trace, _ = await register(bus, storage_root, b"t", visibility="trace", owner="owner-agent", trace_id="trace-A")
     guests, out = await register(bus, storage_root, b"g", visibility="private", amqp=GUEST)
-    assert out["manifest"]["owner"] == "guest"
+    assert out["manifest"]["owner"] == BROKER_USER
 
     for artifact in (private, trace, guests):
         err = error(await bus.call("get_artifact", {"artifact_id": artifact["id"]}, context=OWNER))
@@ -145,7 +150,7 @@ async def test_admin_actions_need_the_requester_in_storage_admins(workers: Worke
     assert err["code"] == "PERMISSION_DENIED" and err["details"]["requester"] == "admin-agent"
     await workers.stop(closed_worker)
 
-    _, open_ = await workers.start(admins=frozenset({"ops-1", "guest"}))
+    _, open_ = await workers.start(admins=frozenset({"ops-1", BROKER_USER}))
     deleted = await open_.call("delete_artifact", {"artifact_id": manifest["id"]}, context={"requester_id": "ops-1"})
     assert output(deleted)["deleted"] is True
     unknown = "art_00000000-0000-0000-0000-000000000000"
