@@ -4,7 +4,9 @@ Exactly-once across retries and replays rests on two ids the worker's inbox dedu
 is a new envelope (new ``id``, fresh ``time``, AMQP ``expiration`` = the call timeout, so a copy that
 waited too long in the queue is refused instead of executed late) carrying the same ``idempotency_key``:
 a retry after a lost reply gets the stored reply, not a second effect. A spilled envelope is replayed as
-is, with its id and key and without ``expiration``.
+is, with its id and key and without ``expiration``. A spilled ``register_artifact`` whose file the client
+can read on its storage root keeps a copy of the bytes in the buffer (``buffer.restage``), so the replay
+still finds the file after the worker's cleanup moved the staged one away.
 """
 
 from __future__ import annotations
@@ -20,10 +22,11 @@ from pydantic import BaseModel, ValidationError
 from buffer.errors import InternalError, InvalidArgument, SpillFailed, StorageError, Unavailable
 from buffer.outcomes import Buffered, CallOptions
 from buffer.replay import Progress, Replayer, ReplayReport
+from buffer.restage import StorageFiles
 from buffer.retry import RetryPolicy, Sleep
 from buffer.rpc import Reply, RpcTransport
 from buffer.settings import ClientSettings
-from buffer.spill import BufferStatus, SpillBuffer
+from buffer.spill import BufferStatus, Entry, SpillBuffer
 from contracts import ACTIONS, ActionSpec, CommandEnvelope, ErrorEnvelope, Output, Params, make_command, new_id
 
 log = logging.getLogger(__name__)
@@ -79,7 +82,8 @@ class ClientCore:
         self.buffer = SpillBuffer(
             self.settings.buffer_dir, max_items=self.settings.buffer_max_items, max_bytes=self.settings.buffer_max_bytes
         )
-        self._replayer = Replayer(self.buffer, self._send_replay)
+        self.files = StorageFiles(self.settings.storage_root)
+        self._replayer = Replayer(self.buffer, self._send_replay, self.files)
         self._replay_lock = asyncio.Lock()
         self._wake = asyncio.Event()
         self._heartbeat_task: asyncio.Task[None] | None = None
@@ -262,13 +266,20 @@ class ClientCore:
         return report.remaining > 0
 
     async def _spill(self, spec: ActionSpec, envelope: CommandEnvelope, error: StorageError) -> Buffered:
+        reason = f"{error.code.value}: {error.message}"
+
+        def spill() -> Entry:
+            return self.buffer.spill(envelope, reason, self.files.file_copy(envelope))
+
         try:
-            entry = await asyncio.to_thread(self.buffer.spill, envelope, f"{error.code.value}: {error.message}")
+            entry = await asyncio.to_thread(spill)
         except SpillFailed as exc:
             raise exc from error
         assert envelope.data.idempotency_key is not None
         log.warning("%s %s buffered in %s: %s", spec.name, envelope.id, entry.path.parent, error.message)
-        return Buffered(spec.name, envelope.id, envelope.data.idempotency_key, envelope.data.params, entry.path, error)
+        return Buffered(
+            spec.name, envelope.id, envelope.data.idempotency_key, envelope.data.params, entry.path, error, entry.blob
+        )
 
 
 def _params(spec: ActionSpec, params: Params | dict[str, Any] | None) -> Params:

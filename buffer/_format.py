@@ -3,6 +3,10 @@
 A file is one header line of JSON (magic, version, body length and sha256, when and why it was spilled)
 followed by the envelope's JSON bytes. Reading checks all of it, so a file that was cut, emptied, filled
 with garbage or written by something else is recognised as not a valid item instead of being replayed.
+
+A ``register_artifact`` item may have a file copy beside it (``<same name>.blob``): the artifact's bytes,
+so replay can put the file back when the worker's cleanup moved the staged one away during a long outage.
+The header then names the copy's size and sha256, which must be the manifest's checksum.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import re
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from pydantic import ValidationError
 
@@ -23,8 +27,12 @@ from contracts import SPILLABLE_ACTIONS, CommandEnvelope, utc_now
 MAGIC = "mindbus-spill"
 FORMAT_VERSION = 1
 SUFFIX = ".cmd"
+BLOB_SUFFIX = ".blob"
+CHUNK_BYTES = 1024 * 1024
 SEQ_DIGITS = 20
 NAME_PATTERN = re.compile(rf"^(\d{{{SEQ_DIGITS}}})-([A-Za-z0-9_.-]{{1,200}})\{SUFFIX}$")
+BLOB_PATTERN = re.compile(rf"^(\d{{{SEQ_DIGITS}}})-([A-Za-z0-9_.-]{{1,200}})\{BLOB_SUFFIX}$")
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
 MAX_HEADER_BYTES = 4096
 
@@ -34,11 +42,20 @@ class NotAnItem(ValueError):
 
 
 @dataclass(frozen=True, slots=True)
+class BlobInfo:
+    """What the item's file copy must be: its size and its sha256 (hex), the manifest's checksum."""
+
+    size: int
+    sha256: str
+
+
+@dataclass(frozen=True, slots=True)
 class Header:
     length: int
     sha256: str
     spilled_at: datetime
     reason: str | None
+    blob: BlobInfo | None = None
 
 
 def item_name(seq: int, envelope_id: str) -> str:
@@ -50,7 +67,30 @@ def seq_of(name: str) -> int | None:
     return int(match.group(1)) if match else None
 
 
-def encode(envelope: CommandEnvelope, reason: str | None) -> bytes:
+def blob_path(item_path: Path) -> Path:
+    """Where an item's file copy lives: beside it, same name, ``.blob``."""
+    return item_path.with_name(item_path.name[: -len(SUFFIX)] + BLOB_SUFFIX)
+
+
+def item_of_blob(path: Path) -> Path | None:
+    """The item a ``.blob`` file belongs to, or None when the name is not a file copy's."""
+    if not BLOB_PATTERN.match(path.name):
+        return None
+    return path.with_name(path.name[: -len(BLOB_SUFFIX)] + SUFFIX)
+
+
+def manifest_checksum(envelope: CommandEnvelope) -> str | None:
+    """The sha256 (hex) a ``register_artifact`` manifest states, or None for any other command."""
+    if envelope.data.action != "register_artifact":
+        return None
+    manifest = envelope.data.params.get("manifest")
+    checksum = manifest.get("checksum") if isinstance(manifest, dict) else None
+    if not isinstance(checksum, str) or not checksum.startswith("sha256:"):
+        return None
+    return checksum.removeprefix("sha256:")
+
+
+def encode(envelope: CommandEnvelope, reason: str | None, blob: BlobInfo | None = None) -> bytes:
     body = envelope.to_json_bytes()
     header: dict[str, Any] = {
         "magic": MAGIC,
@@ -61,6 +101,8 @@ def encode(envelope: CommandEnvelope, reason: str | None) -> bytes:
     }
     if reason:
         header["reason"] = reason[:500]
+    if blob is not None:
+        header["blob"] = {"size": blob.size, "sha256": blob.sha256}
     return json.dumps(header, separators=(",", ":")).encode() + b"\n" + body
 
 
@@ -92,7 +134,23 @@ def decode(raw: bytes) -> tuple[Header, CommandEnvelope]:
     if envelope.data.action not in SPILLABLE_ACTIONS:
         raise NotAnItem(f"action {envelope.data.action!r} is not one the buffer keeps")
     reason = header.get("reason")
-    return Header(len(body), header["sha256"], spilled_at, reason if isinstance(reason, str) else None), envelope
+    blob = _blob_of(header.get("blob"), envelope)
+    return Header(len(body), header["sha256"], spilled_at, reason if isinstance(reason, str) else None, blob), envelope
+
+
+def _blob_of(raw: object, envelope: CommandEnvelope) -> BlobInfo | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise NotAnItem("header's file copy entry is not an object")
+    size, digest = raw.get("size"), raw.get("sha256")
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        raise NotAnItem("header's file copy size is not a byte count")
+    if not isinstance(digest, str) or not _HEX64.match(digest):
+        raise NotAnItem("header's file copy sha256 is not 64 hex digits")
+    if digest != manifest_checksum(envelope):
+        raise NotAnItem("header's file copy sha256 is not the manifest's checksum")
+    return BlobInfo(size, digest)
 
 
 def fsync_dir(directory: Path) -> None:
@@ -104,18 +162,64 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def write_durably(temp: Path, final: Path, data: bytes) -> None:
-    """Write to ``temp``, fsync it, rename it to ``final``, fsync the folder: ``final`` is whole or absent."""
+def copy_to_temp(reader: BinaryIO, temp: Path, *, limit: int) -> tuple[int, str]:
+    """Stream ``reader`` into a new ``temp`` file and fsync it; returns (size, sha256 hex).
+
+    Stops with ``TooLarge`` past ``limit`` bytes (the source grew since it was measured). The caller
+    renames the temp file into place only once the size and hash are the ones it expects.
+    """
+    digest = hashlib.sha256()
+    size = 0
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
-        view = memoryview(data)
-        while view:
-            written = os.write(fd, view)
-            view = view[written:]
+        while chunk := reader.read(CHUNK_BYTES):
+            size += len(chunk)
+            if size > limit:
+                raise TooLarge(f"the file is larger than {limit} bytes")
+            digest.update(chunk)
+            _write_all(fd, chunk)
         os.fsync(fd)
     finally:
         os.close(fd)
+    return size, digest.hexdigest()
+
+
+def sha256_of(path: Path) -> tuple[int, str]:
+    """(size, sha256 hex) of a file, read in chunks."""
+    digest = hashlib.sha256()
+    size = 0
+    with path.open("rb") as handle:
+        while chunk := handle.read(CHUNK_BYTES):
+            size += len(chunk)
+            digest.update(chunk)
+    return size, digest.hexdigest()
+
+
+class TooLarge(ValueError):
+    """A streamed file went past the size it was allowed."""
+
+
+def _write_all(fd: int, data: bytes | memoryview) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+def publish(temp: Path, final: Path) -> None:
+    """Rename a whole, fsynced ``temp`` file to ``final`` and make the rename durable."""
     os.replace(temp, final)
     fsync_dir(final.parent)
     if temp.parent != final.parent:
         fsync_dir(temp.parent)
+
+
+def write_durably(temp: Path, final: Path, data: bytes) -> None:
+    """Write to ``temp``, fsync it, rename it to ``final``, fsync the folder: ``final`` is whole or absent."""
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        _write_all(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    publish(temp, final)

@@ -21,6 +21,7 @@ from pathlib import Path
 from tqdm import tqdm  # type: ignore[import-untyped]
 
 from buffer.replay import Replayer, ReplayReport
+from buffer.restage import StorageFiles
 from buffer.rpc import Reply, RpcTransport
 from buffer.settings import ClientSettings
 from buffer.spill import BufferStatus, SpillBuffer
@@ -125,7 +126,7 @@ async def _replay(settings: ClientSettings, *, progress: bool) -> int:
         bar.update(done - bar.n)
 
     try:
-        report = await Replayer(buffer, send).run(progress=advance)
+        report = await Replayer(buffer, send, StorageFiles(settings.storage_root)).run(progress=advance)
     finally:
         bar.close()
         await transport.close()

@@ -15,7 +15,9 @@ class Buffered:
 
     ``command_id`` is the envelope id it will be replayed with and ``idempotency_key`` the key the worker
     deduplicates on; ``params`` are the params as sent (``params["manifest"]["id"]`` is the artifact's id);
-    ``error`` says why it could not be delivered now.
+    ``error`` says why it could not be delivered now. ``file_copy`` is the buffer's copy of a registration's
+    bytes, from which replay puts the file back if the staged one is gone by then (None: no copy was kept,
+    because the file is not on the client's storage root, could not be read or does not fit the buffer).
     """
 
     action: str
@@ -24,6 +26,7 @@ class Buffered:
     params: dict[str, Any]
     path: Path
     error: StorageError
+    file_copy: Path | None = None
     status: Literal["buffered"] = "buffered"
 
 

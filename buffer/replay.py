@@ -5,6 +5,10 @@ so whatever the worker already executed comes back as its stored reply instead o
 RESULT → the file is removed. An ERROR that retrying cannot cure → the file moves to ``failed/`` with the
 error. The service being unreachable, overloaded or slow → the pass stops there and resumes later, so
 order is kept. Only the holder of the buffer's replay lock replays.
+
+A registration kept with a copy of its file gets the file put back first when the staged one is gone (the
+worker's cleanup moves temp files older than an hour): see ``buffer.restage``. A copy that turns out damaged
+sends its command to ``quarantine/`` instead of a replay that could only fail.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from buffer.restage import CopyDamaged, StorageFiles
 from buffer.spill import SpillBuffer
 from contracts import CommandEnvelope, ErrorCode, ErrorEnvelope, ResultEnvelope, StorageError
 
@@ -45,9 +50,11 @@ class ReplayReport:
 
 
 class Replayer:
-    def __init__(self, buffer: SpillBuffer, send: Send) -> None:
+    def __init__(self, buffer: SpillBuffer, send: Send, files: StorageFiles | None = None) -> None:
         self.buffer = buffer
         self.send = send
+        self.files = files
+        """Where buffered registrations' files are put back from their copies; None: sent as they are."""
 
     async def run(self, *, progress: Progress | None = None) -> ReplayReport:
         with self.buffer.replay_lock() as mine:
@@ -62,6 +69,18 @@ class Replayer:
         stopped: StorageError | None = None
         for settled, entry in enumerate(entries, start=1):
             item = await asyncio.to_thread(self.buffer.load, entry)
+            restaged = False
+            if item is not None and item.blob is not None and self.files is not None:
+                try:
+                    restaged = await asyncio.to_thread(self.files.ensure, item)
+                except CopyDamaged as exc:
+                    await asyncio.to_thread(self.buffer.quarantine, item, str(exc))
+                    item = None
+                except StorageError as exc:  # the storage root is out of reach: the worker could not read it
+                    stopped = exc
+                    break
+                if restaged:
+                    self.buffer.counters.restaged += 1
             if item is not None:
                 try:
                     reply = await self.send(item.envelope)
@@ -69,6 +88,8 @@ class Replayer:
                     stopped = exc
                     break
                 if isinstance(reply, ResultEnvelope):
+                    if restaged and self.files is not None:
+                        await asyncio.to_thread(self.files.discard_leftover, item, reply.data.output)
                     await asyncio.to_thread(self.buffer.remove, item)
                     sent += 1
                 else:

@@ -2,11 +2,20 @@
 
 Layout of the buffer directory::
 
-    pending/     one file per command, named <sequence>-<envelope id>.cmd; replay order = name order
+    pending/     one file per command, named <sequence>-<envelope id>.cmd; replay order = name order;
+                 beside a register_artifact, <same name>.blob: a copy of the artifact's bytes (see below)
     tmp/         files being written (temp name + fsync + rename: a crash leaves a whole file or none)
     quarantine/  files that were not valid items (cut, empty, garbage, foreign), with a .reason.json note
     failed/      commands the worker refused for good, with the error beside them (.error.json)
     replay.lock  flock held by whoever replays, so two clients never send the same item at once
+    spill.lock   flock held while a command and its file copy are put in place or taken away, so a
+                 client opening the buffer never mistakes a copy whose command is being written for debris
+
+Why a file copy: a buffered registration points at a file staged under ``<STORAGE_ROOT>/temp/``, and the
+worker's ``temp_orphans`` cleanup moves temp files older than an hour away. The copy lets replay put the
+bytes back after an outage of any length. It is written like an item (temp name, fsync, rename, fsync of
+the folder) and before it, so a crash leaves a whole pair, or a copy without its command (quarantined on
+open), never a command whose copy is half there. Both count toward the byte limit and go together.
 
 Methods here do blocking file I/O (fsync); the async client calls them in a thread.
 """
@@ -22,14 +31,15 @@ import os
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from buffer import _format
-from buffer._format import NotAnItem
+from buffer._format import BlobInfo, NotAnItem, TooLarge
 from buffer.errors import SpillFailed
 from contracts import CommandEnvelope, utc_now
 
@@ -45,12 +55,25 @@ PENDING, TMP, QUARANTINE, FAILED = "pending", "tmp", "quarantine", "failed"
 
 
 @dataclass(frozen=True, slots=True)
+class FileCopy:
+    """Where to read the bytes a ``register_artifact`` points at, so the buffer can keep a copy beside it."""
+
+    open: Callable[[], AbstractContextManager[BinaryIO]]
+    """Opens the staged file for reading (called once, in the spilling thread)."""
+    uri: str
+    """For log lines only."""
+
+
+@dataclass(frozen=True, slots=True)
 class Entry:
     """A pending file as listed, not yet read."""
 
     path: Path
     seq: int
     size: int
+    """Bytes on disk: the command file plus its file copy, if any."""
+    blob: Path | None = None
+    """The file copy beside the command, when one was listed."""
 
     @property
     def name(self) -> str:
@@ -65,6 +88,9 @@ class Item:
     envelope: CommandEnvelope
     spilled_at: datetime
     reason: str | None
+    blob: Path | None = None
+    """The copy of the artifact's bytes kept with a ``register_artifact`` (None: the command alone)."""
+    blob_info: BlobInfo | None = None
 
     @property
     def action(self) -> str:
@@ -80,6 +106,10 @@ class Counters:
     quarantined: int = 0
     replayed: int = 0
     failed: int = 0
+    copies_kept: int = 0
+    """Registrations spilled with a copy of their file's bytes."""
+    restaged: int = 0
+    """Files put back from a copy before a replay because the staged one was gone."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,26 +173,50 @@ class SpillBuffer:
     # -- opening -------------------------------------------------------------------------------
 
     def open(self) -> SpillBuffer:
-        """Create the layout, quarantine whatever is not a valid item, and continue the sequence."""
+        """Create the layout, quarantine whatever is not a valid item, and continue the sequence.
+
+        Every file copy is hashed here (at most the byte limit in all), so a damaged one is found now.
+        """
         for name in (PENDING, TMP, QUARANTINE, FAILED):
             self.folder(name).mkdir(parents=True, exist_ok=True)
         self._sweep_temp()
-        for path in sorted(self.folder(PENDING).iterdir()):
-            if path.name.startswith("."):
-                continue
-            seq = _format.seq_of(path.name)
-            if seq is None or not path.is_file():
-                self._quarantine(path, "file name is not a buffer item's")
-                continue
-            try:
-                _format.decode(path.read_bytes())
-            except NotAnItem as exc:
-                self._quarantine(path, str(exc))
-                continue
-            except FileNotFoundError:
-                continue  # replayed or evicted by another client meanwhile
-            self._last_seq = max(self._last_seq, seq)
+        with self._pair_lock():
+            for path in sorted(self.folder(PENDING).iterdir()):
+                if path.name.startswith("."):
+                    continue
+                owner = _format.item_of_blob(path)
+                if owner is not None:
+                    if not owner.exists():
+                        self._quarantine(path, "a file copy without its command (the spill stopped in between)")
+                    continue
+                seq = _format.seq_of(path.name)
+                if seq is None or not path.is_file():
+                    self._quarantine(path, "file name is not a buffer item's")
+                    continue
+                try:
+                    header, _ = _format.decode(path.read_bytes())
+                except NotAnItem as exc:
+                    self._quarantine(path, str(exc), companion=_format.blob_path(path))
+                    continue
+                except FileNotFoundError:
+                    continue  # replayed or evicted by another client meanwhile
+                if header.blob is not None:
+                    blob = _format.blob_path(path)
+                    if problem := _blob_problem(blob, header.blob, full=True):
+                        self._quarantine(path, problem, companion=blob)
+                        continue
+                self._last_seq = max(self._last_seq, seq)
         return self
+
+    @contextlib.contextmanager
+    def _pair_lock(self) -> Iterator[None]:
+        """Between processes and threads alike: each holder opens its own descriptor, so flock excludes all."""
+        fd = os.open(self.directory / "spill.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
 
     def _sweep_temp(self) -> None:
         """Temp files of writers that are gone were never acknowledged: keep them aside, never replay them."""
@@ -177,22 +231,38 @@ class SpillBuffer:
                 continue
             self._quarantine(path, "half-written (its writer stopped before the rename)")
 
-    def _quarantine(self, path: Path, reason: str) -> None:
-        target = self.folder(QUARANTINE) / f"{utc_now().strftime('%Y%m%dT%H%M%S')}-{os.getpid()}-{path.name}"
+    def _quarantine(self, path: Path, reason: str, *, companion: Path | None = None) -> None:
+        """Set a file aside with a note (and its file copy with it, under the same prefix); counts one."""
+        prefix = f"{utc_now().strftime('%Y%m%dT%H%M%S')}-{os.getpid()}-"
+        target = self.folder(QUARANTINE) / (prefix + path.name)
         try:
             os.replace(path, target)
         except FileNotFoundError:
             return
+        if companion is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.replace(companion, self.folder(QUARANTINE) / (prefix + companion.name))
         note = {"reason": reason, "original": str(path), "quarantined_at": utc_now().isoformat()}
         target.with_name(target.name + ".reason.json").write_text(json.dumps(note))
         _format.fsync_dir(target.parent)
+        _format.fsync_dir(path.parent)
         self.counters.quarantined += 1
         log.warning("buffer: quarantined %s: %s", path, reason)
 
+    def quarantine(self, item: Item, reason: str) -> None:
+        """Set a pending item (and its file copy) aside: it must not be replayed as it is."""
+        with self._pair_lock():
+            self._quarantine(item.entry.path, reason, companion=_format.blob_path(item.entry.path))
+
     # -- writing -------------------------------------------------------------------------------
 
-    def spill(self, envelope: CommandEnvelope, reason: str | None = None) -> Entry:
-        """Keep a command durably; returns once it is on disk (then, and only then, the caller may say so)."""
+    def spill(self, envelope: CommandEnvelope, reason: str | None = None, file_copy: FileCopy | None = None) -> Entry:
+        """Keep a command durably; returns once it is on disk (then, and only then, the caller may say so).
+
+        With ``file_copy`` (a ``register_artifact`` whose file the client can read) the file's bytes are kept
+        too, when they fit the byte limit and hash to the manifest's checksum; otherwise the command is kept
+        alone, as it would be without a copy, and a warning says why. ``Entry.blob`` tells which happened.
+        """
         data = _format.encode(envelope, reason)
         if len(data) > self.max_bytes:
             raise SpillFailed(
@@ -200,22 +270,82 @@ class SpillBuffer:
                 {"size_bytes": len(data), "max_bytes": self.max_bytes, "envelope_id": envelope.id},
             )
         with self._write_lock:
-            self._make_room(len(data))
+            copied = self._copy_in(envelope, file_copy, room=self.max_bytes - len(data)) if file_copy else None
+            blob_size = 0
+            if copied is not None:
+                data = _format.encode(envelope, reason, copied[1])
+                blob_size = copied[1].size
+                if len(data) + blob_size > self.max_bytes:  # the header grew by a few bytes: keep the command
+                    self._drop_temp(copied[0])
+                    copied, blob_size, data = None, 0, _format.encode(envelope, reason)
+            self._make_room(len(data) + blob_size)
             seq = self._next_seq()
             name = _format.item_name(seq, envelope.id)
             final = self.folder(PENDING) / name
             temp = self.folder(TMP) / f"{name}.{os.getpid()}.tmp"
+            blob = _format.blob_path(final) if copied is not None else None
             try:
-                _format.write_durably(temp, final, data)
+                with self._pair_lock():
+                    if copied is not None and blob is not None:
+                        _format.publish(copied[0], blob)
+                    _format.write_durably(temp, final, data)
             except OSError as exc:
-                with contextlib.suppress(OSError):
-                    temp.unlink()
+                leftovers = [temp, copied[0] if copied else None, None if final.exists() else blob]
+                for leftover in leftovers:
+                    if leftover is not None:
+                        self._drop_temp(leftover)
                 raise SpillFailed(
                     f"could not write the buffer file: {exc.strerror or exc}",
                     {"path": str(final), "errno": exc.errno, "envelope_id": envelope.id},
                 ) from exc
         self.counters.spilled += 1
-        return Entry(final, seq, len(data))
+        if blob is not None:
+            self.counters.copies_kept += 1
+        return Entry(final, seq, len(data) + blob_size, blob)
+
+    def _copy_in(self, envelope: CommandEnvelope, source: FileCopy, *, room: int) -> tuple[Path, BlobInfo] | None:
+        """Copy the file into ``tmp/`` (fsynced, not yet in place) if it can be kept; None when it cannot."""
+        expected = _format.manifest_checksum(envelope)
+        manifest = envelope.data.params.get("manifest") or {}
+        size = manifest.get("size_bytes") if isinstance(manifest, dict) else None
+        if expected is None or not isinstance(size, int):
+            return None
+        if size > room:
+            log.warning(
+                "buffer: %s (%d bytes) does not fit the buffer's byte limit (%d): the registration %s is kept "
+                "without a copy, so it needs the staged file to outlast the outage",
+                source.uri,
+                size,
+                self.max_bytes,
+                envelope.id,
+            )
+            return None
+        temp = self.folder(TMP) / f"{_format.item_name(0, envelope.id)[:-4]}{_format.BLOB_SUFFIX}.{os.getpid()}.tmp"
+        self._drop_temp(temp)  # a leftover of a killed writer whose pid this process now has
+        try:
+            with source.open() as reader:
+                got_size, digest = _format.copy_to_temp(reader, temp, limit=size)
+        except (OSError, TooLarge) as exc:
+            self._drop_temp(temp)
+            log.warning("buffer: no copy of %s kept for %s: %s", source.uri, envelope.id, exc)
+            return None
+        if (got_size, digest) != (size, expected):
+            self._drop_temp(temp)
+            log.warning(
+                "buffer: no copy of %s kept for %s: the file is not the one its manifest describes "
+                "(%d bytes, sha256 %s)",
+                source.uri,
+                envelope.id,
+                got_size,
+                digest,
+            )
+            return None
+        return temp, BlobInfo(size, digest)
+
+    @staticmethod
+    def _drop_temp(path: Path) -> None:
+        with contextlib.suppress(OSError):
+            path.unlink()
 
     def _next_seq(self) -> int:
         """Monotonic in this process and after every item already on disk (wall-clock based across restarts)."""
@@ -229,8 +359,7 @@ class SpillBuffer:
         for oldest in entries:
             if count + 1 <= self.max_items and total + incoming <= self.max_bytes:
                 break
-            with contextlib.suppress(FileNotFoundError):
-                oldest.path.unlink()
+            if self._discard(oldest):
                 self.counters.evicted += 1
                 log.warning(
                     "buffer full (%d items, %d bytes; limits %d / %d): evicted the oldest command %s",
@@ -246,18 +375,28 @@ class SpillBuffer:
     # -- reading -------------------------------------------------------------------------------
 
     def entries(self) -> list[Entry]:
-        """Pending files in replay order (oldest first)."""
-        found = []
+        """Pending commands in replay order (oldest first), each sized with its file copy."""
+        items: list[tuple[Path, int, int]] = []
+        blobs: dict[Path, tuple[Path, int]] = {}
         with os.scandir(self.folder(PENDING)) as listing:
             for dirent in listing:
+                path = Path(dirent.path)
                 seq = _format.seq_of(dirent.name)
-                if seq is None:
+                owner = _format.item_of_blob(path) if seq is None else None
+                if seq is None and owner is None:
                     continue
                 try:
                     size = dirent.stat().st_size
                 except FileNotFoundError:
                     continue
-                found.append(Entry(Path(dirent.path), seq, size))
+                if owner is not None:
+                    blobs[owner] = (path, size)
+                elif seq is not None:
+                    items.append((path, seq, size))
+        found = []
+        for path, seq, size in items:
+            blob, blob_size = blobs.get(path, (None, 0))
+            found.append(Entry(path, seq, size + blob_size, blob))
         found.sort(key=lambda e: (e.seq, e.name))
         return found
 
@@ -274,18 +413,36 @@ class SpillBuffer:
         try:
             header, envelope = _format.decode(raw)
         except NotAnItem as exc:
-            self._quarantine(entry.path, str(exc))
+            self._quarantine(entry.path, str(exc), companion=_format.blob_path(entry.path))
             return None
-        return Item(entry, envelope, header.spilled_at, header.reason)
+        blob = None
+        if header.blob is not None:
+            blob = _format.blob_path(entry.path)
+            if problem := _blob_problem(blob, header.blob, full=False):
+                with self._pair_lock():
+                    if entry.path.exists():  # not removed by a replayer meanwhile: really damaged
+                        self._quarantine(entry.path, problem, companion=blob)
+                return None
+        return Item(entry, envelope, header.spilled_at, header.reason, blob, header.blob)
 
     # -- settling ------------------------------------------------------------------------------
 
     def remove(self, item: Item) -> None:
         """The worker answered: the item is done. Gone already (another replayer, eviction) is fine."""
-        with contextlib.suppress(FileNotFoundError):
-            item.entry.path.unlink()
-            _format.fsync_dir(item.entry.path.parent)
+        self._discard(item.entry)
         self.counters.replayed += 1
+
+    def _discard(self, entry: Entry) -> bool:
+        """Delete a command, then its file copy (a crash in between leaves a copy that open() sets aside)."""
+        with self._pair_lock():
+            try:
+                entry.path.unlink()
+            except FileNotFoundError:
+                return False
+            with contextlib.suppress(FileNotFoundError):
+                _format.blob_path(entry.path).unlink()
+            _format.fsync_dir(entry.path.parent)
+        return True
 
     def fail(self, item: Item, error: dict[str, Any]) -> None:
         """The worker refused the command for good: keep it in ``failed/`` with the error beside it."""
@@ -296,8 +453,11 @@ class SpillBuffer:
         with contextlib.suppress(FileNotFoundError):
             temp.unlink()
         _format.write_durably(temp, note, body.encode())
-        with contextlib.suppress(FileNotFoundError):
+        blob = _format.blob_path(item.entry.path)
+        with self._pair_lock(), contextlib.suppress(FileNotFoundError):
             os.replace(item.entry.path, failed / item.entry.name)
+            with contextlib.suppress(FileNotFoundError):
+                os.replace(blob, failed / blob.name)  # the agent's bytes stay with the command for the operator
             _format.fsync_dir(failed)
             _format.fsync_dir(item.entry.path.parent)
         self.counters.failed += 1
@@ -340,7 +500,7 @@ class SpillBuffer:
             by_action=dict(by_action),
             oldest=min(times, default=None),
             newest=max(times, default=None),
-            quarantined=sum(1 for p in self.folder(QUARANTINE).iterdir() if not p.name.endswith(".reason.json")),
+            quarantined=_count_items(self.folder(QUARANTINE)),
             failed=self._failed_items(),
             max_items=self.max_items,
             max_bytes=self.max_bytes,
@@ -364,14 +524,38 @@ class SpillBuffer:
         for name, wanted in chosen.items():
             if not wanted:
                 continue
-            removed = 0
+            counts[name] = _count_items(self.folder(name))
             for path in self.folder(name).iterdir():
                 with contextlib.suppress(FileNotFoundError):
                     path.unlink()
-                    removed += 1 if not path.name.endswith((".reason.json", ".error.json")) else 0
             _format.fsync_dir(self.folder(name))
-            counts[name] = removed
         return counts
+
+
+def _blob_problem(path: Path, expected: BlobInfo, *, full: bool) -> str | None:
+    """Why a file copy cannot be trusted (missing, wrong size, with ``full`` wrong sha256), or None."""
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return "its file copy is missing"
+    if size != expected.size:
+        return f"its file copy is {size} bytes, the manifest says {expected.size}"
+    if full and _format.sha256_of(path)[1] != expected.sha256:
+        return "its file copy does not hash to the manifest's checksum"
+    return None
+
+
+def _count_items(folder: Path) -> int:
+    """Files set aside, one per command: notes do not count, nor a file copy kept with its command."""
+    names = {p.name for p in folder.iterdir()}
+    count = 0
+    for name in names:
+        if name.endswith((".reason.json", ".error.json")):
+            continue
+        if name.endswith(_format.BLOB_SUFFIX) and name[: -len(_format.BLOB_SUFFIX)] + _format.SUFFIX in names:
+            continue
+        count += 1
+    return count
 
 
 def _pid_of_temp(name: str) -> int | None:
