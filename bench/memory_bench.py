@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-from sqlalchemy import insert, text
+from sqlalchemy import event, insert, text
 
 from contracts import GetMemoryParams, SearchMemoryParams, utc_now
 from service.context import HandlerContext, Requester, Services
@@ -182,7 +182,32 @@ async def _measure(query: Query, samples: int) -> list[float]:
     return timings
 
 
-async def run_one(backend: str, total: int, samples: int) -> dict[str, Any]:
+async def _plans(services: Services, queries: dict[str, Query]) -> dict[str, str]:
+    """The database's own plan of each search (PostgreSQL: executed, with its timing): the index evidence."""
+    captured: list[tuple[str, Any]] = []
+
+    def grab(_conn: Any, _cursor: Any, statement: str, parameters: Any, _context: Any, _many: bool) -> None:
+        if statement.lstrip().upper().startswith("SELECT") and "memory_items" in statement:
+            captured.append((statement, parameters))
+
+    sync_engine = services.engine.sync_engine
+    explain = "EXPLAIN QUERY PLAN " if sync_engine.dialect.name == "sqlite" else "EXPLAIN (ANALYZE, COSTS OFF) "
+    plans = {}
+    event.listen(sync_engine, "before_cursor_execute", grab)
+    try:
+        for name, query in queries.items():
+            captured.clear()
+            await query(random.Random(11))
+            statement, parameters = captured[-1]
+            async with services.engine.connect() as conn:
+                rows = (await conn.exec_driver_sql(explain + statement, parameters)).all()
+            plans[name] = "\n".join(f"    {row[-1]}" for row in rows)
+    finally:
+        event.remove(sync_engine, "before_cursor_execute", grab)
+    return plans
+
+
+async def run_one(backend: str, total: int, samples: int, explain: bool = False) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="memory-bench-") as folder:
         url, drop = await _fresh_database(backend, Path(folder))
         engine = create_engine(url)
@@ -193,12 +218,14 @@ async def run_one(backend: str, total: int, samples: int) -> dict[str, Any]:
             await writer.start()
             settings = Settings(database_url=url, storage_root=Path(folder).as_uri())
             services = Services(settings=settings, engine=engine, writer=writer, files=FileStore(settings.storage_root))
-            timings = {name: await _measure(q, samples) for name, q in _queries(services, total // PER_AGENT).items()}
+            queries = _queries(services, total // PER_AGENT)
+            timings = {name: await _measure(q, samples) for name, q in queries.items()}
+            plans = await _plans(services, queries) if explain else {}
             await writer.stop()
         finally:
             await engine.dispose()
             await drop()
-    return {"backend": backend, "total": total, "seed_s": seed_s, "timings": timings}
+    return {"backend": backend, "total": total, "seed_s": seed_s, "timings": timings, "plans": plans}
 
 
 def _table(results: list[dict[str, Any]]) -> str:
@@ -218,17 +245,21 @@ async def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--backend", choices=("sqlite", "postgres", "both"), default="both")
     parser.add_argument("--totals", default="1000,1000000", help="comma list of store sizes (multiples of 1000)")
     parser.add_argument("--samples", type=int, default=300)
+    parser.add_argument("--explain", action="store_true", help="also print each query's plan at each size")
     args = parser.parse_args(argv)
     backends = ("sqlite", "postgres") if args.backend == "both" else (args.backend,)
     totals = [int(t) for t in args.totals.split(",")]
     results = []
     for backend in backends:
         for total in totals:
-            result = await run_one(backend, total, args.samples)
+            result = await run_one(backend, total, args.samples, args.explain)
             results.append(result)
             print(_table([result]).splitlines()[-1], flush=True)
     print()
     print(_table(results))
+    for result in results:
+        for name, plan in result["plans"].items():
+            print(f"\n{result['backend']} {result['total']:,} items, {name}:\n{plan}")
 
 
 if __name__ == "__main__":
