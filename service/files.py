@@ -20,6 +20,7 @@ from urllib.parse import unquote, urlsplit
 
 import fsspec
 from fsspec.core import url_to_fs
+from fsspec.utils import get_protocol
 
 from contracts import InvalidArgument, NotFound, PermissionDenied, StorageError, Unavailable
 
@@ -49,7 +50,10 @@ class FileStore:
     """Paths here are fsspec paths (no scheme); ``url()`` gives the URI agents see."""
 
     def __init__(self, root_url: str) -> None:
-        fs, root = url_to_fs(root_url)
+        # Object stores: no listing cache. Agents upload to temp/ behind our back, so a cached listing of
+        # temp/ (from a cleanup walk) would make a fresh upload look missing; every lookup asks the store.
+        local = get_protocol(root_url) in ("file", "local")
+        fs, root = url_to_fs(root_url) if local else url_to_fs(root_url, use_listings_cache=False)
         self.fs: fsspec.AbstractFileSystem = fs
         self.is_local = "file" in _protocols(fs)
         self.root = os.path.realpath(root) if self.is_local else root.rstrip("/")
@@ -147,11 +151,15 @@ class FileStore:
         await _io(self._place, source, dest)
 
     def _place(self, source: str, dest: str) -> None:
-        self.fs.makedirs(posixpath.dirname(dest), exist_ok=True)
+        self._make_parent(dest)
         if self.in_folder(source, ARTIFACTS):
             self.fs.copy(source, dest)
         else:
             self._move(source, dest)
+
+    def _make_parent(self, path: str) -> None:
+        if self.is_local:  # object stores have no folders: a key's prefix exists with the key
+            self.fs.makedirs(posixpath.dirname(path), exist_ok=True)
 
     def _move(self, source: str, dest: str) -> None:
         if self.is_local:
@@ -170,7 +178,7 @@ class FileStore:
             return path
         dest = self.join(ORPHANS, relative)
         try:
-            self.fs.makedirs(posixpath.dirname(dest), exist_ok=True)
+            self._make_parent(dest)
             self._move(path, dest)
         except FileNotFoundError:
             return None

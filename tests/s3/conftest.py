@@ -1,0 +1,75 @@
+"""An S3-compatible server for the tests: moto in server mode on loopback, with a bucket per test."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from service.app import Worker
+from tests.conftest import _delete_topology, make_settings
+from tests.support.bus import Bus
+
+PREFIX = "team/prod"
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """moto's S3 on 127.0.0.1; credentials and endpoint come from the usual AWS environment variables."""
+    server_module = pytest.importorskip("moto.server")
+    pytest.importorskip("s3fs")
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one access-log line per request otherwise
+    server = server_module.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("AWS_ACCESS_KEY_ID", "testing")
+        env.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+        env.setenv("AWS_DEFAULT_REGION", "us-east-1")
+        env.setenv("AWS_ENDPOINT_URL", endpoint)
+        env.delenv("AWS_PROFILE", raising=False)
+        try:
+            yield endpoint
+        finally:
+            server.stop()
+
+
+@pytest.fixture
+def agent_fs(s3_endpoint: str) -> object:
+    """The agent's own S3 client (a separate instance: nothing the worker caches is shared with it)."""
+    import fsspec
+
+    return fsspec.filesystem("s3", skip_instance_cache=True, use_listings_cache=False)
+
+
+@pytest.fixture
+def s3_root(agent_fs: object) -> str:
+    """``s3://<fresh bucket>/team/prod``."""
+    bucket = f"storage-test-{uuid.uuid4().hex[:12]}"
+    agent_fs.mkdir(bucket)  # type: ignore[attr-defined]
+    return f"s3://{bucket}/{PREFIX}"
+
+
+@pytest.fixture
+async def s3_worker(amqp_url: str, database_url: str, tmp_path: Path, s3_root: str) -> AsyncIterator[Worker]:
+    settings = make_settings(amqp_url, database_url, tmp_path).model_copy(update={"storage_root": s3_root})
+    worker = Worker(settings)
+    await worker.start()
+    try:
+        yield worker
+    finally:
+        await worker.stop()
+        await _delete_topology(settings)
+
+
+@pytest.fixture
+async def s3_bus(s3_worker: Worker) -> AsyncIterator[Bus]:
+    agent = await Bus(s3_worker.settings.amqp_url, s3_worker.settings.exchange, s3_worker.settings.dlq).open()
+    try:
+        yield agent
+    finally:
+        await agent.close()
