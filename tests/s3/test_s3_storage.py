@@ -7,6 +7,7 @@ import hashlib
 import urllib.request
 import uuid
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -198,3 +199,26 @@ async def test_crash_between_copy_and_delete_leaves_only_a_temp_copy_for_cleanup
     swept = await run_cleanup(s3_worker.services, [CleanupScope.TEMP_ORPHANS], now=utc_now() + timedelta(hours=2))
     assert swept == {"temp_orphans": 1} and not agent_fs.exists(source)
     assert agent_fs.cat(result["uri"]) == data
+
+
+async def test_client_library_uploads_and_registers_on_s3(
+    s3_worker: Worker, s3_root: str, agent_fs: Any, tmp_path: Path
+) -> None:
+    """An agent with STORAGE_ROOT=s3://... uploads through the client library and gets a permanent S3 URI."""
+    from buffer import StorageClient
+
+    settings = s3_worker.settings
+    async with StorageClient(
+        amqp_url=settings.amqp_url,
+        exchange=settings.exchange,
+        storage_root=s3_root,
+        buffer_dir=tmp_path / "buffer",
+        agent_id="agent-s3",
+    ) as client:
+        result = await client.upload_artifact(
+            b"from the client", artifact_type="report", trace_id="t-1", filename="r.md"
+        )
+    assert result.registered is True  # type: ignore[union-attr]
+    assert result.uri.startswith(f"{s3_root}/artifacts/t-1/")  # type: ignore[union-attr]
+    assert agent_fs.cat(result.uri) == b"from the client"  # type: ignore[union-attr]
+    assert agent_fs.find(f"{s3_root}/temp") == []
