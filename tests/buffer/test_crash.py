@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import random
 import signal
@@ -49,7 +50,8 @@ async def test_sigkill_during_spill_and_replay_loses_no_acknowledged_command(
     worker: Worker, buffer_dir: Path, tmp_path: Path, closed_amqp_url: str
 ) -> None:
     """Killed 20 times at random points while spilling (broker unreachable) or replaying (worker up), the agent
-    never loses a command it reported as buffered: in the end each one is registered exactly once."""
+    never loses a command it reported as buffered: even after the worker's temp_orphans moved every staged file
+    away (an outage longer than an hour), each one is in the end registered exactly once with its bytes."""
     seed = int.from_bytes(os.urandom(4), "big")
     rng = random.Random(seed)
     ack_log = tmp_path / "acked.txt"
@@ -67,13 +69,22 @@ async def test_sigkill_during_spill_and_replay_loses_no_acknowledged_command(
 
     acked = [line for line in ack_log.read_text().split("\n") if line]
     assert len(acked) > KILLS, f"the spilling agents acknowledged only {len(acked)} commands (seed {seed})"
+    temp = Path(worker.settings.storage_root.removeprefix("file://")) / "temp"
+    orphans = temp.parent / "orphans" / "temp"
+    orphans.mkdir(parents=True, exist_ok=True)
+    for staged in temp.iterdir():  # what temp_orphans does to temp files older than an hour
+        staged.rename(orphans / staged.name)
 
     async with StorageClient(**client_settings(worker, buffer_dir), trace_id="trace-crash") as storage:
         report = await storage.replay()
         assert report.remaining == 0 and report.stopped is None, f"{report} (seed {seed})"
         status = await storage.status()
         assert status.failed == [], f"commands refused on replay: {status.failed} (seed {seed})"
-        registered = [m.id async for m in storage.iter_artifacts(trace_id="trace-crash", page_size=1000)]
+        manifests = [m async for m in storage.iter_artifacts(trace_id="trace-crash", page_size=1000)]
+    registered = [m.id for m in manifests]
     assert len(registered) == len(set(registered))
+    for manifest in manifests:
+        data = Path(manifest.uri.removeprefix("file://")).read_bytes()
+        assert "sha256:" + hashlib.sha256(data).hexdigest() == manifest.checksum, f"{manifest.id} (seed {seed})"
     missing = set(acked) - set(registered)
     assert not missing, f"{len(missing)} acknowledged commands were lost (seed {seed})"
