@@ -25,7 +25,6 @@ from service.store.models import Artifact, InboxRecord, Thread, ThreadMessageRow
 from tests.conftest import _delete_topology, make_settings
 from tests.support.artifacts import manifest_for
 from tests.support.bus import Bus, output
-from tests.support.databases import create_pg_database, drop_pg_database, pg_available
 
 UNIQUE_ARTIFACTS = 1500
 ARTIFACT_SAME_ID = 500  # the same envelope published twice
@@ -105,17 +104,6 @@ def _add_save(plan: Plan, j: int) -> None:
         plan.publishes.append(Publish(original.body, original.group, "save:same-id"))
     elif key is not None:
         plan.add("save_thread", params, "save:same-key", original.group, idempotency_key=key)
-
-
-@pytest.fixture
-async def pg_url() -> AsyncIterator[str]:
-    if not await pg_available():
-        pytest.skip("no PostgreSQL on 127.0.0.1:5432 (set STORAGE_TEST_PG_DSN)")
-    url, name = await create_pg_database()
-    try:
-        yield url
-    finally:
-        await drop_pg_database(name)
 
 
 @pytest.fixture

@@ -1,0 +1,113 @@
+"""Two writers on one PostgreSQL, forced into the exact races several workers meet, one step at a time."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from contracts import DeleteArtifactOutput
+from service.recording import Duplicate, Recorder
+from service.store import schema
+from service.store.db import create_engine
+from service.store.writer import SingleWriter
+
+
+@pytest.fixture
+async def two_writers(pg_url: str) -> AsyncIterator[tuple[AsyncEngine, SingleWriter, SingleWriter]]:
+    engines = [create_engine(pg_url), create_engine(pg_url)]
+    await schema.migrate(engines[0])
+    writers = [SingleWriter(engine) for engine in engines]
+    for writer in writers:
+        await writer.start()
+    try:
+        yield engines[0], writers[0], writers[1]
+    finally:
+        for writer in writers:
+            await writer.stop()
+        for engine in engines:
+            await engine.dispose()
+
+
+async def _until_a_lock_wait(engine: AsyncEngine) -> None:
+    """Return once some session of this database waits for a row lock (the other writer's claim)."""
+    query = text(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+    )
+    async with asyncio.timeout(30):
+        while True:
+            async with engine.connect() as conn:
+                if (await conn.execute(query)).scalar_one():
+                    return
+            await asyncio.sleep(0.01)
+
+
+def _recorder() -> Recorder:
+    return Recorder("envelope-1", "delete_artifact", "key-1", "request-hash", started=0.0)
+
+
+async def test_a_twin_waits_for_the_winner_and_gets_its_reply(
+    two_writers: tuple[AsyncEngine, SingleWriter, SingleWriter],
+) -> None:
+    """The same command on two workers at once: executed once, the second answers with the first's reply."""
+    engine, first, second = two_writers
+    executed: list[str] = []
+    holding, release = asyncio.Event(), asyncio.Event()
+
+    def job(name: str, hold: bool) -> Callable[[AsyncConnection], Awaitable[DeleteArtifactOutput]]:
+        async def run(conn: AsyncConnection) -> DeleteArtifactOutput:
+            executed.append(name)
+            if hold:
+                holding.set()
+                await release.wait()
+            return DeleteArtifactOutput(artifact_id=f"art-{name}", deleted=True)
+
+        return run
+
+    winner, twin = _recorder(), _recorder()
+    won = asyncio.create_task(winner.write(first, job("first", hold=True)))
+    await holding.wait()  # the first holds the claimed inbox row, uncommitted
+    raced = asyncio.create_task(twin.write(second, job("second", hold=False)))
+    await _until_a_lock_wait(engine)  # the twin's claim waits for that row
+    release.set()
+    assert (await won).artifact_id == "art-first"
+    with pytest.raises(Duplicate) as duplicate:
+        await raced
+    assert executed == ["first"]
+    assert winner.stored is not None and duplicate.value.reply.reply_id == winner.stored.reply_id
+    assert duplicate.value.reply.data_json == winner.stored.data_json
+
+
+async def test_a_deadlock_between_two_writers_is_retried_not_reported(
+    two_writers: tuple[AsyncEngine, SingleWriter, SingleWriter],
+) -> None:
+    """Two batches locking rows in opposite order deadlock; the writer reruns the victim and both succeed once."""
+    engine, first, second = two_writers
+    async with engine.begin() as conn:
+        await conn.execute(text("CREATE TABLE counters (id int PRIMARY KEY, n int NOT NULL)"))
+        await conn.execute(text("INSERT INTO counters VALUES (1, 0), (2, 0)"))
+    runs: dict[str, int] = {"a": 0, "b": 0}
+    locked = {"a": asyncio.Event(), "b": asyncio.Event()}
+
+    def job(name: str, rows: tuple[int, int], other: str) -> Callable[[AsyncConnection], Awaitable[str]]:
+        async def run(conn: AsyncConnection) -> str:
+            runs[name] += 1
+            bump = text("UPDATE counters SET n = n + 1 WHERE id = :id")
+            await conn.execute(bump, {"id": rows[0]})
+            if runs[name] == 1:  # the first run only: hold one row until the other writer holds the other
+                locked[name].set()
+                await locked[other].wait()
+            await conn.execute(bump, {"id": rows[1]})
+            return name
+
+        return run
+
+    results = await asyncio.gather(first.submit(job("a", (1, 2), "b")), second.submit(job("b", (2, 1), "a")))
+    assert results == ["a", "b"]
+    assert sorted(runs.values()) == [1, 2], "exactly one of the two ran again after the deadlock"
+    async with engine.connect() as conn:
+        counts = dict((await conn.execute(text("SELECT id, n FROM counters"))).all())
+    assert counts == {1: 2, 2: 2}, "each job's effect committed exactly once"
