@@ -5,10 +5,13 @@ from __future__ import annotations
 import hashlib
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from buffer import Stager, new_artifact_id
+from buffer import SpillBuffer, Stager, new_artifact_id
+from buffer.restage import StorageFiles
+from tests.buffer.helpers import command
 
 moto_server = pytest.importorskip("moto.server")
 s3fs = pytest.importorskip("s3fs")
@@ -27,6 +30,7 @@ def s3_root(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
         "AWS_DEFAULT_REGION": "us-east-1",
     }.items():
         monkeypatch.setenv(name, value)
+    s3fs.S3FileSystem.clear_instance_cache()  # a cached filesystem would still talk to an earlier test's server
     bucket = f"agent-{uuid.uuid4().hex[:8]}"
     fs = s3fs.S3FileSystem(skip_instance_cache=True)
     fs.mkdir(bucket)
@@ -46,3 +50,34 @@ def test_stage_to_s3_streams_and_reports_the_s3_uri(s3_root: str) -> None:
     assert staged.checksum == "sha256:" + hashlib.sha256(data).hexdigest()
     fs = s3fs.S3FileSystem(skip_instance_cache=True)
     assert fs.cat_file(staged.uri) == data
+
+
+def test_registration_on_s3_keeps_a_copy_and_puts_the_object_back(s3_root: str, tmp_path: Path) -> None:
+    """A buffered registration of an S3 object keeps its bytes; once the object was moved to orphans/, putting it
+    back writes the same bytes at the same URI and leaves no temporary object behind."""
+    data = b"s3 payload " * 10_000
+    artifact_id = new_artifact_id()
+    staged = Stager(s3_root).stage(data, artifact_id, filename="blob.bin")
+    manifest = {
+        "id": artifact_id,
+        "trace_id": "trace-s3",
+        "created_by": "agent-test",
+        "artifact_type": "report",
+        "uri": staged.uri,
+        "size_bytes": staged.size_bytes,
+        "checksum": staged.checksum,
+    }
+    envelope = command("register_artifact", manifest=manifest)
+    files = StorageFiles(s3_root)
+    buffer = SpillBuffer(tmp_path / "buf").open()
+    entry = buffer.spill(envelope, "UNAVAILABLE: down", files.file_copy(envelope))
+    assert entry.blob is not None and entry.blob.read_bytes() == data
+
+    fs = s3fs.S3FileSystem(skip_instance_cache=True)
+    fs.mv(staged.uri, f"{s3_root}/orphans/temp/{artifact_id}.bin")
+    item = buffer.load(buffer.entries()[0])
+    assert item is not None
+    assert files.ensure(item) is True
+    assert fs.cat_file(staged.uri) == data
+    assert [p for p in fs.ls(f"{s3_root}/temp") if "restage" in p] == []
+    assert files.ensure(item) is False  # already there: nothing written again
