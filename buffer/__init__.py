@@ -29,9 +29,10 @@ from buffer.errors import (
 )
 from buffer.outcomes import Buffered, CallOptions
 from buffer.replay import Replayer, ReplayReport
+from buffer.restage import StorageFiles
 from buffer.retry import RetryPolicy
 from buffer.settings import ClientSettings
-from buffer.spill import BufferStatus, SpillBuffer
+from buffer.spill import BufferStatus, FileCopy, SpillBuffer
 from buffer.sync import SyncStorageClient
 from buffer.upload import StagedFile, Stager, new_artifact_id
 
@@ -49,6 +50,7 @@ __all__ = [
     "DeadlineExceeded",
     "ErrorCode",
     "FailedPrecondition",
+    "FileCopy",
     "InternalError",
     "InvalidArgument",
     "NotFound",
@@ -64,6 +66,7 @@ __all__ = [
     "Stager",
     "StorageClient",
     "StorageError",
+    "StorageFiles",
     "SyncStorageClient",
     "Unauthenticated",
     "Unavailable",
