@@ -162,15 +162,18 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def copy_to_temp(reader: BinaryIO, temp: Path, *, limit: int) -> tuple[int, str]:
+def copy_to_temp(reader: BinaryIO, temp: Path, *, limit: int, mode: int = 0o600) -> tuple[int, str]:
     """Stream ``reader`` into a new ``temp`` file and fsync it; returns (size, sha256 hex).
+
+    ``mode`` (less the umask): private for the buffer's own files, world-readable for a file put back on the
+    storage root, which the worker (maybe another user) must read like any staged file.
 
     Stops with ``TooLarge`` past ``limit`` bytes (the source grew since it was measured). The caller
     renames the temp file into place only once the size and hash are the ones it expects.
     """
     digest = hashlib.sha256()
     size = 0
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
         while chunk := reader.read(CHUNK_BYTES):
             size += len(chunk)

@@ -19,6 +19,7 @@ import hashlib
 import logging
 import os
 import posixpath
+import threading
 import uuid
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -46,12 +47,17 @@ class StorageFiles:
 
     def __init__(self, storage_root: str | None) -> None:
         self.storage_root = storage_root or None
+        self._lock = threading.Lock()  # spills run in worker threads, several at once
         self._opened = False
         self._fs: Any = None
         self._root = ""
         self._local = False
 
     def _open(self) -> bool:
+        with self._lock:
+            return self._open_once()
+
+    def _open_once(self) -> bool:
         if not self._opened:
             self._opened = True
             if self.storage_root is None:
@@ -161,7 +167,7 @@ class StorageFiles:
         temp = final.with_name(f".{final.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.restage")
         try:
             with item.blob.open("rb") as reader:
-                size, digest = _format.copy_to_temp(reader, temp, limit=item.blob_info.size)
+                size, digest = _format.copy_to_temp(reader, temp, limit=item.blob_info.size, mode=0o666)
             if (size, digest) != (item.blob_info.size, item.blob_info.sha256):
                 raise CopyDamaged("the buffer's copy does not hash to the manifest's checksum")
             _format.publish(temp, final)

@@ -273,6 +273,20 @@ async def test_replay_puts_an_orphaned_file_back_and_registers_it_once(tmp_path:
     assert list((root.path / "temp").iterdir()) == []
 
 
+def test_file_put_back_is_as_readable_as_a_staged_one(tmp_path: Path, root: Root) -> None:
+    """The worker (maybe another user) reads a file put back exactly as it reads one the agent staged."""
+    envelope = root.register(b"payload")
+    staged_mode = staged_path(envelope).stat().st_mode & 0o777
+    buffer = SpillBuffer(tmp_path / "buf").open()
+    spill_all(buffer, root, [envelope])
+    root.orphan(envelope)
+    item = buffer.load(buffer.entries()[0])
+    assert item is not None and root.files.ensure(item) is True
+    assert staged_path(envelope).read_bytes() == b"payload"
+    assert staged_path(envelope).stat().st_mode & 0o777 == staged_mode
+    assert root.files.ensure(item) is False, "a file already there is not written again"
+
+
 async def test_without_files_replay_sends_as_before(tmp_path: Path, root: Root) -> None:
     """A replayer with no storage root sends the command as it is (the worker then finds no file)."""
     envelope = root.register(b"payload")
