@@ -47,6 +47,11 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument("--amqp-url", default=None, help="broker (default: AMQP_URL)")
     replay.add_argument("--exchange", default=None, help="exchange (default: STORAGE_EXCHANGE or ai_team)")
     replay.add_argument("--timeout", type=float, default=None, help="seconds to wait for each reply")
+    replay.add_argument(
+        "--storage-root",
+        default=None,
+        help="where registrations' files are put back from their copies when gone (default: STORAGE_ROOT)",
+    )
     replay.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     purge = with_dir(sub.add_parser("purge", help="delete buffered, failed or quarantined files"))
@@ -63,7 +68,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     overrides: dict[str, object] = {}
     if args.dir is not None:
         overrides["buffer_dir"] = args.dir
-    for option, field in (("amqp_url", "amqp_url"), ("exchange", "exchange"), ("timeout", "call_timeout_s")):
+    for option, field in (
+        ("amqp_url", "amqp_url"),
+        ("exchange", "exchange"),
+        ("timeout", "call_timeout_s"),
+        ("storage_root", "storage_root"),
+    ):
         if getattr(args, option, None) is not None:
             overrides[field] = getattr(args, option)
     settings = ClientSettings(**overrides)  # type: ignore[arg-type]

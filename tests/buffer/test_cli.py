@@ -90,3 +90,34 @@ async def test_replay_command_delivers_buffered_commands(
         for o in outs:
             assert isinstance(o, Buffered)
             assert (await agent.get_artifact(o.params["manifest"]["id"])).manifest.status == "completed"
+
+
+async def test_replay_command_puts_orphaned_files_back(worker: Worker, buffer_dir: Path, closed_amqp_url: str) -> None:
+    """``storage-buffer replay --storage-root`` registers a buffered upload whose staged file the worker's
+    temp_orphans moved away, from the buffer's copy of its bytes."""
+    down = client_settings(worker, buffer_dir, amqp_url=closed_amqp_url, retries=0)
+    async with StorageClient(**down, trace_id="trace-cli-orphan") as agent:
+        out = await agent.upload_artifact(b"kept by the buffer", artifact_type="report")
+    assert isinstance(out, Buffered) and out.file_copy is not None
+    staged = Path(out.params["manifest"]["uri"].removeprefix("file://"))
+    orphans = staged.parent.parent / "orphans" / "temp"
+    orphans.mkdir(parents=True, exist_ok=True)
+    staged.rename(orphans / staged.name)
+
+    code, out_text, err = await _run_cli(
+        "replay",
+        "--dir",
+        str(buffer_dir),
+        "--amqp-url",
+        worker.settings.amqp_url,
+        "--exchange",
+        worker.settings.exchange,
+        "--storage-root",
+        worker.settings.storage_root,
+        "--no-progress",
+    )
+    assert code == 0, err
+    assert "replayed 1, failed 0, remaining 0" in out_text
+    async with StorageClient(**client_settings(worker, buffer_dir), trace_id="trace-cli-orphan") as agent:
+        got = await agent.get_artifact(out.params["manifest"]["id"])
+    assert Path(got.manifest.uri.removeprefix("file://")).read_bytes() == b"kept by the buffer"
