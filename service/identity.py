@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from contracts import CommandEnvelope, PermissionDenied, Visibility
+from contracts import CommandEnvelope, InvalidArgument, PermissionDenied, Visibility
 from service.context import Requester
 from service.settings import Settings
+
+MAX_REQUESTER_ID = 255
+"""The width of every owner column: a longer identity could be stored on SQLite but never read back."""
 
 
 def requester_of(envelope: CommandEnvelope, user_id: str | None, settings: Settings) -> Requester:
@@ -24,6 +27,16 @@ def requester_of(envelope: CommandEnvelope, user_id: str | None, settings: Setti
     if ident is None:
         trace_id = None  # an anonymous command's trace is as unverified as its identity: public data only
     return Requester(id=ident, trace_id=trace_id, is_admin=ident is not None and ident in settings.admins)
+
+
+def check_requester(requester: Requester) -> None:
+    """Refuse an identity no owner column can hold: stored anyway (SQLite does not check widths), it would
+    be a row that never validates on the way out and breaks every listing that reaches it."""
+    if requester.id is not None and len(requester.id) > MAX_REQUESTER_ID:
+        raise InvalidArgument(
+            f"requester id is {len(requester.id)} characters, at most {MAX_REQUESTER_ID} allowed",
+            {"field": "requester_id", "length": len(requester.id), "limit": MAX_REQUESTER_ID},
+        )
 
 
 def can_read(visibility: str, owner: str | None, trace_id: str | None, requester: Requester) -> bool:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import time
 from dataclasses import dataclass
 from enum import Enum
@@ -30,7 +31,7 @@ from contracts import (
 )
 from service.context import HandlerContext, Services
 from service.handlers import HANDLERS
-from service.identity import requester_of
+from service.identity import check_requester, requester_of
 from service.recording import Duplicate, Recorder
 from service.replies import envelope_bytes, error_reply, error_reply_of, result_reply
 from service.store import inbox
@@ -115,9 +116,15 @@ class Pipeline:
                 {"reason": "message_too_large", "size_bytes": len(delivery.body), "limit_bytes": limit},
             )
         try:
-            return CommandEnvelope.model_validate_json(delivery.body), None
+            envelope = CommandEnvelope.model_validate_json(delivery.body)
         except ValidationError as exc:
             return None, InvalidArgument("not a valid COMMAND envelope", {"errors": _errors(exc)})
+        if _has_lone_surrogates(delivery.body):
+            return None, InvalidArgument(
+                "message body holds unpaired UTF-16 surrogate escapes: not valid Unicode",
+                {"reason": "invalid_unicode"},
+            )
+        return envelope, None
 
     def _gate(self, envelope: CommandEnvelope, delivery: Delivery) -> StorageError | None:
         """Expiry and target node: a command that fails either is answered but not executed."""
@@ -153,6 +160,7 @@ class Pipeline:
             except ValidationError as exc:
                 raise InvalidArgument(_summary(exc), {"errors": _errors(exc)}) from None
             requester = requester_of(envelope, delivery.user_id, self.settings)
+            check_requester(requester)
             if spec.admin and not requester.is_admin:
                 raise PermissionDenied(
                     f"{data.action} is an admin action", {"action": data.action, "requester": requester.id}
@@ -262,7 +270,35 @@ def _loose_id(body: bytes) -> str | None:
     except (ValueError, RecursionError):
         return None
     found = value.get("id") if isinstance(value, dict) else None
-    return found if isinstance(found, str) and len(found) <= 255 else None
+    return found if isinstance(found, str) and len(found) <= 255 and _encodable(found) else None
+
+
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+
+
+def _has_lone_surrogates(body: bytes) -> bool:
+    """JSON can escape a lone UTF-16 surrogate (``"\\ud800"``); no UTF-8 reply, log or row could carry it.
+
+    Cheap for every normal body (one regex scan); only a body with such escapes (an emoji escaped as a
+    surrogate pair is fine) is decoded again to find an unpaired one.
+    """
+    if not _SURROGATE_ESCAPE.search(body):
+        return False
+    try:
+        json.dumps(json.loads(body), ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        return True
+    except (ValueError, RecursionError):
+        return False
+    return False
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _code_of(reply: StoredReply) -> str:
