@@ -28,6 +28,8 @@ class LeanBus:
         self.exchange_name = exchange
         self.replies: dict[str, list[dict[str, Any]]] = defaultdict(list)
         """Every reply received, by the correlation id it carries, in arrival order."""
+        self.raw: dict[str, list[bytes]] = defaultdict(list)
+        """The same replies as received, byte for byte (to check them as strictly as another language would)."""
         self.undecodable: list[bytes] = []
         self._conn: AbstractConnection | None = None
         self._channel: AbstractChannel | None = None
@@ -68,6 +70,7 @@ class LeanBus:
         body["_amqp"] = {"correlation_id": message.correlation_id, "message_id": message.message_id}
         cid = message.correlation_id or ""
         self.replies[cid].append(body)
+        self.raw[cid].append(message.body)
         self._arrived.set()
         if cid in self._waiting:
             self._waiting.discard(cid)
