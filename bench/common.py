@@ -1,0 +1,133 @@
+"""What every benchmarked system shares: the queue settings, the process plumbing, the RSS probe.
+
+Every system under test (the bare echo, the naive peer, our worker) consumes from its own fresh queue
+declared exactly like the worker's command queue: durable, ``x-max-priority: 255``, dead-lettered. Each
+runs in its own process so the load generator never shares its event loop (or, where the OS allows, its
+core) and the RSS we read is the server's alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import multiprocessing
+import os
+import signal
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from typing import Any
+
+import aio_pika
+import psutil
+
+from contracts import topology
+
+PREFETCH = 200
+ROUTING_KEY = topology.ROUTING_KEY_ANY
+SPAWN = multiprocessing.get_context("spawn")
+
+
+@dataclass(frozen=True)
+class Names:
+    """One system's exchange and queue: unique per run so no leftovers skew a measurement."""
+
+    exchange: str
+    queue: str
+    dlq: str
+
+    @classmethod
+    def fresh(cls, label: str) -> Names:
+        suffix = f"{label}.{uuid.uuid4().hex[:8]}"
+        return cls(f"bench.{suffix}", f"bench.{suffix}.commands", f"bench.{suffix}.dlq")
+
+    @property
+    def dlx(self) -> str:
+        return topology.dlx_name(self.exchange)
+
+
+async def declare_command_queue(channel: aio_pika.abc.AbstractChannel, names: Names) -> aio_pika.abc.AbstractQueue:
+    """The worker's topology (service/topology.py) declared with plain aio-pika, for the peers."""
+    exchange = await channel.declare_exchange(names.exchange, aio_pika.ExchangeType.TOPIC, durable=True)
+    dlx = await channel.declare_exchange(names.dlx, aio_pika.ExchangeType.FANOUT, durable=True)
+    dlq = await channel.declare_queue(names.dlq, durable=True)
+    await dlq.bind(dlx, routing_key="")
+    queue = await channel.declare_queue(
+        names.queue,
+        durable=True,
+        arguments={"x-max-priority": topology.MAX_PRIORITY, "x-dead-letter-exchange": names.dlx},
+    )
+    await queue.bind(exchange, routing_key=ROUTING_KEY)
+    return queue
+
+
+async def delete_topology(amqp_url: str, names: Names) -> None:
+    conn = await aio_pika.connect(amqp_url)
+    try:
+        channel = await conn.channel()
+        for queue in (names.queue, names.dlq):
+            with contextlib.suppress(Exception):
+                await channel.queue_delete(queue)
+        for exchange in (names.exchange, names.dlx):
+            with contextlib.suppress(Exception):
+                await channel.exchange_delete(exchange)
+    finally:
+        await conn.close()
+
+
+def serve_until_terminated(start: Callable[[], Awaitable[Callable[[], Awaitable[None]]]], ready: Connection) -> None:
+    """Process body of a server: start it, report ready, run until SIGTERM, stop it cleanly."""
+
+    async def main() -> None:
+        stop_event = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, stop_event.set)
+        try:
+            stop = await start()
+        except BaseException as exc:
+            ready.send(("error", repr(exc)))
+            raise
+        ready.send(("ready", os.getpid()))
+        await stop_event.wait()
+        await stop()
+
+    asyncio.run(main())
+
+
+class ServerProcess:
+    """A server in its own process; ``rss()`` reads its resident memory."""
+
+    def __init__(self, target: Callable[..., None], *args: Any, name: str) -> None:
+        parent, child = SPAWN.Pipe()
+        self._ready = parent
+        self.name = name
+        self.process = SPAWN.Process(target=target, args=(*args, child), name=name, daemon=True)
+
+    def start(self, timeout_s: float = 60) -> ServerProcess:
+        self.process.start()
+        if not self._ready.poll(timeout_s):
+            self.stop()
+            raise RuntimeError(f"{self.name} did not start within {timeout_s:.0f} s")
+        state, value = self._ready.recv()
+        if state != "ready":
+            self.stop()
+            raise RuntimeError(f"{self.name} failed to start: {value}")
+        return self
+
+    def rss_bytes(self) -> int:
+        assert self.process.pid is not None
+        return int(psutil.Process(self.process.pid).memory_info().rss)
+
+    def cpu_seconds(self) -> float:
+        assert self.process.pid is not None
+        times = psutil.Process(self.process.pid).cpu_times()
+        return float(times.user + times.system)
+
+    def stop(self, timeout_s: float = 30) -> None:
+        if self.process.is_alive():
+            self.process.terminate()
+            self.process.join(timeout_s)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join()

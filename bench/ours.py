@@ -1,0 +1,38 @@
+"""(3) Our worker, exactly as ``storage-worker run`` starts it, on the benchmark's queue names."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from multiprocessing.connection import Connection
+
+from bench.common import PREFETCH, Names, serve_until_terminated
+
+
+def settings_for(amqp_url: str, names: Names, database_url: str, storage_root: str, node: str) -> dict[str, object]:
+    return {
+        "amqp_url": amqp_url,
+        "exchange": names.exchange,
+        "queue": names.queue,
+        "dlq": names.dlq,
+        "node_name": node,
+        "database_url": database_url,
+        "storage_root": storage_root,
+        "prefetch": PREFETCH,
+        "cleanup_interval_s": 0,
+        "log_level": "WARNING",
+    }
+
+
+async def start(values: dict[str, object]) -> Callable[[], Awaitable[None]]:
+    from service.app import Worker
+    from service.settings import Settings
+
+    logging.basicConfig(level=logging.WARNING)
+    worker = Worker(Settings(**values))  # type: ignore[arg-type]
+    await worker.start()
+    return worker.stop
+
+
+def main(values: dict[str, object], ready: Connection) -> None:
+    serve_until_terminated(lambda: start(values), ready)

@@ -1,0 +1,137 @@
+"""Starting and stopping the systems under test, each with its own queue, data folder and database."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import tempfile
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from bench import echo, naive, ours
+from bench.common import Names, ServerProcess, delete_topology
+
+
+def is_postgres(url: str | None) -> bool:
+    return url is not None and make_url(url).get_backend_name() == "postgresql"
+
+
+async def _admin(url: str, statement: str) -> None:
+    engine = create_async_engine(url, isolation_level="AUTOCOMMIT")
+    try:
+        async with engine.connect() as conn:
+            await conn.execute(text(statement))
+    finally:
+        await engine.dispose()
+
+
+@dataclass
+class Database:
+    """A fresh database for one system: a SQLite file in its folder, or a new PostgreSQL database."""
+
+    url: str
+    pg_name: str | None = None
+    admin_url: str | None = None
+
+    @classmethod
+    def fresh(cls, folder: Path, base_url: str | None) -> Database:
+        if not is_postgres(base_url):
+            return cls(f"sqlite+aiosqlite:///{folder / 'storage.db'}")
+        assert base_url is not None
+        name = f"bench_{uuid.uuid4().hex[:12]}"
+        asyncio.run(_admin(base_url, f'CREATE DATABASE "{name}"'))
+        url = make_url(base_url).set(database=name).render_as_string(hide_password=False)
+        return cls(url, name, base_url)
+
+    def drop(self) -> None:
+        if self.pg_name is not None and self.admin_url is not None:
+            asyncio.run(_admin(self.admin_url, f'DROP DATABASE IF EXISTS "{self.pg_name}" WITH (FORCE)'))
+
+
+@dataclass
+class System:
+    """One running system: its processes (several workers share one queue on PostgreSQL)."""
+
+    kind: str
+    amqp_url: str
+    names: Names
+    folder: Path
+    database: Database | None = None
+    processes: list[ServerProcess] = field(default_factory=list)
+
+    @property
+    def storage_root(self) -> str:
+        return (self.folder / "files").as_uri()
+
+    @property
+    def temp_dir(self) -> str:
+        return str(self.folder / "files" / "temp")
+
+    def rss_bytes(self) -> int:
+        """Resident memory of the server process (the sum when several workers run)."""
+        return sum(p.rss_bytes() for p in self.processes)
+
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system, all threads) the server processes used so far."""
+        return sum(p.cpu_seconds() for p in self.processes)
+
+    def stop(self) -> None:
+        for process in self.processes:
+            process.stop()
+        self.processes.clear()
+
+    def close(self) -> None:
+        self.stop()
+        asyncio.run(delete_topology(self.amqp_url, self.names))
+        if self.database is not None:
+            self.database.drop()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _folder(kind: str) -> Path:
+    folder = Path(tempfile.mkdtemp(prefix=f"mindbus-bench-{kind}-"))
+    (folder / "files" / "temp").mkdir(parents=True)
+    return folder
+
+
+def start_echo(amqp_url: str) -> System:
+    system = System("echo", amqp_url, Names.fresh("echo"), _folder("echo"))
+    system.processes.append(ServerProcess(echo.main, amqp_url, system.names, name="bench-echo").start())
+    return system
+
+
+def start_naive(amqp_url: str, database_url: str | None) -> System:
+    system = System("naive", amqp_url, Names.fresh("naive"), _folder("naive"))
+    system.database = Database.fresh(system.folder, database_url)
+    process = ServerProcess(
+        naive.main, amqp_url, system.names, system.database.url, system.storage_root, name="bench-naive"
+    )
+    system.processes.append(process.start())
+    return system
+
+
+def start_worker(
+    amqp_url: str,
+    database_url: str | None,
+    workers: int = 1,
+    database: Database | None = None,
+    folder: Path | None = None,
+) -> System:
+    system = System("worker", amqp_url, Names.fresh("worker"), folder or _folder("worker"))
+    system.database = database or Database.fresh(system.folder, database_url)
+    spawn_workers(system, workers)
+    return system
+
+
+def spawn_workers(system: System, workers: int) -> None:
+    assert system.database is not None
+    for index in range(workers):
+        values = ours.settings_for(
+            system.amqp_url, system.names, system.database.url, system.storage_root, f"bench-{index}"
+        )
+        system.processes.append(ServerProcess(ours.main, values, name=f"bench-worker-{index}").start())

@@ -1,0 +1,286 @@
+"""``python -m bench.throughput``: the worker against the broker's own limit and the naive peer, in one run.
+
+Measures (1) a bare aio-pika echo consumer, (2) the naive FastStream + ORM peer and (3) our worker on
+the same queue settings with the same load generator at 1, 10 and 100 commands in flight; then 100,000
+commands through the worker (RSS after the first 10,000 and at the end), ``list_artifacts`` over tables
+of 1,000 to 1,000,000 artifacts, and the client library's own overhead. Prints a table with each
+figure as a ratio to (1), writes JSON and a PNG chart to ``bench/results/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bench import report
+from bench.commands import MIX, READ_TRACE, Workload
+from bench.loadgen import LoadGenerator, Run
+from bench.systems import System, is_postgres, start_echo, start_naive, start_worker
+
+ACTIONS = ("get_artifact", "register_artifact", "list_artifacts", "save_thread")
+SEED_ARTIFACTS = 200
+DEFAULT_AMQP_URL = os.environ.get("AMQP_URL", "amqp://guest:guest@localhost:5672/")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How much to send: counts per in-flight level, the soak length, the table sizes to list over."""
+
+    in_flight: tuple[int, ...] = (1, 10, 100)
+    counts: dict[int, int] = field(default_factory=lambda: {1: 1500, 10: 4000, 100: 8000})
+    soak: int = 100_000
+    soak_checkpoint: int = 10_000
+    list_sizes: tuple[int, ...] = (1_000, 10_000, 100_000, 1_000_000)
+    list_count: int = 1000
+    side_by_side: int = 1000
+    side_by_side_in_flight: int = 50
+    client_count: int = 2000
+
+    @classmethod
+    def quick(cls) -> Plan:
+        return cls(
+            counts={1: 300, 10: 800, 100: 2000},
+            soak=10_000,
+            soak_checkpoint=1_000,
+            list_sizes=(1_000, 10_000, 100_000),
+            list_count=300,
+            client_count=500,
+        )
+
+    def count(self, in_flight: int) -> int:
+        return self.counts.get(in_flight, max(20 * in_flight, 1000))
+
+
+def _warmup(action: str, in_flight: int, base: Workload) -> Workload:
+    return Workload(
+        action,
+        count=2 * in_flight + 50,
+        artifact_ids=base.artifact_ids,
+        temp_dir=base.temp_dir,
+        trace_id=base.trace_id,
+        thread_prefix=base.thread_prefix,
+    )
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.plan = Plan.quick() if args.quick else Plan()
+        if args.in_flight:
+            self.plan = Plan(**{**self.plan.__dict__, "in_flight": tuple(args.in_flight)})
+        self.loadgen = LoadGenerator(args.amqp_url)
+        self.rows: list[dict[str, Any]] = []
+
+    # -- one measurement ----------------------------------------------------------------------------
+
+    def measure(self, system: System, action: str, in_flight: int, base: Workload, count: int) -> dict[str, Any]:
+        workload = Workload(
+            action,
+            count=count,
+            artifact_ids=base.artifact_ids,
+            temp_dir=system.temp_dir,
+            trace_id=base.trace_id,
+            thread_prefix=base.thread_prefix,
+        )
+        expect = system.kind != "echo"
+        self.loadgen.run(
+            Run(system.names.exchange, _warmup(action, in_flight, workload), in_flight, expect_result=expect)
+        )
+        cpu_before = system.cpu_seconds()
+        result = self.loadgen.run(Run(system.names.exchange, workload, in_flight, expect_result=expect))
+        cpu_us = (system.cpu_seconds() - cpu_before) / count * 1e6
+        result.update(
+            system=system.kind, action=action, in_flight=in_flight, rss_bytes=system.rss_bytes(), cpu_us_per_msg=cpu_us
+        )
+        _say(
+            f"  {system.kind:6} {action:17} {in_flight:>3} in flight: {result['msgs_s']:8.0f} msg/s  "
+            f"p50 {result['p50_ms']:6.2f} ms  p99 {result['p99_ms']:6.2f} ms  "
+            f"rss {result['rss_bytes'] / 2**20:5.0f} MiB  cpu {cpu_us:5.0f} us/msg"
+            + (f"  ERRORS {result['errors']}" if result["errors"] else "")
+        )
+        if result["errors"]:
+            _say(f"    first error: {result['first_error']}")
+        return result
+
+    def seed(self, system: System) -> Workload:
+        """Artifacts for the reads to find, registered through the system itself."""
+        ids = tuple(f"art_{uuid.uuid4()}" for _ in range(SEED_ARTIFACTS))
+        workload = Workload(
+            "register_artifact", count=len(ids), new_ids=ids, temp_dir=system.temp_dir, trace_id=READ_TRACE
+        )
+        result = self.loadgen.run(Run(system.names.exchange, workload, 20, expect_result=system.kind != "echo"))
+        if result["errors"]:
+            raise RuntimeError(f"seeding {system.kind} failed: {result['first_error']}")
+        return Workload("get_artifact", count=0, artifact_ids=ids, trace_id=READ_TRACE)
+
+    # -- the parts of the run ----------------------------------------------------------------------------
+
+    def matrix(self, system: System, actions: tuple[str, ...]) -> Workload:
+        """Every action at every in-flight level; returns the seeded reads' workload for later parts."""
+        base = self._echo_base() if system.kind == "echo" else self.seed(system)
+        for action in actions:
+            for in_flight in self.plan.in_flight:
+                self.rows.append(self.measure(system, action, in_flight, base, self.plan.count(in_flight)))
+        return base
+
+    def _echo_base(self) -> Workload:
+        return Workload("echo", count=0, artifact_ids=tuple(f"art_{uuid.uuid4()}" for _ in range(SEED_ARTIFACTS)))
+
+    def side_by_side(self, echo_system: System, worker: System, worker_base: Workload) -> dict[str, Any]:
+        """For issue 2's note: 1,000 get_artifact calls at 50 in flight, beside the bare echo."""
+        n, k = self.plan.side_by_side, self.plan.side_by_side_in_flight
+        echo_result = self.measure(echo_system, "echo", k, self._echo_base(), n)
+        worker_result = self.measure(worker, "get_artifact", k, worker_base, n)
+        return {"calls": n, "in_flight": k, "echo": echo_result, "worker": worker_result}
+
+    def soak(self, worker: System, base: Workload) -> dict[str, Any]:
+        plan = self.plan
+        workload = Workload(
+            "mix", count=plan.soak, artifact_ids=base.artifact_ids, temp_dir=worker.temp_dir, trace_id=READ_TRACE
+        )
+        marks: dict[int, int] = {}
+        started_rss = worker.rss_bytes()
+        _say(f"soak: {plan.soak} commands ({', '.join(MIX)} in turn) at 100 in flight")
+        result = self.loadgen.run(
+            Run(worker.names.exchange, workload, 100, checkpoints=(plan.soak_checkpoint,)),
+            on_checkpoint=lambda n: marks.setdefault(n, worker.rss_bytes()),
+        )
+        end_rss = worker.rss_bytes()
+        early = marks.get(plan.soak_checkpoint, started_rss)
+        growth = (end_rss - early) / early * 100
+        _say(
+            f"  RSS at start {started_rss / 2**20:.0f} MiB, after {plan.soak_checkpoint} {early / 2**20:.1f} MiB, "
+            f"after {plan.soak} {end_rss / 2**20:.1f} MiB ({growth:+.1f}%), {result['msgs_s']:.0f} msg/s, "
+            f"{result['errors']} errors"
+        )
+        return {
+            "commands": plan.soak,
+            "checkpoint": plan.soak_checkpoint,
+            "rss_start_bytes": started_rss,
+            "rss_checkpoint_bytes": early,
+            "rss_end_bytes": end_rss,
+            "growth_pct": growth,
+            **{k: result[k] for k in ("msgs_s", "p50_ms", "p99_ms", "errors", "first_error", "seconds")},
+        }
+
+    # -- everything ------------------------------------------------------------------------------
+
+    def run(self) -> dict[str, Any]:
+        args = self.args
+        meta = report.meta(args, self.plan)
+        _say(f"load before: {meta['load_before']}  (2 cores shared with the broker and the load generator)")
+        self.loadgen.start()
+        results: dict[str, Any] = {"meta": meta}
+        try:
+            self._main_matrix(results)
+            if "soak" in args.parts:
+                soak_worker = start_worker(args.amqp_url, args.database_url, 1)
+                try:
+                    results["soak"] = self.soak(soak_worker, self.seed(soak_worker))
+                finally:
+                    soak_worker.close()
+            if "list" in args.parts:
+                from bench import scaling
+
+                _say("list_artifacts with filters over a growing table (SQLite)")
+                sizes, count = self.plan.list_sizes, self.plan.list_count
+                results["list_scaling"] = scaling.run(self.loadgen, args.amqp_url, sizes, count)
+        finally:
+            self.loadgen.stop()
+        meta["load_after"] = report.load()
+        meta["finished"] = datetime.now(UTC).isoformat()
+        results["targets"] = report.targets(results)
+        return results
+
+    def _main_matrix(self, results: dict[str, Any]) -> None:
+        """(1), (2) and (3) on fresh queues; the issue-2 comparison and the client's cost while (3) runs."""
+        args = self.args
+        echo_system = start_echo(args.amqp_url)
+        try:
+            _say("(1) bare aio-pika echo")
+            self.matrix(echo_system, ("echo",))
+            if "naive" in args.parts:
+                naive_system = start_naive(args.amqp_url, args.database_url)
+                try:
+                    _say("(2) naive FastStream + ORM peer")
+                    self.matrix(naive_system, tuple(args.actions))
+                finally:
+                    naive_system.close()
+            worker = start_worker(args.amqp_url, args.database_url, args.workers)
+            try:
+                _say(f"(3) our worker ({args.workers} process{'es' if args.workers > 1 else ''})")
+                base = self.matrix(worker, tuple(args.actions))
+                if "side" in args.parts:
+                    _say("issue 2: 1,000 get_artifact at 50 in flight beside the echo")
+                    results["side_by_side"] = self.side_by_side(echo_system, worker, base)
+                if "client" in args.parts:
+                    _say("client library overhead: StorageClient vs raw publishing, against the worker")
+                    results["client_overhead"] = self._client(worker, base)
+            finally:
+                worker.close()
+        finally:
+            echo_system.close()
+        results["matrix"] = self.rows
+
+    def _client(self, worker: System, base: Workload) -> dict[str, Any]:
+        try:
+            from bench import client
+        except ImportError as exc:  # the client library is part of this repository; say so if it is absent
+            return {"pending": f"buffer.StorageClient not importable: {exc}"}
+        return client.run(worker, base.artifact_ids, self.plan.client_count)
+
+
+def _say(text: str) -> None:
+    print(text, flush=True)
+
+
+PARTS = ("naive", "side", "soak", "list", "client")
+
+
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench.throughput", description=__doc__.splitlines()[0])
+    parser.add_argument("--amqp-url", default=DEFAULT_AMQP_URL)
+    parser.add_argument(
+        "--database-url",
+        default=None,
+        help="a PostgreSQL URL (postgresql+asyncpg://...): each system gets a fresh database there; "
+        "default: a fresh SQLite file per system",
+    )
+    parser.add_argument("--workers", type=int, default=1, help="worker processes on one queue (PostgreSQL only)")
+    parser.add_argument("--quick", action="store_true", help="a short run: fewer commands, a 10,000-command soak")
+    parser.add_argument("--in-flight", type=int, nargs="+", help="in-flight levels (default 1 10 100)")
+    parser.add_argument("--actions", nargs="+", choices=ACTIONS, default=list(ACTIONS), help="actions to measure")
+    parser.add_argument(
+        "--parts", nargs="*", choices=PARTS, default=list(PARTS), help="which parts beside echo and worker to run"
+    )
+    parser.add_argument("--out", type=Path, default=Path("bench/results"), help="folder for the JSON and PNG")
+    args = parser.parse_args(argv)
+    if args.workers < 1:
+        parser.error("--workers must be at least 1")
+    if args.workers > 1 and not is_postgres(args.database_url):
+        parser.error("--workers > 1 needs --database-url postgresql+asyncpg://... (SQLite allows one worker)")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    started = time.strftime("%Y%m%d-%H%M%S")
+    results = Bench(args).run()
+    print()
+    print(report.table(results))
+    args.out.mkdir(parents=True, exist_ok=True)
+    json_path = report.write_json(results, args.out / f"throughput-{started}.json")
+    png_path = report.chart(results, args.out / f"throughput-{started}.png")
+    print(f"\nwrote {json_path} and {png_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
