@@ -18,6 +18,8 @@ class Buffered:
     ``error`` says why it could not be delivered now. ``file_copy`` is the buffer's copy of a registration's
     bytes, from which replay puts the file back if the staged one is gone by then (None: no copy was kept,
     because the file is not on the client's storage root, could not be read or does not fit the buffer).
+    Should the worker have answered this envelope with NOT_FOUND while the file was away, replay registers the
+    artifact under a new envelope id once the file is back; the artifact id is what stays.
     """
 
     action: str

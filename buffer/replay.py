@@ -8,7 +8,10 @@ order is kept. Only the holder of the buffer's replay lock replays.
 
 A registration kept with a copy of its file gets the file put back first when the staged one is gone (the
 worker's cleanup moves temp files older than an hour): see ``buffer.restage``. A copy that turns out damaged
-sends its command to ``quarantine/`` instead of a replay that could only fail.
+sends its command to ``quarantine/`` instead of a replay that could only fail. If the worker answers that
+the file was not found anyway (it had executed a queued copy of the envelope while the file was away and
+keeps that answer), the file is put back and the registration goes again under a new envelope id and
+idempotency key: the artifact id, which the worker never registers twice, keeps it exactly once.
 """
 
 from __future__ import annotations
@@ -19,8 +22,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from buffer.restage import CopyDamaged, StorageFiles
-from buffer.spill import SpillBuffer
-from contracts import CommandEnvelope, ErrorCode, ErrorEnvelope, ResultEnvelope, StorageError
+from buffer.spill import Item, SpillBuffer
+from contracts import CommandEnvelope, ErrorCode, ErrorEnvelope, ResultEnvelope, StorageError, new_id, utc_now
 
 log = logging.getLogger(__name__)
 
@@ -69,27 +72,18 @@ class Replayer:
         stopped: StorageError | None = None
         for settled, entry in enumerate(entries, start=1):
             item = await asyncio.to_thread(self.buffer.load, entry)
-            restaged = False
-            if item is not None and item.blob is not None and self.files is not None:
-                try:
-                    restaged = await asyncio.to_thread(self.files.ensure, item)
-                except CopyDamaged as exc:
-                    await asyncio.to_thread(self.buffer.quarantine, item, str(exc))
-                    item = None
-                except StorageError as exc:  # the storage root is out of reach: the worker could not read it
-                    stopped = exc
-                    break
-                if restaged:
-                    self.buffer.counters.restaged += 1
             if item is not None:
                 try:
-                    reply = await self.send(item.envelope)
-                except StorageError as exc:  # no answer (or an unreadable one): try this item again later
+                    reply = await self._deliver(item)
+                except CopyDamaged as exc:
+                    await asyncio.to_thread(self.buffer.quarantine, item, str(exc))
+                    reply = None
+                except StorageError as exc:  # no answer, or the storage root is out of reach: try again later
                     stopped = exc
                     break
-                if isinstance(reply, ResultEnvelope):
-                    if restaged and self.files is not None:
-                        await asyncio.to_thread(self.files.discard_leftover, item, reply.data.output)
+                if reply is None:
+                    pass
+                elif isinstance(reply, ResultEnvelope):
                     await asyncio.to_thread(self.buffer.remove, item)
                     sent += 1
                 else:
@@ -111,3 +105,47 @@ class Replayer:
                 f" (stopped: {stopped.message})" if stopped else "",
             )
         return ReplayReport(sent=sent, failed=failed, remaining=remaining, stopped=stopped)
+
+    async def _deliver(self, item: Item) -> ResultEnvelope | ErrorEnvelope:
+        """Send one item, its file put back first when it has a copy and the staged file is gone."""
+        restaged = await self._put_back(item)
+        reply = await self.send(item.envelope)
+        if isinstance(reply, ErrorEnvelope) and self._file_was_missing(item, reply):
+            # A copy of this envelope reached the worker while the file was gone (it sat in the queue through a
+            # second long outage, say), and the worker keeps that answer for its idempotency key. With the file
+            # back, register it under a new envelope: the artifact id still makes it happen once.
+            restaged = await self._put_back(item) or restaged
+            fresh = _fresh(item.envelope)
+            log.warning(
+                "buffer: %s answered NOT_FOUND for its file; sending it again with the file back as %s",
+                item.envelope.id,
+                fresh.id,
+            )
+            reply = await self.send(fresh)
+        if isinstance(reply, ResultEnvelope) and restaged and self.files is not None:
+            await asyncio.to_thread(self.files.discard_leftover, item, reply.data.output)
+        return reply
+
+    async def _put_back(self, item: Item) -> bool:
+        if item.blob is None or self.files is None:
+            return False
+        restaged = await asyncio.to_thread(self.files.ensure, item)
+        if restaged:
+            self.buffer.counters.restaged += 1
+        return restaged
+
+    def _file_was_missing(self, item: Item, reply: ErrorEnvelope) -> bool:
+        error = reply.data.error
+        return (
+            error.code == ErrorCode.NOT_FOUND
+            and "uri" in error.details
+            and item.blob is not None
+            and self.files is not None
+            and self.files.can_put_back(item)
+        )
+
+
+def _fresh(envelope: CommandEnvelope) -> CommandEnvelope:
+    """The same command under a new envelope id and idempotency key."""
+    data = envelope.data.model_copy(update={"idempotency_key": new_id()})
+    return envelope.model_copy(update={"id": new_id(), "time": utc_now(), "data": data})

@@ -125,6 +125,11 @@ class StorageFiles:
 
     # -- at replay time ----------------------------------------------------------------------------
 
+    def can_put_back(self, item: Item) -> bool:
+        """The item has a copy and its manifest's URI lies where this client can write it."""
+        uri = _manifest(item.envelope).get("uri")
+        return item.blob is not None and isinstance(uri, str) and self.path_of(uri) is not None
+
     def ensure(self, item: Item) -> bool:
         """Put the copy back at the manifest's URI when the file there is gone or not its size.
 

@@ -69,11 +69,15 @@ async def test_sigkill_during_spill_and_replay_loses_no_acknowledged_command(
 
     acked = [line for line in ack_log.read_text().split("\n") if line]
     assert len(acked) > KILLS, f"the spilling agents acknowledged only {len(acked)} commands (seed {seed})"
+    # A second outage longer than an hour: the worker stops (finishing what it holds; replays the killed agents
+    # sent may still wait in its queue) and its temp_orphans moves every staged file away meanwhile.
+    await worker.stop()
     temp = Path(worker.settings.storage_root.removeprefix("file://")) / "temp"
     orphans = temp.parent / "orphans" / "temp"
     orphans.mkdir(parents=True, exist_ok=True)
-    for staged in temp.iterdir():  # what temp_orphans does to temp files older than an hour
+    for staged in temp.iterdir():
         staged.rename(orphans / staged.name)
+    await worker.start()
 
     async with StorageClient(**client_settings(worker, buffer_dir), trace_id="trace-crash") as storage:
         report = await storage.replay()

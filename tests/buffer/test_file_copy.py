@@ -24,7 +24,7 @@ from buffer import (
 )
 from buffer.restage import StorageFiles
 from contracts import CommandEnvelope
-from tests.buffer.helpers import FakeTransport, command, result
+from tests.buffer.helpers import FakeTransport, command, error, result
 
 
 class Root:
@@ -285,6 +285,36 @@ def test_file_put_back_is_as_readable_as_a_staged_one(tmp_path: Path, root: Root
     assert staged_path(envelope).read_bytes() == b"payload"
     assert staged_path(envelope).stat().st_mode & 0o777 == staged_mode
     assert root.files.ensure(item) is False, "a file already there is not written again"
+
+
+async def test_stored_not_found_is_overcome_with_the_file_back_under_a_new_envelope(tmp_path: Path, root: Root) -> None:
+    """When the worker had already answered NOT_FOUND for the envelope (a queued copy ran while the file was away)
+    and replays that stored answer, replay puts the file back and registers it under a new envelope id and key:
+    registered once, with its bytes, nothing in failed/."""
+    envelope = root.register(b"queued through a second outage")
+    buffer = SpillBuffer(tmp_path / "buf").open()
+    spill_all(buffer, root, [envelope])
+    root.orphan(envelope)
+    seen: list[bytes] = []
+    registering = worker_registering(root, seen)
+    not_found = error("NOT_FOUND", "file not found")
+    not_found.data.error.details = {"uri": envelope.data.params["manifest"]["uri"]}
+    inbox = {envelope.data.idempotency_key: not_found}
+
+    def respond(env: CommandEnvelope):  # type: ignore[no-untyped-def]
+        if env.data.idempotency_key not in inbox:
+            inbox[env.data.idempotency_key] = registering.respond(env)
+        return inbox[env.data.idempotency_key]
+
+    transport = FakeTransport(respond)
+    report = await replayer(buffer, transport, root.files).run()
+    assert (report.sent, report.failed, report.remaining) == (1, 0, 0)
+    first, second = (s.envelope for s in transport.sent)
+    assert first == envelope
+    assert second.id != envelope.id and second.data.idempotency_key != envelope.data.idempotency_key
+    assert second.data.params == envelope.data.params
+    assert seen == [b"queued through a second outage"]
+    assert buffer.status().failed == []
 
 
 async def test_without_files_replay_sends_as_before(tmp_path: Path, root: Root) -> None:

@@ -94,3 +94,32 @@ async def test_lost_reply_then_long_outage_registers_once_and_leaves_no_duplicat
         listed = [m async for m in reader.iter_artifacts(trace_id="trace-lost-reply")]
     assert [m.id for m in listed] == [out.params["manifest"]["id"]]
     assert Path(listed[0].uri.removeprefix("file://")).read_bytes() == data
+
+
+async def test_replay_after_a_stored_not_found_still_registers_once(
+    worker: Worker, buffer_dir: Path, tmp_path: Path, closed_amqp_url: str
+) -> None:
+    """A queued copy of the buffered envelope that the worker ran while the file was away left a stored NOT_FOUND
+    for its idempotency key; replay puts the file back and registers it under a new envelope, once."""
+    data = b"the worker said not found once"
+    down = client_settings(worker, buffer_dir, amqp_url=closed_amqp_url, connect_timeout_s=2.0)
+    async with StorageClient(**down, trace_id="trace-stored-404") as storage:
+        out = await storage.upload_artifact(data, artifact_type="report", filename="r.txt")
+        [entry] = storage.buffer.entries()
+        item = storage.buffer.load(entry)
+    assert isinstance(out, Buffered) and item is not None
+    await run_temp_orphans(worker, tmp_path, staged_path(out))
+    transport = RpcTransport(worker.settings.amqp_url, worker.settings.exchange, connect_timeout_s=5.0)
+    try:
+        queued = await transport.call(item.envelope, routing_key="cmd.storage.any", timeout_s=10.0, expire=False)
+    finally:
+        await transport.close()
+    assert queued.type == "ai.team.error" and queued.data.error.code == "NOT_FOUND"  # type: ignore[union-attr]
+
+    async with StorageClient(**client_settings(worker, buffer_dir), trace_id="trace-stored-404") as storage:
+        report = await storage.replay()
+        status = await storage.status()
+        listed = [m async for m in storage.iter_artifacts(trace_id="trace-stored-404")]
+    assert status.pending == 0 and status.failed == [], (report, status)
+    assert [m.id for m in listed] == [out.params["manifest"]["id"]]
+    assert Path(listed[0].uri.removeprefix("file://")).read_bytes() == data
