@@ -114,6 +114,34 @@ async def delete_item(conn: AsyncConnection, item_id: str) -> None:
     await conn.execute(delete(items).where(items.c.id == item_id))
 
 
+def _search_source(prefix: str, label_filter: Mapping[str, str]) -> tuple[Any, bool]:
+    """Where a search reads its rows, so that its cost follows what matches, not what the store holds.
+
+    With a prefix and a label, the first label's ``(key, value, ns_path)`` range is exactly the items
+    carrying it under the prefix, never more than the prefix holds: it is read first (a materialized CTE,
+    so a planner misled by correlated statistics cannot turn it into the inner side of a nested loop)
+    and items are fetched by primary key (True is returned: items need no range of their own, a label
+    row's path is its item's). Without a prefix the planner chooses between a label's
+    ``(key, value)`` range and the newest-first scan of items, whichever its statistics say is narrower.
+    Further labels are primary-key probes of ``(item_id, key)``.
+    """
+    pending = list(label_filter.items())
+    source: Any = items
+    driven = bool(prefix and pending)
+    if driven:
+        key, value = pending.pop(0)
+        first = labels.alias("label_0")
+        matching = select(first.c.item_id).where(
+            first.c.key == key, first.c.value == value, under(prefix, first.c.ns_path)
+        )
+        candidates = matching.cte("candidates").prefix_with("MATERIALIZED")
+        source = candidates.join(items, items.c.id == candidates.c.item_id)
+    for index, (key, value) in enumerate(pending, start=1):
+        label = labels.alias(f"label_{index}")
+        source = source.join(label, and_(label.c.item_id == items.c.id, label.c.key == key, label.c.value == value))
+    return source, driven
+
+
 async def search_page(
     conn: AsyncConnection,
     *,
@@ -124,18 +152,11 @@ async def search_page(
     limit: int,
     after: str | None,
 ) -> tuple[list[Row[Any]], str | None]:
-    """One page newest first (by ``updated_at``), keyset-paged on (updated_at, id).
-
-    Each label is an inner join on its own alias carrying the prefix range too, so the planner may drive
-    the search from whichever is narrower: the namespace range of items, or a label's (key, value, path)
-    range. (A correlated EXISTS would pin SQLite to scanning items.)
-    """
-    source: Any = items
-    conditions = [under(prefix), alive(now), readable_by(requester)]
-    for index, (key, value) in enumerate(label_filter.items()):
-        label = labels.alias(f"label_{index}")
-        source = source.join(label, label.c.item_id == items.c.id)
-        conditions += [label.c.key == key, label.c.value == value, under(prefix, label.c.ns_path)]
+    """One page newest first (by ``updated_at``), keyset-paged on (updated_at, id)."""
+    source, driven_by_label = _search_source(prefix, label_filter)
+    conditions = [alive(now), readable_by(requester)]
+    if not driven_by_label:  # else the label's own range already holds exactly the prefix's items
+        conditions.append(under(prefix))
     query = select(items).select_from(source).where(*conditions)
     if after is not None:
         after_time, after_id = cursor.decode(after)
