@@ -6,8 +6,10 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
+from aio_pika.abc import AbstractIncomingMessage
 from faststream import AckPolicy
 from faststream.rabbit import Channel, RabbitBroker, RabbitMessage
+from pamqp.commands import Basic
 
 from contracts import topology as names
 from service import maintenance, operating, topology
@@ -25,13 +27,16 @@ log = logging.getLogger(__name__)
 StartHook = Callable[["Worker"], Awaitable[None]]
 
 
-def _raw_body(message: RabbitMessage) -> bytes:
-    """Hand the body over undecoded: the pipeline parses it, and must see non-JSON bodies to refuse them.
+async def _undecoded(message: RabbitMessage) -> RabbitMessage:
+    """Hand the message over undecoded: the pipeline parses the body, and must see non-JSON bodies to refuse them.
 
     FastStream's own decoder would parse JSON first and fail on garbage before the handler runs, leaving
-    the message neither answered nor dead-lettered.
+    the message neither answered nor dead-lettered. With ``apply_types=False`` the handler gets what this
+    returns: no dependency injection per message (resolving a ``RabbitMessage`` parameter costs a thread
+    pool round trip on every delivery). It is a coroutine because FastStream runs a plain function in a
+    worker thread, another round trip per message.
     """
-    return message.body
+    return message
 
 
 class Worker:
@@ -46,13 +51,14 @@ class Worker:
             graceful_timeout=s.shutdown_grace_s,
             logger=None,
             app_id=f"mindbus-storage/{s.node_name}",
+            apply_types=False,
         )
         self.subscriber = self.broker.subscriber(
             topology.command_queue(s),
             topology.exchange(s),
             ack_policy=AckPolicy.MANUAL,
             no_reply=True,
-            decoder=_raw_body,
+            decoder=_undecoded,
             title="storage commands",
         )
         self.subscriber(self._on_message)
@@ -69,6 +75,7 @@ class Worker:
         """Told the size of every committed group of writes."""
         self.in_flight = 0
         """Commands taken from the queue and not yet settled."""
+        self._app_id = f"mindbus-storage/{s.node_name}"
         self.operations = operating.install(self)
         """Command log, metrics, node registry and tracing, as the settings ask."""
         self.maintenance = maintenance.install(self)
@@ -105,9 +112,9 @@ class Worker:
 
     async def stop(self) -> None:
         """Stop taking messages, finish in-flight ones (up to the shutdown grace), then close the stores."""
+        await self._cancel_consumer()  # first: every moment before it, a fast worker takes more commands
         for hook in self.on_stopping:
             await hook(self)
-        await self._cancel_consumer()
         await self.broker.stop()
         if self.services is not None:
             await self.services.writer.stop()
@@ -162,6 +169,25 @@ class Worker:
         started = asyncio.get_running_loop().time()
         outcome = await self.pipeline.process(delivery)
         if outcome.reply is not None and outcome.reply_to:
+            await self._reply(raw, outcome)
+            self.pipeline.services.faults.hit("after_reply")
+        if outcome.settle is Settle.REJECT:
+            await message.reject(requeue=False)
+        else:
+            await message.ack()
+        elapsed = asyncio.get_running_loop().time() - started
+        for observer in self.on_outcome:
+            observer(outcome, elapsed)
+
+    async def _reply(self, raw: AbstractIncomingMessage, outcome: Outcome) -> None:
+        """Publish the reply and wait for the broker's confirm: it is durable before the command is acked.
+
+        Straight onto the consuming channel (publisher confirms on) with the AMQP properties of
+        CONTRACT.md §1; FastStream's publish path (command objects, middleware chain) is kept for when
+        middlewares are installed, so tracing still gets its producer span and ``traceparent`` header.
+        """
+        assert outcome.reply is not None and outcome.reply_to is not None
+        if self.broker.middlewares:
             await self.broker.publish(
                 outcome.reply,
                 exchange="",
@@ -173,11 +199,15 @@ class Worker:
                 priority=names.PRIORITY_REPLY,
                 mandatory=False,
             )
-            self.pipeline.services.faults.hit("after_reply")
-        if outcome.settle is Settle.REJECT:
-            await message.reject(requeue=False)
-        else:
-            await message.ack()
-        elapsed = asyncio.get_running_loop().time() - started
-        for observer in self.on_outcome:
-            observer(outcome, elapsed)
+            return
+        properties = Basic.Properties(
+            content_type="application/json",
+            delivery_mode=2,
+            priority=names.PRIORITY_REPLY,
+            correlation_id=outcome.correlation_id,
+            message_id=outcome.reply_id,
+            app_id=self._app_id,
+        )
+        await raw.channel.basic_publish(
+            outcome.reply, exchange="", routing_key=outcome.reply_to, properties=properties, mandatory=False
+        )

@@ -15,12 +15,13 @@ def elapsed_ms(started_monotonic: float) -> int:
 
 
 def result_reply(output: Output, started_monotonic: float) -> StoredReply:
-    data = {
-        "status": "SUCCESS",
-        "output": output.model_dump(mode="json"),
-        "execution_time_ms": elapsed_ms(started_monotonic),
-    }
-    return StoredReply(new_id(), RESULT_TYPE, json.dumps(data, ensure_ascii=False, separators=(",", ":")), utc_now())
+    # pydantic writes the output's JSON itself (the same text json.dumps would make of model_dump(mode="json"),
+    # in a fraction of the time): the result is assembled around it.
+    data = (
+        f'{{"status":"SUCCESS","output":{output.model_dump_json()},'
+        f'"execution_time_ms":{elapsed_ms(started_monotonic)}}}'
+    )
+    return StoredReply(new_id(), RESULT_TYPE, data, utc_now())
 
 
 def error_reply(error: StorageError, started_monotonic: float) -> StoredReply:

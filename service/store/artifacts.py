@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, and_, delete, exists, func, insert, or_, select, update
+from sqlalchemy import Row, and_, bindparam, delete, exists, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from contracts import ArtifactManifest, ListArtifactsParams, Visibility
@@ -14,6 +14,7 @@ from service.context import Requester
 from service.store import cursor
 from service.store.conflicts import insert_or_skip
 from service.store.models import Artifact, ArtifactLabel
+from service.store.sqlite_driver import point_lookup
 
 artifacts = Artifact.__table__
 labels = ArtifactLabel.__table__
@@ -32,12 +33,19 @@ ROW_COLUMNS = (
 )
 
 
+# Hot-path statements are built once: SQLAlchemy computes a statement's cache key per object, so a
+# prebuilt statement executed with parameters skips construction and key generation on every command.
+_BY_ID = point_lookup(select(*ROW_COLUMNS).where(artifacts.c.id == bindparam("artifact_id")))
+_SUCCESSOR = point_lookup(select(*ROW_COLUMNS).where(artifacts.c.supersedes == bindparam("artifact_id")))
+_INSERT_LABELS = insert(labels)
+
+
 async def get(conn: AsyncConnection, artifact_id: str) -> Row[Any] | None:
-    return (await conn.execute(select(*ROW_COLUMNS).where(artifacts.c.id == artifact_id))).first()
+    return (await conn.execute(_BY_ID, {"artifact_id": artifact_id})).first()
 
 
 async def successor_of(conn: AsyncConnection, artifact_id: str) -> Row[Any] | None:
-    return (await conn.execute(select(*ROW_COLUMNS).where(artifacts.c.supersedes == artifact_id))).first()
+    return (await conn.execute(_SUCCESSOR, {"artifact_id": artifact_id})).first()
 
 
 def manifest_of(row: Row[Any]) -> ArtifactManifest:
@@ -56,31 +64,32 @@ async def insert_artifact(
     two successors of one) at once get one winner and no error; the loser reads what won.
     """
     inserted = await conn.execute(
-        insert_or_skip(conn, artifacts).values(
-            id=manifest.id,
-            version=manifest.version,
-            supersedes=manifest.supersedes,
-            trace_id=manifest.trace_id,
-            step_id=manifest.step_id,
-            created_by=manifest.created_by,
-            created_at=manifest.created_at,
-            artifact_type=manifest.artifact_type,
-            uri=manifest.uri,
-            size_bytes=manifest.size_bytes,
-            checksum=manifest.checksum,
-            status=manifest.status.value,
-            owner=manifest.owner,
-            visibility=manifest.visibility.value,
-            expires_at=expires_at,
-            registered_at=now,
-            manifest=manifest.wire(),
-        )
+        insert_or_skip(conn, artifacts),
+        {
+            "id": manifest.id,
+            "version": manifest.version,
+            "supersedes": manifest.supersedes,
+            "trace_id": manifest.trace_id,
+            "step_id": manifest.step_id,
+            "created_by": manifest.created_by,
+            "created_at": manifest.created_at,
+            "artifact_type": manifest.artifact_type,
+            "uri": manifest.uri,
+            "size_bytes": manifest.size_bytes,
+            "checksum": manifest.checksum,
+            "status": manifest.status.value,
+            "owner": manifest.owner,
+            "visibility": manifest.visibility.value,
+            "expires_at": expires_at,
+            "registered_at": now,
+            "manifest": manifest.wire(),
+        },
     )
     if inserted.rowcount != 1:
         return False
     if manifest.labels:
         await conn.execute(
-            insert(labels),
+            _INSERT_LABELS,
             [{"artifact_id": manifest.id, "key": k, "value": v} for k, v in manifest.labels.items()],
         )
     return True

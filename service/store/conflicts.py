@@ -9,6 +9,8 @@ has the same clause; there the single worker is alone, so it only ever meets com
 
 from __future__ import annotations
 
+from functools import cache
+
 from sqlalchemy import Insert, Table
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -16,5 +18,15 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 
 def insert_or_skip(conn: AsyncConnection, table: Table) -> Insert:
-    dialect_insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+    """The statement, built once per dialect and table: execute it with the row as parameters.
+
+    A statement object computes its cache key once; building a new one (or calling ``.values()``) per row
+    redoes that work on every command.
+    """
+    return _insert_or_skip(conn.dialect.name, table)
+
+
+@cache
+def _insert_or_skip(dialect: str, table: Table) -> Insert:
+    dialect_insert = pg_insert if dialect == "postgresql" else sqlite_insert
     return dialect_insert(table).on_conflict_do_nothing()

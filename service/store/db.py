@@ -8,12 +8,13 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import Connection, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError, TimeoutError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from contracts import Unavailable
+from service.store.sqlite_driver import lean_connector
 
 log = logging.getLogger(__name__)
 
@@ -42,10 +43,27 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cursor.close()
 
 
+def _sqlite_savepoint(conn: Connection, _name: str) -> None:
+    # pysqlite begins a transaction only before INSERT/UPDATE/DELETE, so a SAVEPOINT issued first would open
+    # the transaction itself and its RELEASE would commit it: the writer would fsync once per command
+    # instead of once per group. Beginning explicitly makes every savepoint nest in the group's transaction;
+    # IMMEDIATE takes the write lock at once, so no later statement of the group waits for it.
+    if not conn.connection.driver_connection.in_transaction:  # type: ignore[union-attr]
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
 def create_engine(url: str, *, pool_size: int = 8) -> AsyncEngine:
     """An async engine with the pragmas and pool sizes the worker relies on."""
     if path := sqlite_path(url):
         path.parent.mkdir(parents=True, exist_ok=True)
+    if path is not None:
+        # A fixed pool (no overflow): an overflow connection is a new thread, file open and pragmas for one
+        # statement. Savepoints always nest in a real transaction (_sqlite_savepoint).
+        creator = lean_connector(path, check_same_thread=False)
+        engine = create_async_engine(url, pool_size=pool_size, max_overflow=0, async_creator=creator)
+        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        event.listen(engine.sync_engine, "savepoint", _sqlite_savepoint)
+        return engine
     if is_sqlite(url):
         engine = create_async_engine(url, pool_size=pool_size, max_overflow=pool_size)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)

@@ -8,13 +8,33 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy import bindparam, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.store.conflicts import insert_or_skip
 from service.store.models import InboxRecord
+from service.store.sqlite_driver import point_lookup
 
 _inbox = InboxRecord.__table__
+_REPLY_COLUMNS = (
+    _inbox.c.id,
+    _inbox.c.reply_id,
+    _inbox.c.reply_type,
+    _inbox.c.reply_data,
+    _inbox.c.created_at,
+    _inbox.c.request_hash,
+)
+# Built once (every write command runs these): a prebuilt statement skips construction and cache-key work.
+_FIND_BY_ID = point_lookup(select(*_REPLY_COLUMNS).where(_inbox.c.id == bindparam("envelope_id")))
+_FIND_BY_ID_OR_KEY = point_lookup(
+    select(*_REPLY_COLUMNS).where(
+        or_(
+            _inbox.c.id == bindparam("envelope_id"),
+            (_inbox.c.action == bindparam("action")) & (_inbox.c.idempotency_key == bindparam("idempotency_key")),
+        )
+    )
+)
+_COMPLETE = update(_inbox).where(_inbox.c.id == bindparam("envelope_id"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,21 +57,12 @@ def request_hash(action: str, params: dict[str, Any]) -> str:
 
 async def find(conn: AsyncConnection, envelope_id: str, action: str, idempotency_key: str | None) -> StoredReply | None:
     """The stored reply for this envelope id, else for this (action, idempotency key)."""
-    cond = _inbox.c.id == envelope_id
-    if idempotency_key is not None:
-        cond = or_(cond, (_inbox.c.action == action) & (_inbox.c.idempotency_key == idempotency_key))
-    rows = (
-        await conn.execute(
-            select(
-                _inbox.c.id,
-                _inbox.c.reply_id,
-                _inbox.c.reply_type,
-                _inbox.c.reply_data,
-                _inbox.c.created_at,
-                _inbox.c.request_hash,
-            ).where(cond)
-        )
-    ).all()
+    if idempotency_key is None:
+        result = await conn.execute(_FIND_BY_ID, {"envelope_id": envelope_id})
+    else:
+        keys = {"envelope_id": envelope_id, "action": action, "idempotency_key": idempotency_key}
+        result = await conn.execute(_FIND_BY_ID_OR_KEY, keys)
+    rows = result.all()
     if not rows:
         return None
     row = next((r for r in rows if r.id == envelope_id), rows[0])
@@ -67,25 +78,31 @@ async def claim(
     connection ever sees it unfinished.
     """
     result = await conn.execute(
-        insert_or_skip(conn, _inbox).values(
-            id=envelope_id,
-            action=action,
-            idempotency_key=idempotency_key,
-            request_hash=req_hash,
-            reply_id="",
-            reply_type="",
-            reply_data="",
-            created_at=now,
-        )
+        insert_or_skip(conn, _inbox),
+        {
+            "id": envelope_id,
+            "action": action,
+            "idempotency_key": idempotency_key,
+            "request_hash": req_hash,
+            "reply_id": "",
+            "reply_type": "",
+            "reply_data": "",
+            "created_at": now,
+        },
     )
     return result.rowcount == 1
 
 
 async def complete(conn: AsyncConnection, envelope_id: str, reply: StoredReply) -> None:
     await conn.execute(
-        update(_inbox)
-        .where(_inbox.c.id == envelope_id)
-        .values(reply_id=reply.reply_id, reply_type=reply.reply_type, reply_data=reply.data_json, created_at=reply.time)
+        _COMPLETE,
+        {
+            "envelope_id": envelope_id,
+            "reply_id": reply.reply_id,
+            "reply_type": reply.reply_type,
+            "reply_data": reply.data_json,
+            "created_at": reply.time,
+        },
     )
 
 
@@ -100,16 +117,17 @@ async def record(
 ) -> bool:
     """Store a finished reply in one statement; False when the command's id or key is already recorded."""
     result = await conn.execute(
-        insert_or_skip(conn, _inbox).values(
-            id=envelope_id,
-            action=action,
-            idempotency_key=idempotency_key,
-            request_hash=req_hash,
-            reply_id=reply.reply_id,
-            reply_type=reply.reply_type,
-            reply_data=reply.data_json,
-            created_at=reply.time,
-        )
+        insert_or_skip(conn, _inbox),
+        {
+            "id": envelope_id,
+            "action": action,
+            "idempotency_key": idempotency_key,
+            "request_hash": req_hash,
+            "reply_id": reply.reply_id,
+            "reply_type": reply.reply_type,
+            "reply_data": reply.data_json,
+            "created_at": reply.time,
+        },
     )
     return result.rowcount == 1
 
