@@ -39,11 +39,18 @@ def s3_endpoint() -> Iterator[str]:
 
 
 @pytest.fixture
-def agent_fs(s3_endpoint: str) -> object:
+def agent_fs(s3_endpoint: str) -> Iterator[object]:
     """The agent's own S3 client (a separate instance: nothing the worker caches is shared with it)."""
     import fsspec
+    from s3fs import S3FileSystem
 
-    return fsspec.filesystem("s3", skip_instance_cache=True, use_listings_cache=False)
+    # fsspec caches filesystem instances by their arguments, not by the endpoint in the environment: an
+    # instance left by another test's (stopped) S3 server must not be handed to this test's worker.
+    S3FileSystem.clear_instance_cache()
+    try:
+        yield fsspec.filesystem("s3", skip_instance_cache=True, use_listings_cache=False)
+    finally:
+        S3FileSystem.clear_instance_cache()
 
 
 @pytest.fixture
