@@ -187,7 +187,7 @@ async def _plans(services: Services, queries: dict[str, Query]) -> dict[str, str
     captured: list[tuple[str, Any]] = []
 
     def grab(_conn: Any, _cursor: Any, statement: str, parameters: Any, _context: Any, _many: bool) -> None:
-        if statement.lstrip().upper().startswith("SELECT") and "memory_items" in statement:
+        if statement.lstrip().upper().startswith(("SELECT", "WITH")) and "memory_items" in statement:
             captured.append((statement, parameters))
 
     sync_engine = services.engine.sync_engine
