@@ -75,6 +75,8 @@ class Worker:
         """Told the size of every committed group of writes."""
         self.in_flight = 0
         """Commands taken from the queue and not yet settled."""
+        self._executing: set[asyncio.Task[Outcome]] = set()
+        """Commands whose pipeline runs on even if their delivery dies (see ``_handle``)."""
         self._app_id = f"mindbus-storage/{s.node_name}"
         self.operations = operating.install(self)
         """Command log, metrics, node registry and tracing, as the settings ask."""
@@ -116,6 +118,8 @@ class Worker:
         for hook in self.on_stopping:
             await hook(self)
         await self.broker.stop()
+        if self._executing:  # orphaned by a lost connection: let them reach their end before the stores close
+            await asyncio.wait(self._executing, timeout=self.settings.shutdown_grace_s)
         if self.services is not None:
             await self.services.writer.stop()
             await self.services.engine.dispose()
@@ -167,7 +171,13 @@ class Worker:
         )
         assert self.pipeline is not None
         started = asyncio.get_running_loop().time()
-        outcome = await self.pipeline.process(delivery)
+        # When the connection drops, aiormq cancels the delivery's task. A command past its commit must still
+        # finish what follows the commit (the file move, the inbox record), so it runs in its own task; only
+        # the reply and the ack are lost with the connection, and the redelivered copy gets the stored reply.
+        execution = asyncio.ensure_future(self.pipeline.process(delivery))
+        self._executing.add(execution)
+        execution.add_done_callback(self._executing.discard)
+        outcome = await asyncio.shield(execution)
         if outcome.reply is not None and outcome.reply_to:
             await self._reply(raw, outcome)
             self.pipeline.services.faults.hit("after_reply")

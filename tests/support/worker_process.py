@@ -183,6 +183,9 @@ class WorkerProcess:
             self._reader = None
         if self.runs:
             self.current.returncode = code
+            with (self.folder / "worker.log").open("a") as log:  # kept with the test's tmp dir, for post-mortems
+                log.write(f"--- pid {self.current.pid}, faults {self.current.faults!r}, exit {code}\n")
+                log.write("\n".join(self.current.lines) + "\n")
         self._proc = None
 
     def output(self) -> str:
