@@ -21,6 +21,7 @@ def settings_for(amqp_url: str, names: Names, database_url: str, storage_root: s
         "prefetch": PREFETCH,
         "cleanup_interval_s": 0,
         "log_level": "WARNING",
+        "migrate_on_start": True,  # a fresh database per run; several workers on one migrate once (advisory lock)
     }
 
 

@@ -90,6 +90,11 @@ def is_conflict(exc: BaseException) -> bool:
     return isinstance(exc, DBAPIError) and getattr(exc.orig, "sqlstate", None) in CONFLICT_SQLSTATES
 
 
+def is_lock_timeout(exc: BaseException) -> bool:
+    """True when a statement gave up waiting for a lock (PostgreSQL ``lock_timeout``, lock_not_available)."""
+    return isinstance(exc, DBAPIError) and getattr(exc.orig, "sqlstate", None) == "55P03"
+
+
 def translate_db_error(exc: BaseException) -> Unavailable | None:
     """Map a failure of the database itself (down, locked, read-only, gone) to a retryable UNAVAILABLE."""
     if is_conflict(exc):

@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from contracts import StorageError, Unavailable
-from service.store.db import is_conflict, translate_db_error
+from service.store.db import is_conflict, is_lock_timeout, translate_db_error
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +32,10 @@ T = TypeVar("T")
 CONFLICT_ATTEMPTS = 8
 """How often one job runs when the database keeps rolling it back for a deadlock or serialization failure."""
 CONFLICT_BACKOFF_S = 0.02
+LOCK_WAIT_MS = 100
+"""PostgreSQL: how long a job of a group waits for a row another worker's transaction holds. Past that it
+steps aside and runs again, patiently, right after the group commits: a group never sits holding its own
+rows while it waits, which is how two workers' groups would deadlock (detected only after a second)."""
 WriteJob = Callable[[AsyncConnection], Awaitable[T]]
 
 
@@ -109,9 +113,9 @@ class SingleWriter:
                 log.debug("closing the writer connection failed", exc_info=True)
             self._conn = None
 
-    async def _commit(self, batch: list[_Pending], attempt: int = 1) -> None:
+    async def _commit(self, batch: list[_Pending], attempt: int = 1, *, patient: bool = False) -> None:
         try:
-            outcomes = await self._attempt(batch)
+            outcomes, deferred = await self._attempt(batch, patient=patient)
         except Exception as exc:
             if not is_conflict(exc) or attempt >= CONFLICT_ATTEMPTS:
                 self._fail(batch, exc)
@@ -123,33 +127,43 @@ class SingleWriter:
             log.info("write batch of %d rolled back by a conflict, retrying", len(batch))
             await asyncio.sleep(random.uniform(0, CONFLICT_BACKOFF_S * attempt))
             if len(batch) == 1:
-                await self._commit(batch, attempt + 1)
+                await self._commit(batch, attempt + 1, patient=patient)
             else:
-                await self._commit(batch[: len(batch) // 2], attempt)
-                await self._commit(batch[len(batch) // 2 :], attempt)
+                await self._commit(batch[: len(batch) // 2], attempt, patient=patient)
+                await self._commit(batch[len(batch) // 2 :], attempt, patient=patient)
             return
         if self._on_batch is not None:
-            self._on_batch(len(batch))
+            self._on_batch(len(outcomes))
         for pending, ok, value in outcomes:
             _settle(pending.future, ok, value)
+        if deferred:  # our locks are released now: those jobs wait for the other worker as long as it takes
+            await self._commit(deferred, attempt, patient=True)
 
-    async def _attempt(self, batch: list[_Pending]) -> list[tuple[_Pending, bool, Any]]:
+    async def _attempt(
+        self, batch: list[_Pending], *, patient: bool
+    ) -> tuple[list[tuple[_Pending, bool, Any]], list[_Pending]]:
         outcomes: list[tuple[_Pending, bool, Any]] = []
+        deferred: list[_Pending] = []
         conn = await self._connection()
         async with conn.begin():
+            if not patient and conn.dialect.name == "postgresql":
+                await conn.exec_driver_sql(f"SET LOCAL lock_timeout = {LOCK_WAIT_MS}")
             for pending in batch:
                 savepoint = await conn.begin_nested()
                 try:
                     result = await pending.job(conn)
                 except Exception as exc:
                     await savepoint.rollback()
+                    if not patient and is_lock_timeout(exc):
+                        deferred.append(pending)  # a row another worker holds: step aside, do the rest first
+                        continue
                     if translate_db_error(exc) is not None:
                         raise
                     outcomes.append((pending, False, exc))
                 else:
                     await savepoint.commit()
                     outcomes.append((pending, True, result))
-        return outcomes
+        return outcomes, deferred
 
     def _fail(self, batch: list[_Pending], exc: Exception) -> None:
         unavailable = translate_db_error(exc)
