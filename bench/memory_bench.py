@@ -12,6 +12,9 @@ Then the handlers run in-process on a real single writer and read pool, as the w
 - ``prefix+2 labels``: ``["agent.N", "facts"]``, ``topic`` and ``client`` (a handful of matches);
 - ``store-wide label``: no prefix, the agent's ``client`` label (20 matches among every item).
 
+Every size is seeded before any is timed, and the sizes are measured in alternating rounds, so a busy
+machine slows them alike and the comparison holds.
+
 The point is the shape: the figures at 1,000,000 items should be those at 1,000. PostgreSQL is ANALYZEd
 after the seed (what autovacuum does in production); SQLite is measured as the worker leaves it.
 """
@@ -27,6 +30,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -50,6 +54,7 @@ SUBS = ("facts", "cache", "notes")
 TOPICS = 20
 CLIENTS = 50
 SEED_CHUNK = 5_000
+ROUNDS = 5
 PG_ADMIN_DSN = os.environ.get("BENCH_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 Query = Callable[[random.Random], Awaitable[Any]]
@@ -170,10 +175,7 @@ async def _page(params: SearchMemoryParams, ctx: HandlerContext) -> int:
     return out.count
 
 
-async def _measure(query: Query, samples: int) -> list[float]:
-    rng = random.Random(7)
-    for _ in range(20):  # warm the pool and the caches
-        await query(rng)
+async def _measure(query: Query, samples: int, rng: random.Random) -> list[float]:
     timings = []
     for _ in range(samples):
         started = time.perf_counter()
@@ -207,25 +209,72 @@ async def _plans(services: Services, queries: dict[str, Query]) -> dict[str, str
     return plans
 
 
-async def run_one(backend: str, total: int, samples: int, explain: bool = False) -> dict[str, Any]:
+@dataclass
+class _Store:
+    """One seeded database of one size, with the stores a worker would open on it."""
+
+    backend: str
+    total: int
+    seed_s: float
+    services: Services
+    drop: Callable[[], Awaitable[None]]
+    queries: dict[str, Query] = field(default_factory=dict)
+    timings: dict[str, list[float]] = field(default_factory=dict)
+
+
+async def _open(backend: str, total: int, folder: Path) -> _Store:
+    url, drop = await _fresh_database(backend, folder)
+    engine = create_engine(url)
+    await migrate(engine)
+    seed_s = await _seed(engine, total)
+    writer = SingleWriter(engine)
+    await writer.start()
+    settings = Settings(database_url=url, storage_root=folder.as_uri())
+    services = Services(settings=settings, engine=engine, writer=writer, files=FileStore(settings.storage_root))
+    store = _Store(backend, total, seed_s, services, drop)
+    store.queries = _queries(services, total // PER_AGENT)
+    return store
+
+
+async def _close(store: _Store) -> None:
+    await store.services.writer.stop()
+    await store.services.engine.dispose()
+    await store.drop()
+
+
+async def run_backend(backend: str, totals: list[int], samples: int, explain: bool = False) -> list[dict[str, Any]]:
+    """Seed every size first, then measure them in alternating rounds, so machine noise hits all alike."""
+    stores: list[_Store] = []
     with tempfile.TemporaryDirectory(prefix="memory-bench-") as folder:
-        url, drop = await _fresh_database(backend, Path(folder))
-        engine = create_engine(url)
         try:
-            await migrate(engine)
-            seed_s = await _seed(engine, total)
-            writer = SingleWriter(engine)
-            await writer.start()
-            settings = Settings(database_url=url, storage_root=Path(folder).as_uri())
-            services = Services(settings=settings, engine=engine, writer=writer, files=FileStore(settings.storage_root))
-            queries = _queries(services, total // PER_AGENT)
-            timings = {name: await _measure(q, samples) for name, q in queries.items()}
-            plans = await _plans(services, queries) if explain else {}
-            await writer.stop()
+            for total in totals:
+                stores.append(await _open(backend, total, Path(folder) / str(total)))
+            rngs = {id(store): random.Random(7) for store in stores}
+            for store in stores:  # warm the pools and the caches
+                for query in store.queries.values():
+                    for _ in range(20):
+                        await query(rngs[id(store)])
+            for _ in range(ROUNDS):
+                for store in stores:
+                    for name, query in store.queries.items():
+                        measured = await _measure(query, max(1, samples // ROUNDS), rngs[id(store)])
+                        store.timings.setdefault(name, []).extend(measured)
+            results = []
+            for store in stores:
+                plans = await _plans(store.services, store.queries) if explain else {}
+                results.append(
+                    {
+                        "backend": backend,
+                        "total": store.total,
+                        "seed_s": store.seed_s,
+                        "timings": store.timings,
+                        "plans": plans,
+                    }
+                )
         finally:
-            await engine.dispose()
-            await drop()
-    return {"backend": backend, "total": total, "seed_s": seed_s, "timings": timings, "plans": plans}
+            for store in stores:
+                await _close(store)
+    return results
 
 
 def _table(results: list[dict[str, Any]]) -> str:
@@ -251,8 +300,7 @@ async def main(argv: list[str] | None = None) -> None:
     totals = [int(t) for t in args.totals.split(",")]
     results = []
     for backend in backends:
-        for total in totals:
-            result = await run_one(backend, total, args.samples, args.explain)
+        for result in await run_backend(backend, totals, args.samples, args.explain):
             results.append(result)
             print(_table([result]).splitlines()[-1], flush=True)
     print()
