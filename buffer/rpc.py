@@ -26,6 +26,7 @@ from aio_pika.abc import (
     AbstractQueue,
     AbstractRobustConnection,
 )
+from aio_pika.connection import make_url
 from aio_pika.exceptions import CONNECTION_EXCEPTIONS, DeliveryError, PublishError
 from pydantic import ValidationError
 
@@ -81,14 +82,18 @@ class RpcTransport:
                 raise BrokerUnavailable("the client is closed")
             if self._exchange is not None and self._conn is not None and not self._conn.is_closed:
                 return self._exchange
+            conn = aio_pika.RobustConnection(
+                make_url(self.amqp_url),
+                reconnect_interval=self.reconnect_interval_s,
+                client_properties={"connection_name": f"mindbus-storage-client {self.reply_queue}"},
+            )
             try:
-                conn = await aio_pika.connect_robust(
-                    self.amqp_url,
-                    timeout=self.connect_timeout_s,
-                    reconnect_interval=self.reconnect_interval_s,
-                    client_properties={"connection_name": f"mindbus-storage-client {self.reply_queue}"},
-                )
+                await conn.connect(timeout=self.connect_timeout_s)
             except (*CONNECTION_EXCEPTIONS, TimeoutError) as exc:
+                # Closed here, in the loop: left to the garbage collector, a collection in one of the client's
+                # worker threads would create its close() coroutine where no loop runs (a "never awaited" warning).
+                with contextlib.suppress(Exception):
+                    await conn.close()
                 raise BrokerUnavailable(
                     f"cannot connect to the broker: {exc or type(exc).__name__}", {"error": type(exc).__name__}
                 ) from exc

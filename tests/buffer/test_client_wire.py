@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 import uuid
 from pathlib import Path
@@ -189,3 +190,18 @@ async def _delete_exchange(amqp_url: str, exchange: str) -> None:
         await channel.exchange_delete(exchange)
     finally:
         await conn.close()
+
+
+async def test_failed_connection_leaves_nothing_for_the_garbage_collector(
+    worker: Worker, buffer_dir: Path, closed_amqp_url: str
+) -> None:
+    """Connection attempts to a broker that is down are closed at once: collecting garbage later in another thread
+    (as the client's file work does) finds no half-open connection to close, so no warning escapes."""
+    down = client_settings(worker, buffer_dir, amqp_url=closed_amqp_url, retries=0)
+    async with StorageClient(**down, trace_id="trace-gc") as storage:
+        outs = [await storage.upload_artifact(f"gc {i}".encode(), artifact_type="report") for i in range(3)]
+        with pytest.raises(BrokerUnavailable):
+            await storage.ping()
+    assert all(isinstance(o, Buffered) for o in outs)
+    del outs
+    await asyncio.to_thread(gc.collect)
