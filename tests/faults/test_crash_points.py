@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import signal
-import time
 
 import pytest
 
@@ -98,7 +97,6 @@ async def test_crash_between_commit_reply_and_ack_keeps_one_effect_and_one_reply
         restart_mean_s=sum(restart_s) / len(restart_s),
         artifacts=len(rows),
         replies=sum(len(v) for v in bus.replies.values()),
-        ts=time.strftime("%H:%M:%S"),
     )
     tally.check()
     assert tally.kills == CRASHES

@@ -25,6 +25,7 @@ pytestmark = pytest.mark.faults
 COMMANDS = 5000
 KILLS = 5
 ANSWER_WITHIN_S = 120.0
+CALL_TIMEOUT_S = 30.0
 
 
 async def test_worker_sigkilled_five_times_loses_and_repeats_nothing(
@@ -40,7 +41,9 @@ async def test_worker_sigkilled_five_times_loses_and_repeats_nothing(
     restarts: list[float] = []
     last_restart = time.monotonic()
 
-    async with client_for(worker.env, tmp_path / "buffer") as client:
+    # Commands carry an expiration of one call timeout: generous, so a restart under load never lets one
+    # expire in the queue (it would be dead-lettered, and this case wants the DLQ empty).
+    async with client_for(worker.env, tmp_path / "buffer", call_timeout_s=CALL_TIMEOUT_S) as client:
         load = ClientLoad(client, COMMANDS, tag="kills")
         tally.commands = COMMANDS
 
