@@ -34,6 +34,7 @@ def setup_logging(settings: Settings) -> None:
     from service.logs import configure
 
     configure(settings.log_level, settings.log_format)
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)  # a line per plugin when imported
 
 
 @command("run", "run the worker until SIGTERM or SIGINT")

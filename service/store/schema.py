@@ -63,7 +63,10 @@ class SchemaState:
         if self.empty:
             return f"database is empty, schema head is {', '.join(self.heads)}"
         if not self.current:
-            return f"database has tables ({', '.join(sorted(self.tables))}) but no migration history"
+            found = f"database has tables ({', '.join(sorted(self.tables))}) but no migration history"
+            if self.tables == INITIAL_TABLES:
+                return f"{found}: it was made before migrations existed, `storage-worker migrate` adopts it"
+            return found
         return f"database schema is at revision {', '.join(self.current)}, this worker needs {', '.join(self.heads)}"
 
 
