@@ -3,9 +3,10 @@
 This is how the service is usually first written, and it is written here in good faith: a typed
 FastStream subscriber validates the envelope, the handler opens an ``AsyncSession``, does its work with
 the ORM and commits once per message; the return value is the reply FastStream publishes (persistent,
-like ours). It gets every fair advantage: the same prefetch, SQLite in WAL with the same
-``synchronous=FULL`` durability as ours, indexes on what it queries, no per-message logging. What it
-lacks is what our worker is built around: group commit, Core statements, a lean decode/reply path.
+like ours). The engine is SQLAlchemy's default for the URL (on SQLite: the rollback journal with
+``synchronous=FULL``, as durable as our WAL with ``synchronous=FULL``), with an index on what it queries.
+It is spared FastStream's default per-message log lines (logger off, as ours). What it lacks is what our
+worker is built around: group commit, Core statements, a lean decode/reply path.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from faststream.rabbit import Channel, ExchangeType, RabbitBroker, RabbitExchange, RabbitQueue, RabbitResponse
-from sqlalchemy import JSON, DateTime, ForeignKey, Integer, String, event, select
+from sqlalchemy import JSON, DateTime, ForeignKey, Integer, String, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -158,17 +159,8 @@ ACTIONS: dict[str, Callable[[AsyncSession, dict[str, Any], Path], Awaitable[dict
 }
 
 
-def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
-    cursor = dbapi_conn.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=FULL")
-    cursor.close()
-
-
 async def start(amqp_url: str, names: Names, database_url: str, storage_root: str) -> Callable[[], Awaitable[None]]:
     engine = create_async_engine(database_url)
-    if database_url.startswith("sqlite"):
-        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
     async with engine.begin() as conn:
         await conn.run_sync(Base.metadata.create_all)
     sessions = async_sessionmaker(engine, expire_on_commit=False)

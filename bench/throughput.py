@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
 import time
 import uuid
@@ -35,6 +36,9 @@ class Plan:
 
     in_flight: tuple[int, ...] = (1, 10, 100)
     counts: dict[int, int] = field(default_factory=lambda: {1: 1500, 10: 4000, 100: 8000})
+    """Commands per measurement, split over ``rounds``."""
+    rounds: int = 3
+    """Every system is measured once per round, in turn, so load from elsewhere hits all of them alike."""
     soak: int = 100_000
     soak_checkpoint: int = 10_000
     list_sizes: tuple[int, ...] = (1_000, 10_000, 100_000, 1_000_000)
@@ -47,6 +51,7 @@ class Plan:
     def quick(cls) -> Plan:
         return cls(
             counts={1: 300, 10: 800, 100: 2000},
+            rounds=2,
             soak=10_000,
             soak_checkpoint=1_000,
             list_sizes=(1_000, 10_000, 100_000),
@@ -80,7 +85,9 @@ class Bench:
 
     # -- one measurement ----------------------------------------------------------------------------
 
-    def measure(self, system: System, action: str, in_flight: int, base: Workload, count: int) -> dict[str, Any]:
+    def measure(
+        self, system: System, action: str, in_flight: int, base: Workload, count: int, *, say: bool = True
+    ) -> dict[str, Any]:
         workload = Workload(
             action,
             count=count,
@@ -99,14 +106,8 @@ class Bench:
         result.update(
             system=system.kind, action=action, in_flight=in_flight, rss_bytes=system.rss_bytes(), cpu_us_per_msg=cpu_us
         )
-        _say(
-            f"  {system.kind:6} {action:17} {in_flight:>3} in flight: {result['msgs_s']:8.0f} msg/s  "
-            f"p50 {result['p50_ms']:6.2f} ms  p99 {result['p99_ms']:6.2f} ms  "
-            f"rss {result['rss_bytes'] / 2**20:5.0f} MiB  cpu {cpu_us:5.0f} us/msg"
-            + (f"  ERRORS {result['errors']}" if result["errors"] else "")
-        )
-        if result["errors"]:
-            _say(f"    first error: {result['first_error']}")
+        if say:
+            _say_row(result)
         return result
 
     def seed(self, system: System) -> Workload:
@@ -122,22 +123,36 @@ class Bench:
 
     # -- the parts of the run ----------------------------------------------------------------------------
 
-    def matrix(self, system: System, actions: tuple[str, ...]) -> Workload:
-        """Every action at every in-flight level; returns the seeded reads' workload for later parts."""
-        base = self._echo_base() if system.kind == "echo" else self.seed(system)
-        for action in actions:
-            for in_flight in self.plan.in_flight:
-                self.rows.append(self.measure(system, action, in_flight, base, self.plan.count(in_flight)))
-        return base
+    def matrix(self, systems: list[tuple[System, tuple[str, ...], Workload]]) -> None:
+        """Every system's actions at every in-flight level, the systems taking turns round by round."""
+        plan = self.plan
+        for in_flight in plan.in_flight:
+            per_round = max(in_flight * 10, plan.count(in_flight) // plan.rounds)
+            rounds: dict[tuple[str, str], list[dict[str, Any]]] = {}
+            for _ in range(plan.rounds):
+                for system, actions, base in systems:
+                    for action in actions:
+                        result = self.measure(system, action, in_flight, base, per_round, say=False)
+                        rounds.setdefault((system.kind, action), []).append(result)
+            for results in rounds.values():
+                row = _combine(results)
+                self.rows.append(row)
+                _say_row(row)
 
     def _echo_base(self) -> Workload:
         return Workload("echo", count=0, artifact_ids=tuple(f"art_{uuid.uuid4()}" for _ in range(SEED_ARTIFACTS)))
 
     def side_by_side(self, echo_system: System, worker: System, worker_base: Workload) -> dict[str, Any]:
-        """For issue 2's note: 1,000 get_artifact calls at 50 in flight, beside the bare echo."""
+        """For issue 2's note: 1,000 get_artifact calls at 50 in flight, beside the bare echo (taking turns)."""
         n, k = self.plan.side_by_side, self.plan.side_by_side_in_flight
-        echo_result = self.measure(echo_system, "echo", k, self._echo_base(), n)
-        worker_result = self.measure(worker, "get_artifact", k, worker_base, n)
+        echo_runs, worker_runs = [], []
+        for _ in range(self.plan.rounds):
+            echo_runs.append(self.measure(echo_system, "echo", k, self._echo_base(), n, say=False))
+            worker_runs.append(self.measure(worker, "get_artifact", k, worker_base, n, say=False))
+        echo_result, worker_result = _combine(echo_runs), _combine(worker_runs)
+        for row in (echo_result, worker_result):
+            row["seconds"] = n / row["msgs_s"]
+            _say_row(row)
         return {"calls": n, "in_flight": k, "echo": echo_result, "worker": worker_result}
 
     def soak(self, worker: System, base: Workload) -> dict[str, Any]:
@@ -200,34 +215,37 @@ class Bench:
         return results
 
     def _main_matrix(self, results: dict[str, Any]) -> None:
-        """(1), (2) and (3) on fresh queues; the issue-2 comparison and the client's cost while (3) runs."""
+        """(1), (2) and (3) side by side on fresh queues; the issue-2 comparison and the client's cost after."""
         args = self.args
-        echo_system = start_echo(args.amqp_url)
+        started: list[System] = []
         try:
-            _say("(1) bare aio-pika echo")
-            self.matrix(echo_system, ("echo",))
+            echo_system = start_echo(args.amqp_url)
+            started.append(echo_system)
+            systems = [(echo_system, ("echo",), self._echo_base())]
             if "naive" in args.parts:
                 naive_system = start_naive(args.amqp_url, args.database_url)
-                try:
-                    _say("(2) naive FastStream + ORM peer")
-                    self.matrix(naive_system, tuple(args.actions))
-                finally:
-                    naive_system.close()
+                started.append(naive_system)
+                systems.append((naive_system, tuple(args.actions), self.seed(naive_system)))
             worker = start_worker(args.amqp_url, args.database_url, args.workers)
-            try:
-                _say(f"(3) our worker ({args.workers} process{'es' if args.workers > 1 else ''})")
-                base = self.matrix(worker, tuple(args.actions))
-                if "side" in args.parts:
-                    _say("issue 2: 1,000 get_artifact at 50 in flight beside the echo")
-                    results["side_by_side"] = self.side_by_side(echo_system, worker, base)
-                if "client" in args.parts:
-                    _say("client library overhead: StorageClient vs raw publishing, against the worker")
-                    results["client_overhead"] = self._client(worker, base)
-            finally:
-                worker.close()
+            started.append(worker)
+            base = self.seed(worker)
+            systems.append((worker, tuple(args.actions), base))
+            plural = "es" if args.workers > 1 else ""
+            _say(
+                f"(1) bare aio-pika echo, (2) naive FastStream + ORM peer, (3) our worker ({args.workers} process"
+                f"{plural}); {self.plan.rounds} rounds each, taking turns"
+            )
+            self.matrix(systems)
+            results["matrix"] = self.rows
+            if "side" in args.parts:
+                _say("issue 2: 1,000 get_artifact at 50 in flight beside the echo")
+                results["side_by_side"] = self.side_by_side(echo_system, worker, base)
+            if "client" in args.parts:
+                _say("client library overhead: StorageClient vs raw publishing, against the worker")
+                results["client_overhead"] = self._client(worker, base)
         finally:
-            echo_system.close()
-        results["matrix"] = self.rows
+            for system in started:
+                system.close()
 
     def _client(self, worker: System, base: Workload) -> dict[str, Any]:
         try:
@@ -239,6 +257,27 @@ class Bench:
 
 def _say(text: str) -> None:
     print(text, flush=True)
+
+
+def _say_row(result: dict[str, Any]) -> None:
+    _say(
+        f"  {result['system']:6} {result['action']:17} {result['in_flight']:>3} in flight: "
+        f"{result['msgs_s']:8.0f} msg/s  p50 {result['p50_ms']:6.2f} ms  p99 {result['p99_ms']:7.2f} ms  "
+        f"rss {result['rss_bytes'] / 2**20:5.0f} MiB  cpu {result['cpu_us_per_msg']:5.0f} us/msg"
+        + (f"  ERRORS {result['errors']}: {result['first_error']}" if result["errors"] else "")
+    )
+
+
+def _combine(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """One row from a system's rounds: medians of the rates and percentiles, the last RSS, all errors."""
+    row = dict(results[-1])
+    for key in ("msgs_s", "p50_ms", "p99_ms", "mean_ms", "cpu_us_per_msg"):
+        row[key] = statistics.median(r[key] for r in results)
+    row["rounds"] = [{k: r[k] for k in ("msgs_s", "p50_ms", "p99_ms", "cpu_us_per_msg")} for r in results]
+    row["count"] = sum(r["count"] for r in results)
+    row["errors"] = sum(r["errors"] for r in results)
+    row["first_error"] = next((r["first_error"] for r in results if r["first_error"]), None)
+    return row
 
 
 PARTS = ("naive", "side", "soak", "list", "client")

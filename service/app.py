@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Protocol
 
-from aio_pika.abc import AbstractIncomingMessage
+from aio_pika.abc import AbstractIncomingMessage, AbstractQueue
 from faststream import AckPolicy
 from faststream.rabbit import Channel, RabbitBroker, RabbitMessage
 from pamqp.commands import Basic
@@ -25,6 +26,14 @@ from service.store.writer import SingleWriter
 log = logging.getLogger(__name__)
 
 StartHook = Callable[["Worker"], Awaitable[None]]
+
+
+class _Settler(Protocol):
+    """FastStream's ``RabbitMessage`` or aio-pika's message: whichever consumed the delivery settles it."""
+
+    async def ack(self) -> None: ...
+
+    async def reject(self, requeue: bool = False) -> None: ...
 
 
 async def _undecoded(message: RabbitMessage) -> RabbitMessage:
@@ -61,7 +70,11 @@ class Worker:
             decoder=_undecoded,
             title="storage commands",
         )
-        self.subscriber(self._on_message)
+        self._queue: AbstractQueue | None = None
+        self._consumer_tag: str | None = None
+        """The direct consumer's, when the worker consumes without FastStream's per-message machinery."""
+        self._idle = asyncio.Event()
+        self._idle.set()
         self._lock: DatabaseLock | None = None
         self.services: Services | None = None
         self.pipeline: Pipeline | None = None
@@ -105,9 +118,14 @@ class Worker:
         self.pipeline = Pipeline(self.services)
         for hook in self.on_started:
             await hook(self)
+        traced = bool(self.broker.middlewares)
+        if traced and not self.subscriber.calls:
+            self.subscriber(self._on_message)
         await self.broker.connect()
         await topology.declare(self.broker, s)
         await self.broker.start()
+        if not traced:
+            await self._consume_directly()
         for hook in self.on_consuming:
             await hook(self)
         log.info("storage worker %s consuming %s on %s", s.node_name, s.queue, s.exchange)
@@ -136,8 +154,10 @@ class Worker:
         closes and come back redelivered. After cancel-ok nothing more arrives, and the deliveries that
         came before it are handed to their tasks within a loop turn, so the broker's wait covers them.
         """
-        queue = getattr(self.subscriber, "_queue_obj", None)
-        tag = getattr(self.subscriber, "_consumer_tag", None)
+        direct = self._consumer_tag is not None
+        queue = self._queue if direct else getattr(self.subscriber, "_queue_obj", None)
+        tag = self._consumer_tag if direct else getattr(self.subscriber, "_consumer_tag", None)
+        self._consumer_tag = None
         if queue is None or tag is None or queue.channel.is_closed:
             return
         try:
@@ -147,6 +167,34 @@ class Worker:
             return
         for _ in range(3):  # aiormq's delivery task, then aio-pika's callback task, then its first step
             await asyncio.sleep(0)
+        if direct:  # FastStream's stop waits for its own handlers only: wait for the direct consumer's here
+            try:
+                await asyncio.wait_for(self._idle.wait(), self.settings.shutdown_grace_s)
+            except TimeoutError:
+                log.warning("%d commands still running after the shutdown grace", self.in_flight)
+
+    async def _consume_directly(self) -> None:
+        """Consume the command queue with aio-pika itself, on the broker's channel and prefetch.
+
+        FastStream's per-message path (context scopes, middleware stack, parser, call wrappers) costs about
+        as much as the broker round trip itself; without middlewares to run there is nothing it adds here.
+        With tracing installed the worker consumes through FastStream instead, so the middlewares see every
+        delivery. Either way the same ``_handle`` serves the command.
+        """
+        self._queue = await self.broker.declare_queue(topology.command_queue(self.settings))
+        self._consumer_tag = await self._queue.consume(self._on_delivery)
+
+    async def _on_delivery(self, raw: AbstractIncomingMessage) -> None:
+        self.in_flight += 1
+        self._idle.clear()
+        try:
+            await self._handle(raw, raw)
+        except Exception:  # left unacked, as FastStream's manual ack policy leaves it: redelivered later
+            log.exception("command %s could not be handled", raw.message_id or raw.correlation_id)
+        finally:
+            self.in_flight -= 1
+            if not self.in_flight:
+                self._idle.set()
 
     def _batch_committed(self, size: int) -> None:
         for observer in self.on_batch:
@@ -155,12 +203,12 @@ class Worker:
     async def _on_message(self, message: RabbitMessage) -> None:
         self.in_flight += 1
         try:
-            await self._handle(message)
+            await self._handle(message.raw_message, message)
         finally:
             self.in_flight -= 1
 
-    async def _handle(self, message: RabbitMessage) -> None:
-        raw = message.raw_message
+    async def _handle(self, raw: AbstractIncomingMessage, settler: _Settler) -> None:
+        """One command: pipeline, reply, then ack (or reject) through ``settler``: the message as consumed."""
         expiration = raw.expiration
         delivery = Delivery(
             body=raw.body,
@@ -182,9 +230,9 @@ class Worker:
             await self._reply(raw, outcome)
             self.pipeline.services.faults.hit("after_reply")
         if outcome.settle is Settle.REJECT:
-            await message.reject(requeue=False)
+            await settler.reject(requeue=False)
         else:
-            await message.ack()
+            await settler.ack()
         elapsed = asyncio.get_running_loop().time() - started
         for observer in self.on_outcome:
             observer(outcome, elapsed)

@@ -46,11 +46,11 @@ async def register_artifact(params: RegisterArtifactParams, ctx: HandlerContext)
 
     files = ctx.files
     source = files.resolve_incoming(manifest.uri)
+    limit = ctx.settings.max_file_bytes
     try:
-        info = await files.info(source)
+        info, actual = await files.inspect(source, expected_size=manifest.size_bytes, max_bytes=limit)
     except NotFound as missing:
         return await _twin_or_raise(ctx, manifest, missing)
-    limit = ctx.settings.max_file_bytes
     if info.size > limit:
         raise OutOfRange(
             f"file is {info.size} bytes, at most {limit} allowed",
@@ -61,10 +61,6 @@ async def register_artifact(params: RegisterArtifactParams, ctx: HandlerContext)
             "size_bytes does not match the file",
             {"field": "manifest.size_bytes", "expected": manifest.size_bytes, "actual": info.size},
         )
-    try:
-        actual = await files.sha256(source)
-    except NotFound as missing:
-        return await _twin_or_raise(ctx, manifest, missing)
     if actual != manifest.checksum:
         if files.in_folder(source, TEMP):
             await files.remove(source)

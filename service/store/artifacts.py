@@ -6,10 +6,10 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, and_, bindparam, delete, exists, func, insert, or_, select, update
+from sqlalchemy import Row, Text, and_, bindparam, cast, delete, exists, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from contracts import ArtifactManifest, ListArtifactsParams, Visibility
+from contracts import ArtifactManifest, ArtifactStatus, ListArtifactsParams, Visibility
 from service.context import Requester
 from service.store import cursor
 from service.store.conflicts import insert_or_skip
@@ -29,8 +29,9 @@ ROW_COLUMNS = (
     artifacts.c.uri,
     artifacts.c.status,
     artifacts.c.created_at,
-    artifacts.c.manifest,
+    cast(artifacts.c.manifest, Text).label("manifest"),
 )
+"""The columns reads need; the manifest comes as its stored JSON text, for pydantic to parse in one pass."""
 
 
 # Hot-path statements are built once: SQLAlchemy computes a statement's cache key per object, so a
@@ -50,9 +51,10 @@ async def successor_of(conn: AsyncConnection, artifact_id: str) -> Row[Any] | No
 
 def manifest_of(row: Row[Any]) -> ArtifactManifest:
     """The stored manifest, with the one field that may change after creation taken from its column."""
-    data = dict(row.manifest)
-    data["status"] = row.status
-    return ArtifactManifest.model_validate(data)
+    manifest = ArtifactManifest.model_validate_json(row.manifest)
+    if manifest.status != row.status:
+        manifest.status = ArtifactStatus(row.status)
+    return manifest
 
 
 async def insert_artifact(

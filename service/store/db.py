@@ -63,12 +63,33 @@ def create_engine(url: str, *, pool_size: int = 8) -> AsyncEngine:
         engine = create_async_engine(url, pool_size=pool_size, max_overflow=0, async_creator=creator)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         event.listen(engine.sync_engine, "savepoint", _sqlite_savepoint)
-        return engine
-    if is_sqlite(url):
+    elif is_sqlite(url):
         engine = create_async_engine(url, pool_size=pool_size, max_overflow=pool_size)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
-        return engine
-    return create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+    else:
+        engine = create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+    _plain_savepoints(engine)
+    return engine
+
+
+def _plain_savepoints(engine: AsyncEngine) -> None:
+    """Savepoint statements sent as plain text. SQLAlchemy compiles a new clause object for each SAVEPOINT
+    and RELEASE, and the writer issues two of each per write command: the compile cost more than the SQL."""
+    dialect = engine.sync_engine.dialect
+    quote = dialect.identifier_preparer.quote
+
+    def savepoint(connection: Connection, name: str) -> None:
+        connection.exec_driver_sql(f"SAVEPOINT {quote(name)}")
+
+    def release(connection: Connection, name: str) -> None:
+        connection.exec_driver_sql(f"RELEASE SAVEPOINT {quote(name)}")
+
+    def rollback_to(connection: Connection, name: str) -> None:
+        connection.exec_driver_sql(f"ROLLBACK TO SAVEPOINT {quote(name)}")
+
+    dialect.do_savepoint = savepoint  # type: ignore[method-assign]
+    dialect.do_release_savepoint = release  # type: ignore[method-assign]
+    dialect.do_rollback_to_savepoint = rollback_to  # type: ignore[method-assign]
 
 
 DB_UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
