@@ -23,7 +23,7 @@ from buffer.errors import InternalError, InvalidArgument, SpillFailed, StorageEr
 from buffer.outcomes import Buffered, CallOptions
 from buffer.replay import Progress, Replayer, ReplayReport
 from buffer.restage import StorageFiles
-from buffer.retry import RetryPolicy, Sleep
+from buffer.retry import RetryPolicy, Sleep, is_retryable_error
 from buffer.rpc import Reply, RpcTransport
 from buffer.settings import ClientSettings
 from buffer.spill import BufferStatus, Entry, SpillBuffer
@@ -251,7 +251,7 @@ class ClientCore:
         try:
             return await self.retry.run(attempt, sleep=self._sleep, label=spec.name)
         except StorageError as exc:
-            if not (exc.retryable and spec.spillable):
+            if not (spec.spillable and is_retryable_error(exc)):
                 raise
             self._mark_down()
             return await self._spill(spec, sent[-1] if sent else envelope(), exc)

@@ -33,8 +33,19 @@ DEFAULT_MULTIPLIER = 2.0
 DEFAULT_MAX_DELAY_S = 60.0
 
 
+VERSION_MISMATCH = "version_mismatch"
+
+
+def is_version_conflict(exc: BaseException) -> bool:
+    """An ``expected_version`` that is no longer current: retryable by code, but only after re-reading.
+
+    Sending the same command again can never succeed, so the client neither retries nor buffers it.
+    """
+    return isinstance(exc, StorageError) and exc.details.get("reason") == VERSION_MISMATCH
+
+
 def is_retryable_error(exc: BaseException) -> bool:
-    return isinstance(exc, StorageError) and exc.retryable
+    return isinstance(exc, StorageError) and exc.retryable and not is_version_conflict(exc)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -123,7 +123,12 @@ async def put_memory(params: PutMemoryParams, ctx: HandlerContext) -> PutMemoryO
     def conflict(actual: int) -> Aborted:
         return Aborted(
             f"expected_version {params.expected_version} but the item is at version {actual}",
-            {**_where(params.namespace, params.key), "expected_version": params.expected_version, "actual": actual},
+            {
+                "reason": "version_mismatch",
+                **_where(params.namespace, params.key),
+                "expected_version": params.expected_version,
+                "actual": actual,
+            },
         )
 
     async def job(conn: AsyncConnection) -> PutMemoryOutput:

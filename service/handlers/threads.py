@@ -240,7 +240,12 @@ async def save_thread(params: SaveThreadParams, ctx: HandlerContext) -> SaveThre
         if params.expected_version is not None and params.expected_version != current:
             raise Aborted(
                 f"thread {params.thread_id} is at version {current}, not {params.expected_version}",
-                {"thread_id": params.thread_id, "expected_version": params.expected_version, "version": current},
+                {
+                    "reason": "version_mismatch",
+                    "thread_id": params.thread_id,
+                    "expected_version": params.expected_version,
+                    "version": current,
+                },
             )
         return await _Save(params, now, row, created=created, restart=not live).apply(conn)
 

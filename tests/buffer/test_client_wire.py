@@ -205,3 +205,18 @@ async def test_failed_connection_leaves_nothing_for_the_garbage_collector(
     assert all(isinstance(o, Buffered) for o in outs)
     del outs
     await asyncio.to_thread(gc.collect)
+
+
+async def test_stale_expected_version_raises_and_is_never_buffered(worker: Worker, buffer_dir: Path) -> None:
+    """A save against an old thread version raises Aborted at once; the buffer stays empty for the agent to re-read."""
+    from buffer import Aborted
+
+    async with StorageClient(**client_settings(worker, buffer_dir)) as storage:
+        first = await storage.save_thread("t-stale", [{"role": "user", "content": "hi"}])
+        assert not isinstance(first, Buffered)
+        with pytest.raises(Aborted) as raised:
+            await storage.save_thread(
+                "t-stale", [{"role": "user", "content": "again"}], expected_version=first.version - 1
+            )
+        assert raised.value.details["version"] == first.version
+        assert storage.buffer.entries() == []

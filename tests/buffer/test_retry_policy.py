@@ -78,6 +78,18 @@ async def test_retryable_codes_are_retried(error: StorageError) -> None:
     assert clock.sleeps == [0.5]
 
 
+async def test_stale_expected_version_is_not_retried() -> None:
+    """A write made against an old version raises at once: resending it can never succeed, only re-reading can."""
+    clock = FakeClock()
+    stale = Aborted("thread t is at version 3, not 2", {"reason": "version_mismatch", "version": 3})
+    attempt = Flaky(stale)
+    with pytest.raises(Aborted) as raised:
+        await RetryPolicy().run(attempt, sleep=clock.sleep)
+    assert raised.value is stale
+    assert attempt.calls == 1
+    assert clock.sleeps == []
+
+
 async def test_other_exceptions_are_not_retried() -> None:
     """A bug in the caller's code (not a storage error) propagates at once instead of being retried."""
     clock = FakeClock()
