@@ -10,6 +10,7 @@ recovery every command takes effect exactly once.
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 import time
 from contextlib import AsyncExitStack, closing
@@ -42,7 +43,36 @@ def hold_write_lock(db_file: Path, seconds: float, locked: asyncio.Event, loop: 
         conn.execute("ROLLBACK")
 
 
-@pytest.mark.parametrize("backend", ["sqlite-locked", "postgres-stopped"])
+async def make_immutable(files: list[Path], on: bool) -> None:
+    """``chattr +i`` (or ``-i``): not even root may write the files (what a read-only remount looks like)."""
+    flag = "+i" if on else "-i"
+    present = [str(f) for f in files if f.exists()]
+    proc = await asyncio.create_subprocess_exec(
+        "chattr", flag, *present, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+    )
+    out, _ = await proc.communicate()
+    if proc.returncode != 0:
+        raise OSError(f"chattr {flag} failed: {out.decode(errors='replace').strip()}")
+
+
+def immutable_files_supported(folder: Path) -> str | None:
+    """None when ``chattr +i`` works on this filesystem for this user, else why not."""
+    import subprocess
+
+    probe = folder / "chattr-probe"
+    probe.write_text("x")
+    try:
+        done = subprocess.run(["chattr", "+i", str(probe)], capture_output=True, text=True, check=False)
+    except FileNotFoundError:
+        return "chattr is not installed"
+    if done.returncode != 0:
+        return f"chattr +i is not possible here: {done.stderr.strip()}"
+    subprocess.run(["chattr", "-i", str(probe)], check=True)
+    probe.unlink()
+    return None
+
+
+@pytest.mark.parametrize("backend", ["sqlite-locked", "sqlite-readonly", "postgres-stopped"])
 async def test_database_outage_gives_unavailable_and_every_command_lands_once(
     backend: str, spawn_worker: SpawnWorker, tmp_path: Path
 ) -> None:
@@ -57,6 +87,10 @@ async def test_database_outage_gives_unavailable_and_every_command_lands_once(
                 pytest.fail("PostgreSQL server binaries (initdb, pg_ctl) are not installed: case 4 cannot run")
             pg = await stack.enter_async_context(PrivatePostgres())
             settings = {"DATABASE_URL": pg.url, "STORAGE_MIGRATE_ON_START": "true"}
+        if backend == "sqlite-readonly" and (reason := immutable_files_supported(tmp_path)) is not None:
+            if os.environ.get("CI"):
+                pytest.fail(f"case 4 (read-only SQLite) cannot run: {reason}")
+            pytest.skip(f"case 4 (read-only SQLite) cannot run: {reason}")
         worker = await spawn_worker(**settings)
         pid = worker.pid
         client = await stack.enter_async_context(client_for(worker.env, tmp_path / "buffer"))
@@ -67,7 +101,18 @@ async def test_database_outage_gives_unavailable_and_every_command_lands_once(
         async def break_database() -> None:
             await load.answered(COMMANDS // 4)
             outage["start"] = time.monotonic()
-            if pg is None:
+            if backend == "sqlite-readonly":
+                # The database and its write-ahead log, not the -shm index: SQLite maps that into memory, and a
+                # mapped page that can no longer be written is a SIGBUS, not an I/O error (no filesystem turns
+                # read-only under a live mapping).
+                db = worker.folder / "storage.db"
+                files = [db, db.with_name("storage.db-wal")]
+                await make_immutable(files, True)
+                try:
+                    await asyncio.sleep(OUTAGE_S)  # the outage itself
+                finally:
+                    await make_immutable(files, False)
+            elif pg is None:
                 locked = asyncio.Event()
                 holder = asyncio.to_thread(
                     hold_write_lock, worker.folder / "storage.db", LOCK_S, locked, asyncio.get_running_loop()
