@@ -115,7 +115,7 @@ class FileStore:
             raise NotFound("file not found", {"uri": self.url(path)}) from None
         if details.get("type") != "file":
             raise InvalidArgument("uri names a directory, not a file", {"uri": self.url(path)})
-        return FileInfo(path, int(details.get("size") or 0), _mtime(details))
+        return FileInfo(path, int(details.get("size") or 0), modified_time(details))
 
     async def sha256(self, path: str) -> str:
         return await _io(self._sha256, path)
@@ -167,8 +167,20 @@ class FileStore:
         self._make_parent(dest)
         if self.in_folder(source, ARTIFACTS):
             self.fs.copy(source, dest)
-        else:
+            return
+        try:
             self._move(source, dest)
+        except FileNotFoundError:
+            # temp_orphans may retire a stale temp file between the checks and the commit: the bytes
+            # were verified, so take them back from orphans/ rather than leave a committed row fileless
+            retired = self.orphan_path(source)
+            if not self.fs.exists(retired):
+                raise
+            self._move(retired, dest)
+
+    def orphan_path(self, path: str) -> str:
+        """Where ``to_orphans`` puts a file: the same path below ``orphans/``."""
+        return self.join(ORPHANS, posixpath.relpath(path, self.root))
 
     def _make_parent(self, path: str) -> None:
         if self.is_local:  # object stores have no folders: a key's prefix exists with the key
@@ -182,19 +194,23 @@ class FileStore:
             self.fs.rm(source)
 
     async def to_orphans(self, path: str) -> str | None:
-        """Move a file to ``orphans/``, keeping its path below the root; None when it was already gone."""
+        """Move a file to ``orphans/``, keeping its path below the root and starting its orphan clock now.
+
+        None when the file was already gone.
+        """
         return await _io(self._to_orphans, path)
 
     def _to_orphans(self, path: str) -> str | None:
-        relative = posixpath.relpath(path, self.root)
-        if relative.startswith(ORPHANS + "/"):
+        if self.in_folder(path, ORPHANS):
             return path
-        dest = self.join(ORPHANS, relative)
+        dest = self.orphan_path(path)
         try:
             self._make_parent(dest)
             self._move(path, dest)
         except FileNotFoundError:
             return None
+        if self.is_local:  # a rename keeps the old mtime; old_orphans must count from the move
+            os.utime(dest)
         return dest
 
     async def remove(self, path: str) -> None:
@@ -214,7 +230,7 @@ class FileStore:
             return []
         found = self.fs.find(base, detail=True)
         return [
-            FileInfo(_strip(self.fs, name), int(d.get("size") or 0), _mtime(d))
+            FileInfo(_strip(self.fs, name), int(d.get("size") or 0), modified_time(d))
             for name, d in found.items()
             if d.get("type") == "file"
         ]
@@ -239,7 +255,8 @@ def _strip(fs: fsspec.AbstractFileSystem, name: str) -> str:
     return os.path.realpath(name) if "file" in _protocols(fs) else name
 
 
-def _mtime(details: dict[str, object]) -> datetime | None:
+def modified_time(details: dict[str, object]) -> datetime | None:
+    """The modification time in an fsspec ``info``/``find`` record, whatever the backend calls it."""
     for key in ("mtime", "LastModified", "last_modified", "created"):
         value = details.get(key)
         if isinstance(value, datetime):

@@ -9,15 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import posixpath
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Any
+from datetime import datetime
 
 from contracts import StorageError
-from service.files import FileStore
+from service.files import FileStore, modified_time
 
 log = logging.getLogger(__name__)
 
@@ -29,23 +27,13 @@ class Entry:
     modified: datetime | None
 
 
-def _modified(details: dict[str, Any]) -> datetime | None:
-    for key in ("mtime", "LastModified", "last_modified", "created"):
-        value = details.get(key)
-        if isinstance(value, datetime):
-            return value if value.tzinfo else value.replace(tzinfo=UTC)
-        if isinstance(value, int | float):
-            return datetime.fromtimestamp(value, UTC)
-    return None
-
-
 def _walk(files: FileStore, folder: str) -> Iterator[list[Entry]]:
     base = files.join(folder)
     if not files.fs.exists(base):
         return
     for root, _dirs, found in files.fs.walk(base, detail=True):
         entries = [
-            Entry(posixpath.join(root, name), int(d.get("size") or 0), _modified(d))
+            Entry(posixpath.join(root, name), int(d.get("size") or 0), modified_time(d))
             for name, d in found.items()
             if d.get("type") == "file"
         ]
@@ -83,17 +71,8 @@ async def retire(files: FileStore, path: str, *, reason: str) -> str | None:
         return None
     if dest is None:
         return None
-    if files.is_local:  # a rename keeps the old mtime; old_orphans must count from the move
-        await asyncio.to_thread(_touch, dest)
     log.info("moved %s to %s: %s", files.url(path), files.url(dest), reason)
     return dest
-
-
-def _touch(path: str) -> None:
-    try:
-        os.utime(path)
-    except OSError:
-        log.debug("could not refresh the mtime of %s", path, exc_info=True)
 
 
 async def remove(files: FileStore, path: str) -> bool:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import time
 from pathlib import Path
 
 import pytest
@@ -204,3 +206,30 @@ async def test_hashing_does_not_block_the_event_loop(store: FileStore, root: Pat
     finally:
         task.cancel()
     assert ticks > 1
+
+
+def _temp(store: FileStore, name: str, data: bytes) -> Path:
+    path = Path(store.join("temp", name))
+    path.write_bytes(data)
+    return path
+
+
+async def test_place_takes_a_verified_file_back_from_orphans(store: FileStore) -> None:
+    """A staged file retired by temp_orphans between the checks and the commit still lands at its permanent place."""
+    staged = store.resolve_incoming(_temp(store, "late.bin", b"verified bytes").as_uri())
+    retired = await store.to_orphans(staged)
+    assert retired is not None and not Path(staged).exists()
+    dest = store.artifact_path("trace-1", "art_00000000-0000-4000-8000-000000000000", staged)
+    await store.place(staged, dest)
+    assert Path(dest).read_bytes() == b"verified bytes"
+    assert not Path(retired).exists()
+
+
+async def test_to_orphans_starts_the_orphan_clock_at_the_move(store: FileStore) -> None:
+    """A long-forgotten file moved to orphans/ is kept its full grace period, not deleted on the next sweep."""
+    staged = _temp(store, "old.bin", b"x")
+    week_ago = time.time() - 8 * 86400
+    os.utime(staged, (week_ago, week_ago))
+    retired = await store.to_orphans(store.resolve_incoming(staged.as_uri()))
+    assert retired is not None
+    assert time.time() - Path(retired).stat().st_mtime < 3600
