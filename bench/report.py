@@ -80,19 +80,20 @@ def table(results: dict[str, Any]) -> str:
             f"{soak['rss_end_bytes'] / MiB:.1f} MiB at the end ({soak['growth_pct']:+.1f}%), {soak['errors']} errors",
         ]
     if scaling := results.get("list_scaling"):
-        lines += ["", "list_artifacts (limit 20) with filters over a growing table:"]
+        lines += ["", "list_artifacts (limit 20) with filters over a growing table, p50 over the bus / of the query:"]
         for point in scaling["points"]:
-            cells = "  ".join(f"{q} p50 {v['p50_ms']:.2f} ms" for q, v in point["queries"].items())
+            cells = "  ".join(f"{q} {v['p50_ms']:.2f}/{v['db_p50_ms']:.2f} ms" for q, v in point["queries"].items())
             lines.append(f"  {point['artifacts']:>9} artifacts: {cells}")
     if client := results.get("client_overhead"):
-        lines += ["", "client library overhead:"]
+        lines += ["", "client library overhead (the same calls against the worker; agent CPU per call):"]
         if "pending" in client:
             lines.append(f"  pending: {client['pending']}")
         else:
             for row in client["rows"]:
                 lines.append(
-                    f"  {row['path']:28} {row['in_flight']:>3} in flight: {row['msgs_s']:8.0f} msg/s "
-                    f"p50 {row['p50_ms']:6.2f} ms"
+                    f"  {row['path']:22} {row['action']:13} {row['in_flight']:>3} in flight: "
+                    f"{row['msgs_s']:7.0f} msg/s p50 {row['p50_ms']:6.2f} ms  "
+                    f"agent cpu {row['cpu_us_per_call']:5.0f} us/call"
                 )
     if targets := results.get("targets"):
         lines += ["", "targets:"]
@@ -158,10 +159,11 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     if scaling := results.get("list_scaling"):
         points = scaling["points"]
         for query in points[0]["queries"]:
-            first, last = points[0]["queries"][query]["p50_ms"], points[-1]["queries"][query]["p50_ms"]
+            first, last = points[0]["queries"][query]["db_p50_ms"], points[-1]["queries"][query]["db_p50_ms"]
+            span = f"{points[-1]['artifacts']} / {points[0]['artifacts']} rows"
             found.append(
                 {
-                    "name": f"list_artifacts {query}: p50 at {points[-1]['artifacts']} / at {points[0]['artifacts']}",
+                    "name": f"list_artifacts {query}: query p50, {span}",
                     "value": round(last / first, 2),
                     "target": f"<= {LIST_FLAT_FACTOR} (flat)",
                     "met": last / first <= LIST_FLAT_FACTOR,
@@ -213,13 +215,11 @@ def chart(results: dict[str, Any], path: Path) -> Path:
         mem.set_title(f"worker RSS over {soak['commands']} commands ({soak['growth_pct']:+.1f}%)")
     if scaling := results.get("list_scaling"):
         points = scaling["points"]
+        sizes = [p["artifacts"] for p in points]
         for query in points[0]["queries"]:
-            lst.plot(
-                [p["artifacts"] for p in points],
-                [p["queries"][query]["p50_ms"] for p in points],
-                marker="o",
-                label=query,
-            )
+            line = lst.plot(sizes, [p["queries"][query]["p50_ms"] for p in points], marker="o", label=f"{query} (bus)")
+            db_ms = [p["queries"][query]["db_p50_ms"] for p in points]
+            lst.plot(sizes, db_ms, marker="x", linestyle="--", color=line[0].get_color(), label=f"{query} (query)")
         lst.set_xscale("log")
         lst.set_xlabel("artifacts in the table")
         lst.set_ylabel("p50 ms (1 in flight)")
