@@ -23,11 +23,12 @@ from contracts import (
     ListArtifactsParams,
     NotFound,
     OutOfRange,
+    PermissionDenied,
     RegisterArtifactOutput,
     RegisterArtifactParams,
     parse_retention,
 )
-from service.context import HandlerContext
+from service.context import HandlerContext, Requester
 from service.files import TEMP
 from service.identity import can_read, refuse_read
 from service.store import artifacts as store
@@ -39,10 +40,16 @@ MAX_CHAIN = 10_000
 
 async def register_artifact(params: RegisterArtifactParams, ctx: HandlerContext) -> RegisterArtifactOutput:
     manifest = params.manifest
+    requester = ctx.requester
+    if manifest.owner is not None and manifest.owner != requester.id and not requester.is_admin:
+        raise PermissionDenied(
+            "manifest.owner must be the requester (leave it out to own the artifact)",
+            {"field": "manifest.owner", "owner": manifest.owner, "requester": requester.id},
+        )
     async with ctx.read() as conn:
         existing = await store.get(conn, manifest.id)
     if existing is not None:
-        return _already_registered(existing, manifest)
+        return _already_registered(existing, manifest, requester)
 
     files = ctx.files
     source = files.resolve_incoming(manifest.uri)
@@ -83,11 +90,11 @@ async def register_artifact(params: RegisterArtifactParams, ctx: HandlerContext)
     async def commit(conn: AsyncConnection) -> RegisterArtifactOutput:
         raced = await store.get(conn, final.id)
         if raced is not None:
-            return _already_registered(raced, manifest)
+            return _already_registered(raced, manifest, requester)
         if final.supersedes is not None:
             await _check_supersedes(conn, final)
         if not await store.insert_artifact(conn, final, expires_at=expires_at, now=ctx.now):
-            return await _lost_race(conn, final, manifest)
+            return await _lost_race(conn, final, manifest, requester)
         return RegisterArtifactOutput(
             artifact_id=final.id,
             registered=True,
@@ -110,11 +117,14 @@ async def _twin_or_raise(ctx: HandlerContext, manifest: ArtifactManifest, missin
         twin = await store.get(conn, manifest.id)
     if twin is None:
         raise missing
-    return _already_registered(twin, manifest)
+    return _already_registered(twin, manifest, ctx.requester)
 
 
-def _already_registered(row: object, manifest: ArtifactManifest) -> RegisterArtifactOutput:
+def _already_registered(row: object, manifest: ArtifactManifest, requester: Requester) -> RegisterArtifactOutput:
+    """A retry of a registration gets the stored result; anything else about that id is a conflict."""
     stored = store.manifest_of(row)  # type: ignore[arg-type]
+    if not can_read(stored.visibility, stored.owner, stored.trace_id, requester):
+        raise AlreadyExists(f"artifact {manifest.id} is already registered", {"artifact_id": manifest.id})
     if stored.checksum != manifest.checksum:
         raise AlreadyExists(
             f"artifact {manifest.id} is already registered with another checksum",
@@ -131,11 +141,11 @@ def _already_registered(row: object, manifest: ArtifactManifest) -> RegisterArti
 
 
 async def _lost_race(
-    conn: AsyncConnection, final: ArtifactManifest, requested: ArtifactManifest
+    conn: AsyncConnection, final: ArtifactManifest, requested: ArtifactManifest, requester: Requester
 ) -> RegisterArtifactOutput:
     """Another worker committed this artifact, or another successor of its predecessor, meanwhile."""
     if (twin := await store.get(conn, final.id)) is not None:
-        return _already_registered(twin, requested)
+        return _already_registered(twin, requested, requester)
     if final.supersedes is not None and (successor := await store.successor_of(conn, final.supersedes)) is not None:
         raise _successor_exists(final.supersedes, successor.id)
     raise Aborted("the artifact raced with a concurrent change, retry", {"artifact_id": final.id})

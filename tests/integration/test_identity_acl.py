@@ -102,7 +102,9 @@ async def test_the_amqp_user_id_wins_over_the_body(bus: Bus, storage_root: Path)
         bus, storage_root, b"guest's", visibility="private", command_context={"requester_id": "mallory"}, amqp=GUEST
     )
     assert out["manifest"]["owner"] == BROKER_USER, "the owner is the broker-validated user, not the claimed one"
-    alices, _ = await register(bus, storage_root, b"alice's", visibility="private", owner="alice")
+    alices, _ = await register(
+        bus, storage_root, b"alice's", visibility="private", command_context={"requester_id": "alice"}
+    )
 
     claimed_alice = {"requester_id": "alice"}
     assert output(await bus.call("get_artifact", {"artifact_id": alices["id"]}, context=claimed_alice))
@@ -122,8 +124,8 @@ async def test_untrusted_body_identity_makes_commands_without_user_id_anonymous(
     _, bus = await workers.start(trust_body_identity=False)
     _, anonymous = await register(bus, storage_root, b"anon", visibility="public", command_context=OWNER)
     assert anonymous["manifest"].get("owner") is None, "an anonymous upload has no owner"
-    private, _ = await register(bus, storage_root, b"p", visibility="private", owner="owner-agent", trace_id="trace-A")
-    trace, _ = await register(bus, storage_root, b"t", visibility="trace", owner="owner-agent", trace_id="trace-A")
+    private, _ = await register(bus, storage_root, b"p", visibility="private", trace_id="trace-A")
+    trace, _ = await register(bus, storage_root, b"t", visibility="trace", trace_id="trace-A")
     guests, out = await register(bus, storage_root, b"g", visibility="private", amqp=GUEST)
     assert out["manifest"]["owner"] == BROKER_USER
 
@@ -156,3 +158,25 @@ async def test_admin_actions_need_the_requester_in_storage_admins(workers: Worke
     unknown = "art_00000000-0000-0000-0000-000000000000"
     by_guest = await open_.call("delete_artifact", {"artifact_id": unknown}, amqp=GUEST)
     assert output(by_guest)["deleted"] is False
+
+
+async def test_an_agent_cannot_register_in_someone_elses_name(bus: Bus, storage_root: Path) -> None:
+    """Naming another agent as owner is refused, so nobody can plant an artifact in another's private space."""
+    from tests.support.artifacts import manifest_for
+
+    manifest = manifest_for(storage_root, b"planted", owner="owner-agent", visibility="private")
+    err = error(await bus.call("register_artifact", {"manifest": manifest}, context=STRANGER))
+    assert err["code"] == "PERMISSION_DENIED"
+    assert err["details"] == {"field": "manifest.owner", "owner": "owner-agent", "requester": "stranger"}
+    admin_made = output(await bus.call("register_artifact", {"manifest": manifest}, context=ADMIN))
+    assert admin_made["manifest"]["owner"] == "owner-agent", "an admin (an importer) may register for others"
+
+
+async def test_re_registering_an_unreadable_artifact_reveals_nothing(bus: Bus, storage_root: Path) -> None:
+    """Knowing a private artifact's id and checksum is not enough to read its manifest through a re-register."""
+    manifest, _ = await register(bus, storage_root, b"secret", visibility="private", command_context=OWNER)
+    again = output(await bus.call("register_artifact", {"manifest": manifest}, context=OWNER))
+    assert again["already_exists"] is True and again["manifest"]["owner"] == "owner-agent"
+    err = error(await bus.call("register_artifact", {"manifest": manifest}, context=STRANGER))
+    assert err["code"] == "ALREADY_EXISTS"
+    assert err["details"] == {"artifact_id": manifest["id"]}
