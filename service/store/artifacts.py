@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from functools import lru_cache
+from typing import Any, NamedTuple
 
-from sqlalchemy import Row, Text, and_, bindparam, cast, delete, exists, func, insert, or_, select, update
+from sqlalchemy import Row, Select, Text, and_, bindparam, cast, delete, exists, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from contracts import ArtifactManifest, ArtifactStatus, ListArtifactsParams, Visibility
@@ -125,46 +126,107 @@ def readable_by(requester: Requester) -> Any:
     return or_(*rule)
 
 
+_SCALAR_FILTERS = ("trace_id", "artifact_type", "created_by", "step_id", "status")
+
+
 async def list_page(
     conn: AsyncConnection, params: ListArtifactsParams, requester: Requester
 ) -> tuple[list[Row[Any]], str | None]:
     """One page, newest first, keyset-paged on (created_at, id) so deep pages cost what the first does."""
-    query = select(*ROW_COLUMNS).where(readable_by(requester))
-    for column, value in (
-        (artifacts.c.trace_id, params.trace_id),
-        (artifacts.c.artifact_type, params.artifact_type),
-        (artifacts.c.created_by, params.created_by),
-        (artifacts.c.step_id, params.step_id),
-        (artifacts.c.status, params.status.value if params.status else None),
-    ):
-        if value is not None:
-            query = query.where(column == value)
-    for key, value in params.labels.items():
-        query = query.where(
-            exists().where(labels.c.artifact_id == artifacts.c.id, labels.c.key == key, labels.c.value == value)
-        )
+    scalars = {
+        "trace_id": params.trace_id,
+        "artifact_type": params.artifact_type,
+        "created_by": params.created_by,
+        "step_id": params.step_id,
+        "status": params.status.value if params.status else None,
+    }
+    present = tuple(name for name in _SCALAR_FILTERS if scalars[name] is not None)
+    values: dict[str, Any] = {f"filter_{name}": scalars[name] for name in present}
+    for index, (key, value) in enumerate(params.labels.items()):
+        values[f"label_key_{index}"] = key
+        values[f"label_value_{index}"] = value
     if params.created_after is not None:
-        query = query.where(artifacts.c.created_at > params.created_after)
+        values["created_after"] = params.created_after
     if params.created_before is not None:
-        query = query.where(artifacts.c.created_at < params.created_before)
-    if params.latest_only:
-        newer = artifacts.alias("newer")
-        query = query.where(~exists().where(newer.c.supersedes == artifacts.c.id))
+        values["created_before"] = params.created_before
     if params.cursor is not None:
-        after_time, after_id = cursor.decode(params.cursor)
-        query = query.where(
-            or_(
-                artifacts.c.created_at < after_time,
-                and_(artifacts.c.created_at == after_time, artifacts.c.id < after_id),
-            )
-        )
-    query = query.order_by(artifacts.c.created_at.desc(), artifacts.c.id.desc()).limit(params.limit + 1)
-    rows = list((await conn.execute(query)).all())
+        values["cursor_time"], values["cursor_id"] = cursor.decode(params.cursor)
+    if requester.id is not None:
+        values["requester_id"] = requester.id
+    if requester.trace_id is not None:
+        values["requester_trace"] = requester.trace_id
+    values["page_limit"] = params.limit + 1
+    shape = _ListShape(
+        present,
+        len(params.labels),
+        params.created_after is not None,
+        params.created_before is not None,
+        params.latest_only,
+        params.cursor is not None,
+        requester.is_admin,
+        requester.id is not None,
+        requester.trace_id is not None,
+    )
+    rows = list((await conn.execute(_list_statement(shape), values)).all())
     next_cursor = None
     if len(rows) > params.limit:
         rows = rows[: params.limit]
         next_cursor = cursor.encode(rows[-1].created_at, rows[-1].id)
     return rows, next_cursor
+
+
+class _ListShape(NamedTuple):
+    """What a listing's SQL depends on; the values travel as parameters."""
+
+    filters: tuple[str, ...]
+    labels: int
+    after: bool
+    before: bool
+    latest_only: bool
+    cursor: bool
+    admin: bool
+    requester_id: bool
+    requester_trace: bool
+
+
+@lru_cache(maxsize=512)
+def _list_statement(shape: _ListShape) -> Select[Any]:
+    """The listing for one shape of request, built once: building it costs more than running it."""
+    query = select(*ROW_COLUMNS)
+    if not shape.admin:  # the read rule of CONTRACT.md §3, as readable_by() states it
+        rule = [artifacts.c.visibility == Visibility.PUBLIC.value]
+        if shape.requester_id:
+            rule.append(artifacts.c.owner == bindparam("requester_id"))
+        if shape.requester_trace:
+            trace = artifacts.c.trace_id == bindparam("requester_trace")
+            rule.append(and_(artifacts.c.visibility == Visibility.TRACE.value, trace))
+        query = query.where(or_(*rule))
+    for name in shape.filters:
+        query = query.where(artifacts.c[name] == bindparam(f"filter_{name}"))
+    for index in range(shape.labels):
+        query = query.where(
+            exists().where(
+                labels.c.artifact_id == artifacts.c.id,
+                labels.c.key == bindparam(f"label_key_{index}"),
+                labels.c.value == bindparam(f"label_value_{index}"),
+            )
+        )
+    if shape.after:
+        query = query.where(artifacts.c.created_at > bindparam("created_after"))
+    if shape.before:
+        query = query.where(artifacts.c.created_at < bindparam("created_before"))
+    if shape.latest_only:
+        newer = artifacts.alias("newer")
+        query = query.where(~exists().where(newer.c.supersedes == artifacts.c.id))
+    if shape.cursor:
+        after_time = bindparam("cursor_time", type_=artifacts.c.created_at.type)
+        query = query.where(
+            or_(
+                artifacts.c.created_at < after_time,
+                and_(artifacts.c.created_at == after_time, artifacts.c.id < bindparam("cursor_id")),
+            )
+        )
+    return query.order_by(artifacts.c.created_at.desc(), artifacts.c.id.desc()).limit(bindparam("page_limit"))
 
 
 async def stats(conn: AsyncConnection) -> dict[str, Any]:

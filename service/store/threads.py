@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Row, and_, delete, func, insert, or_, select, update
+from sqlalchemy import ColumnElement, Row, and_, bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -92,11 +92,15 @@ def live_clause(now: datetime) -> ColumnElement[bool]:
 # -- the thread row ----------------------------------------------------------------------------
 
 
+# save_thread runs these on every call: built once, a statement skips construction and cache-key work.
+_GET = select(*THREAD_COLUMNS).where(threads.c.id == bindparam("thread_key"))
+_GET_FOR_UPDATE = _GET.with_for_update()
+_UPDATE = update(threads).where(threads.c.id == bindparam("thread_key"))
+_INSERT_MESSAGES = insert(messages)
+
+
 async def get(conn: AsyncConnection, thread_id: str, *, for_update: bool = False) -> Row[Any] | None:
-    query = select(*THREAD_COLUMNS).where(threads.c.id == thread_id)
-    if for_update:
-        query = query.with_for_update()
-    return (await conn.execute(query)).first()
+    return (await conn.execute(_GET_FOR_UPDATE if for_update else _GET, {"thread_key": thread_id})).first()
 
 
 async def lock(conn: AsyncConnection, thread_id: str, now: datetime) -> tuple[Row[Any], bool]:
@@ -131,7 +135,7 @@ async def lock(conn: AsyncConnection, thread_id: str, now: datetime) -> tuple[Ro
 
 
 async def update_thread(conn: AsyncConnection, thread_id: str, values: Mapping[str, Any]) -> None:
-    await conn.execute(update(threads).where(threads.c.id == thread_id).values(dict(values)))
+    await conn.execute(_UPDATE, {**values, "thread_key": thread_id})
 
 
 async def set_labels(
@@ -163,7 +167,7 @@ async def find_messages(conn: AsyncConnection, ids: Sequence[uuid.UUID]) -> dict
 
 async def insert_messages(conn: AsyncConnection, rows: Sequence[Mapping[str, Any]]) -> None:
     if rows:
-        await conn.execute(insert(messages), [dict(row) for row in rows])
+        await conn.execute(_INSERT_MESSAGES, [dict(row) for row in rows])
 
 
 async def update_message(conn: AsyncConnection, message_id: uuid.UUID, values: Mapping[str, Any]) -> None:
