@@ -62,6 +62,8 @@ async def test_register_copies_into_artifacts_and_deletes_the_upload(s3_bus: Bus
     assert stored["manifest"]["uri"] == expected and stored["manifest"]["status"] == "completed"
     again = output(await _register(s3_bus, manifest))
     assert again["registered"] is False and again["already_exists"] is True
+    stats = output(await s3_bus.call("get_stats", {}, context=ADMIN))
+    assert stats["files"] == 1 and stats["artifacts"]["total"] == 1
 
 
 @pytest.mark.parametrize(
