@@ -177,15 +177,20 @@ async def check_completed(
 ) -> FileCheck:
     """Walk completed artifacts (optionally by registration time); repair or fail those without a file."""
     after = ""
+    recent_after: tuple[datetime, str] | None = None
     temp: TempBytes | None = None
     repaired = failed = missing = 0
     page = run.batch * WALK_PAGES_PER_BATCH
     while True:
         async with run.read() as conn:
-            rows = await q.artifacts_page(conn, after_id=after, limit=page)
+            if registered_since is not None:
+                rows = await q.recent_artifacts_page(conn, registered_since, recent_after, page)
+            else:
+                rows = await q.artifacts_page(conn, after_id=after, limit=page)
         if not rows:
             break
         after = rows[-1].id
+        recent_after = (rows[-1].registered_at, rows[-1].id)
         wanted = [
             row
             for row in rows

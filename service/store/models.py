@@ -56,6 +56,7 @@ class Artifact(Base):
         Index(None, "status", "created_at", "id"),
         Index(None, "owner", "created_at", "id"),
         Index(None, "expires_at"),
+        Index(None, "registered_at", "id"),
     )
 
 

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Connection, inspect, select
+from sqlalchemy import Connection, inspect, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from contracts import utc_now
@@ -80,6 +80,7 @@ async def test_database_made_before_migrations_is_adopted(engine: AsyncEngine) -
     legacy = [Artifact.__table__, ArtifactLabel.__table__, InboxRecord.__table__]
     async with engine.begin() as conn:
         await conn.run_sync(lambda c: Base.metadata.create_all(c, tables=legacy))
+        await conn.execute(text("DROP INDEX ix_artifacts_registered_at_id"))  # added by revision 0005
         await conn.execute(
             InboxRecord.__table__.insert().values(
                 id="env-1",
