@@ -13,7 +13,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError, TimeoutError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from contracts import Unavailable
+from contracts import InvalidArgument, Unavailable
 from service.store.sqlite_driver import lean_connector
 
 log = logging.getLogger(__name__)
@@ -126,6 +126,20 @@ def translate_db_error(exc: BaseException) -> Unavailable | None:
     return None
 
 
+UNSTORABLE_TEXT_STATES = frozenset({"22021", "22P05"})
+"""character_not_in_repertoire, untranslatable_character: PostgreSQL refusing a NUL in text or in JSON."""
+
+
+def translate_value_error(exc: BaseException) -> InvalidArgument | None:
+    """A value the database cannot hold (PostgreSQL: ``\\u0000`` in a string) is the sender's error, not a crash."""
+    if isinstance(exc, DBAPIError) and getattr(exc.orig, "sqlstate", None) in UNSTORABLE_TEXT_STATES:
+        return InvalidArgument(
+            "a text value holds a character the database cannot store (NUL, \\u0000)",
+            {"reason": "unstorable_character"},
+        )
+    return None
+
+
 @asynccontextmanager
 async def read_connection(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
     """A pooled read connection; database failures surface as UNAVAILABLE."""
@@ -135,4 +149,6 @@ async def read_connection(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]
     except Exception as exc:
         if (unavailable := translate_db_error(exc)) is not None:
             raise unavailable from exc
+        if (refusal := translate_value_error(exc)) is not None:
+            raise refusal from exc
         raise

@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from contracts import StorageError, Unavailable
-from service.store.db import is_conflict, is_lock_timeout, translate_db_error
+from service.store.db import is_conflict, is_lock_timeout, translate_db_error, translate_value_error
 
 log = logging.getLogger(__name__)
 
@@ -159,7 +159,7 @@ class SingleWriter:
                         continue
                     if translate_db_error(exc) is not None:
                         raise
-                    outcomes.append((pending, False, exc))
+                    outcomes.append((pending, False, translate_value_error(exc) or exc))
                 else:
                     await savepoint.commit()
                     outcomes.append((pending, True, result))

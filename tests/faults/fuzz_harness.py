@@ -25,7 +25,7 @@ from service.store.db import create_engine
 from service.store.schema import migrate
 from service.store.writer import SingleWriter
 from tests.faults.hostile import FUZZ_ARTIFACTS, OUTSIDE_FILE, Paths
-from tests.support.databases import sqlite_url
+from tests.support.databases import create_pg_database, drop_pg_database, sqlite_url
 
 ADMIN = "admin-agent"
 STEP_TIMEOUT_S = 60.0
@@ -50,8 +50,12 @@ def parse_reply(raw: bytes) -> ResultEnvelope | ErrorEnvelope:
 
 
 class FuzzHarness:
-    def __init__(self, folder: Path) -> None:
+    """``backend`` "sqlite" (a file in ``folder``) or "postgres" (a fresh database on the machine's server)."""
+
+    def __init__(self, folder: Path, backend: str = "sqlite") -> None:
         self.folder = folder
+        self.backend = backend
+        self._pg_name: str | None = None
         self.root = (folder / "files").resolve()
         self.outside = folder / OUTSIDE_FILE
         self.paths = Paths(str(self.root), str(self.outside.resolve()))
@@ -74,6 +78,9 @@ class FuzzHarness:
     def __enter__(self) -> FuzzHarness:
         self.root.mkdir(parents=True)
         self.outside.write_bytes(OUTSIDE_BYTES)
+        if self.backend == "postgres":
+            url, self._pg_name = self.run(create_pg_database())
+            self.settings = self.settings.model_copy(update={"database_url": url})
         self.run(self._open())
         self._lay_traps()
         self.seed()
@@ -84,6 +91,8 @@ class FuzzHarness:
             if self.services is not None:
                 self.run(self.services.writer.stop())
                 self.run(self.services.engine.dispose())
+            if self._pg_name is not None:
+                self.run(drop_pg_database(self._pg_name))
         finally:
             self.loop.close()
 
