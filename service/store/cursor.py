@@ -6,6 +6,10 @@ import base64
 import binascii
 import json
 from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ColumnElement, Row, Select, and_, or_
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from contracts import InvalidArgument
 
@@ -25,3 +29,29 @@ def decode(cursor: str) -> tuple[datetime, str]:
     except (ValueError, TypeError, binascii.Error, UnicodeDecodeError) as exc:
         raise InvalidArgument("cursor is not one this worker issued", {"field": "cursor"}) from exc
     return parsed, item_id
+
+
+def after(time_column: ColumnElement[datetime], id_column: ColumnElement[str], token: str) -> ColumnElement[bool]:
+    """The condition for "older than the cursor's item" in newest-first (time, id) order."""
+    after_time, after_id = decode(token)
+    return or_(time_column < after_time, and_(time_column == after_time, id_column < after_id))
+
+
+async def newest_first_page(
+    conn: AsyncConnection,
+    query: Select[Any],
+    time_column: ColumnElement[datetime],
+    id_column: ColumnElement[str],
+    *,
+    token: str | None,
+    limit: int,
+) -> tuple[list[Row[Any]], str | None]:
+    """One keyset page of ``query`` newest first, and the cursor of the next page (None on the last)."""
+    if token is not None:
+        query = query.where(after(time_column, id_column, token))
+    query = query.order_by(time_column.desc(), id_column.desc()).limit(limit + 1)
+    rows = list((await conn.execute(query)).all())
+    if len(rows) <= limit:
+        return rows, None
+    rows = rows[:limit]
+    return rows, encode(getattr(rows[-1], time_column.key), getattr(rows[-1], id_column.key))

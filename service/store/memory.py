@@ -158,18 +158,7 @@ async def search_page(
     if not driven_by_label:  # else the label's own range already holds exactly the prefix's items
         conditions.append(under(prefix))
     query = select(items).select_from(source).where(*conditions)
-    if after is not None:
-        after_time, after_id = cursor.decode(after)
-        query = query.where(
-            or_(items.c.updated_at < after_time, and_(items.c.updated_at == after_time, items.c.id < after_id))
-        )
-    query = query.order_by(items.c.updated_at.desc(), items.c.id.desc()).limit(limit + 1)
-    rows = list((await conn.execute(query)).all())
-    next_cursor = None
-    if len(rows) > limit:
-        rows = rows[:limit]
-        next_cursor = cursor.encode(rows[-1].updated_at, rows[-1].id)
-    return rows, next_cursor
+    return await cursor.newest_first_page(conn, query, items.c.updated_at, items.c.id, token=after, limit=limit)
 
 
 async def namespaces(

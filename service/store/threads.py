@@ -234,18 +234,7 @@ async def list_page(
         query = query.where(threads.c.created_at > created_after)
     if created_before is not None:
         query = query.where(threads.c.created_at < created_before)
-    if after is not None:
-        after_time, after_id = cursor.decode(after)
-        query = query.where(
-            or_(threads.c.created_at < after_time, and_(threads.c.created_at == after_time, threads.c.id < after_id))
-        )
-    query = query.order_by(threads.c.created_at.desc(), threads.c.id.desc()).limit(limit + 1)
-    rows = list((await conn.execute(query)).all())
-    next_cursor = None
-    if len(rows) > limit:
-        rows = rows[:limit]
-        next_cursor = cursor.encode(rows[-1].created_at, rows[-1].id)
-    return rows, next_cursor
+    return await cursor.newest_first_page(conn, query, threads.c.created_at, threads.c.id, token=after, limit=limit)
 
 
 # -- purges (cleanup) --------------------------------------------------------------------------
