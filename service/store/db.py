@@ -116,11 +116,26 @@ def is_lock_timeout(exc: BaseException) -> bool:
     return isinstance(exc, DBAPIError) and getattr(exc.orig, "sqlstate", None) == "55P03"
 
 
+SERVER_GONE_SQLSTATES = ("08", "57P01", "57P02", "57P03")
+"""connection_exception (class 08), admin_shutdown, crash_shutdown, cannot_connect_now: the server went away."""
+
+
+def is_server_gone(exc: BaseException) -> bool:
+    """True for a driver error meaning the server stopped mid-operation, even when SQLAlchemy wraps it as a bare
+    ``DBAPIError`` (a connection attempt cut by a shutdown is neither Operational nor Interface to it)."""
+    if not isinstance(exc, DBAPIError):
+        return False
+    if str(getattr(exc.orig, "sqlstate", None) or "").startswith(SERVER_GONE_SQLSTATES):
+        return True
+    return isinstance(getattr(exc.orig, "__cause__", None), OSError)
+
+
 def translate_db_error(exc: BaseException) -> Unavailable | None:
     """Map a failure of the database itself (down, locked, read-only, gone) to a retryable UNAVAILABLE."""
     if is_conflict(exc):
         return Unavailable("database busy with conflicting writes, retry later", {"reason": "conflict"})
-    if isinstance(exc, DB_UNAVAILABLE_ERRORS) or (isinstance(exc, DBAPIError) and exc.connection_invalidated):
+    gone = is_server_gone(exc)
+    if gone or isinstance(exc, DB_UNAVAILABLE_ERRORS) or (isinstance(exc, DBAPIError) and exc.connection_invalidated):
         reason = str(getattr(exc, "orig", None) or exc).splitlines()[0][:200]
         return Unavailable("database unavailable, retry later", {"reason": reason})
     return None
