@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -72,20 +73,29 @@ def create_engine(url: str, *, pool_size: int = 8) -> AsyncEngine:
     return engine
 
 
+_PLAIN_IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]*")
+
+
 def _plain_savepoints(engine: AsyncEngine) -> None:
     """Savepoint statements sent as plain text. SQLAlchemy compiles a new clause object for each SAVEPOINT
     and RELEASE, and the writer issues two of each per write command: the compile cost more than the SQL."""
     dialect = engine.sync_engine.dialect
-    quote = dialect.identifier_preparer.quote
+    preparer = dialect.identifier_preparer
+
+    def ident(name: str) -> str:
+        # SQLAlchemy numbers a connection's savepoints for its whole life (sa_savepoint_1, _2, ...), and its
+        # identifier quoting remembers every name it has seen: on the writer's connection that memory would
+        # grow by two names per write command. Plain names need no quoting.
+        return name if _PLAIN_IDENTIFIER.fullmatch(name) else preparer.quote_identifier(name)
 
     def savepoint(connection: Connection, name: str) -> None:
-        connection.exec_driver_sql(f"SAVEPOINT {quote(name)}")
+        connection.exec_driver_sql(f"SAVEPOINT {ident(name)}")
 
     def release(connection: Connection, name: str) -> None:
-        connection.exec_driver_sql(f"RELEASE SAVEPOINT {quote(name)}")
+        connection.exec_driver_sql(f"RELEASE SAVEPOINT {ident(name)}")
 
     def rollback_to(connection: Connection, name: str) -> None:
-        connection.exec_driver_sql(f"ROLLBACK TO SAVEPOINT {quote(name)}")
+        connection.exec_driver_sql(f"ROLLBACK TO SAVEPOINT {ident(name)}")
 
     dialect.do_savepoint = savepoint  # type: ignore[method-assign]
     dialect.do_release_savepoint = release  # type: ignore[method-assign]
