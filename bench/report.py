@@ -208,9 +208,15 @@ def chart(results: dict[str, Any], path: Path) -> Path:
     lat.set_yscale("log")
     thr.legend(fontsize=7)
     if soak := results.get("soak"):
-        labels = ["start", f"after {soak['checkpoint']}", f"after {soak['commands']}"]
-        values = [soak["rss_start_bytes"] / MiB, soak["rss_checkpoint_bytes"] / MiB, soak["rss_end_bytes"] / MiB]
-        mem.bar(labels, values, color=["#999", "#4a7", "#47a"])
+        curve = soak.get("rss_curve") or [[0, soak["rss_start_bytes"]], [soak["commands"], soak["rss_end_bytes"]]]
+        mem.plot([n for n, _ in curve], [rss / MiB for _, rss in curve], marker=".", color="#47a")
+        mem.axvline(soak["checkpoint"], color="#999", linestyle=":")
+        mem.axhline(
+            soak["rss_checkpoint_bytes"] / MiB * 1.1, color="#c44", linestyle="--", label="+10% of RSS at the mark"
+        )
+        mem.set_ylim(bottom=0)
+        mem.set_xlabel("commands")
+        mem.legend(fontsize=7)
         mem.set_ylabel("worker RSS (MiB)")
         mem.set_title(f"worker RSS over {soak['commands']} commands ({soak['growth_pct']:+.1f}%)")
     if scaling := results.get("list_scaling"):

@@ -163,8 +163,10 @@ class Bench:
         marks: dict[int, int] = {}
         started_rss = worker.rss_bytes()
         _say(f"soak: {plan.soak} commands ({', '.join(MIX)} in turn) at 100 in flight")
+        every = plan.soak // 20
+        checkpoints = tuple(sorted({plan.soak_checkpoint, *range(every, plan.soak, every)}))
         result = self.loadgen.run(
-            Run(worker.names.exchange, workload, 100, checkpoints=(plan.soak_checkpoint,)),
+            Run(worker.names.exchange, workload, 100, checkpoints=checkpoints),
             on_checkpoint=lambda n: marks.setdefault(n, worker.rss_bytes()),
         )
         end_rss = worker.rss_bytes()
@@ -182,6 +184,7 @@ class Bench:
             "rss_checkpoint_bytes": early,
             "rss_end_bytes": end_rss,
             "growth_pct": growth,
+            "rss_curve": [[0, started_rss], *([n, marks[n]] for n in sorted(marks)), [plan.soak, end_rss]],
             **{k: result[k] for k in ("msgs_s", "p50_ms", "p99_ms", "errors", "first_error", "seconds")},
         }
 

@@ -28,6 +28,9 @@ TEMP = "temp"
 ARTIFACTS = "artifacts"
 ORPHANS = "orphans"
 _CHUNK = 1024 * 1024
+INLINE_FILE_BYTES = 64 * 1024
+"""Local files up to this size are checked (stat, read, sha256) and renamed on the event loop: that takes
+less than handing the work to a thread and back. Larger files and object stores always go to a thread."""
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -133,8 +136,11 @@ class FileStore:
     async def inspect(self, path: str, *, expected_size: int, max_bytes: int) -> tuple[FileInfo, str | None]:
         """Size and, when the size is ``expected_size`` and at most ``max_bytes``, the sha256 of a file.
 
-        One trip to the I/O thread for what a register checks, instead of one for each.
+        One trip to the I/O thread for what a register checks, instead of one for each; none for a small
+        local file (see INLINE_FILE_BYTES). A file larger than announced is never read here.
         """
+        if self.is_local and expected_size <= INLINE_FILE_BYTES:
+            return _call(self._inspect, path, expected_size, max_bytes)
         return await _io(self._inspect, path, expected_size, max_bytes)
 
     def _inspect(self, path: str, expected_size: int, max_bytes: int) -> tuple[FileInfo, str | None]:
@@ -160,6 +166,9 @@ class FileStore:
     async def place(self, source: str, dest: str) -> None:
         """Move a temp file into place; copy when the source lies under ``artifacts/`` (it may be shared)."""
         if source == dest:
+            return
+        if self.is_local and not self.in_folder(source, ARTIFACTS):  # a rename: no data is copied
+            _call(self._place, source, dest)
             return
         await _io(self._place, source, dest)
 
@@ -267,8 +276,12 @@ def modified_time(details: dict[str, object]) -> datetime | None:
 
 
 async def _io(fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
+    return await asyncio.to_thread(_call, fn, *args, **kwargs)  # type: ignore[arg-type]
+
+
+def _call(fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
     try:
-        return await asyncio.to_thread(fn, *args, **kwargs)
+        return fn(*args, **kwargs)
     except StorageError:
         raise
     except PermissionError as exc:
