@@ -15,7 +15,7 @@ from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, Opera
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from contracts import InvalidArgument, Unavailable
-from service.store.sqlite_driver import lean_connector
+from service.store.sqlite_driver import BEGIN_WRITE, lean_connector
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ def _sqlite_savepoint(conn: Connection, _name: str) -> None:
     # instead of once per group. Beginning explicitly makes every savepoint nest in the group's transaction;
     # IMMEDIATE takes the write lock at once, so no later statement of the group waits for it.
     if not conn.connection.driver_connection.in_transaction:  # type: ignore[union-attr]
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        conn.exec_driver_sql(BEGIN_WRITE)
 
 
 def create_engine(url: str, *, pool_size: int = 8) -> AsyncEngine:
