@@ -22,7 +22,7 @@ from bench import commands
 from bench.commands import Workload
 from bench.common import ROUTING_KEY
 
-REPLY_TIMEOUT_S = 120
+REPLY_TIMEOUT_S = 60
 RESULT_MARK = b'"type":"ai.team.result"'
 
 
@@ -94,7 +94,11 @@ class Agent:
                 )
                 sent = time.perf_counter()
                 await exchange.publish(message, routing_key=ROUTING_KEY)
-                reply = await asyncio.wait_for(future, REPLY_TIMEOUT_S)
+                try:
+                    reply = await asyncio.wait_for(future, REPLY_TIMEOUT_S)
+                except TimeoutError:  # a lost reply is an error of the system under test, not of the run
+                    self._waiting.pop(command_id, None)
+                    reply = f"no reply within {REPLY_TIMEOUT_S} s".encode()
                 latencies[i] = time.perf_counter() - sent
                 if expect_result and RESULT_MARK not in reply:
                     errors.append(reply)

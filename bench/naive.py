@@ -25,7 +25,7 @@ from urllib.parse import unquote, urlsplit
 
 from faststream.rabbit import Channel, ExchangeType, RabbitBroker, RabbitExchange, RabbitQueue, RabbitResponse
 from sqlalchemy import JSON, DateTime, ForeignKey, Integer, String, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -185,6 +185,9 @@ async def start(amqp_url: str, names: Names, database_url: str, storage_root: st
             reply_type = "ai.team.result"
         except (NotFoundError, ValueError, IntegrityError, KeyError) as exc:
             data = {"error": {"code": "INVALID_ARGUMENT", "message": repr(exc), "retryable": False, "details": {}}}
+            reply_type = "ai.team.error"
+        except SQLAlchemyError as exc:  # "database is locked" and the like: the sender may retry
+            data = {"error": {"code": "UNAVAILABLE", "message": repr(exc)[:200], "retryable": True, "details": {}}}
             reply_type = "ai.team.error"
         data["execution_time_ms"] = int((time.monotonic() - started) * 1000)
         reply = {
