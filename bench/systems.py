@@ -6,6 +6,8 @@ import asyncio
 import shutil
 import tempfile
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -107,11 +109,12 @@ def start_echo(amqp_url: str) -> System:
 
 def start_naive(amqp_url: str, database_url: str | None) -> System:
     system = System("naive", amqp_url, Names.fresh("naive"), _folder("naive"))
-    system.database = Database.fresh(system.folder, database_url)
-    process = ServerProcess(
-        naive.main, amqp_url, system.names, system.database.url, system.storage_root, name="bench-naive"
-    )
-    system.processes.append(process.start())
+    with _closed_on_failure(system):
+        system.database = Database.fresh(system.folder, database_url)
+        process = ServerProcess(
+            naive.main, amqp_url, system.names, system.database.url, system.storage_root, name="bench-naive"
+        )
+        system.processes.append(process.start())
     return system
 
 
@@ -123,9 +126,20 @@ def start_worker(
     folder: Path | None = None,
 ) -> System:
     system = System("worker", amqp_url, Names.fresh("worker"), folder or _folder("worker"))
-    system.database = database or Database.fresh(system.folder, database_url)
-    spawn_workers(system, workers)
+    with _closed_on_failure(system):
+        system.database = database or Database.fresh(system.folder, database_url)
+        spawn_workers(system, workers)
     return system
+
+
+@contextmanager
+def _closed_on_failure(system: System) -> Iterator[None]:
+    """A system that fails to start leaves nothing behind: no process, queue, database or folder."""
+    try:
+        yield
+    except BaseException:
+        system.close()
+        raise
 
 
 def spawn_workers(system: System, workers: int) -> None:
