@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from service.app import Worker
-from tests.conftest import _delete_topology, make_settings
+from service.settings import Settings
+from tests.conftest import make_settings
 from tests.support.bus import Bus
 
 PREFIX = "team/prod"
@@ -62,21 +63,16 @@ def s3_root(agent_fs: object) -> str:
 
 
 @pytest.fixture
-async def s3_worker(amqp_url: str, database_url: str, tmp_path: Path, s3_root: str) -> AsyncIterator[Worker]:
-    settings = make_settings(amqp_url, database_url, tmp_path).model_copy(update={"storage_root": s3_root})
-    worker = Worker(settings)
-    await worker.start()
-    try:
-        yield worker
-    finally:
-        await worker.stop()
-        await _delete_topology(settings)
+def settings(amqp_url: str, database_url: str, tmp_path: Path, s3_root: str) -> Settings:
+    """The root fixtures' worker and bus, with files on the S3 bucket instead of a local folder."""
+    return make_settings(amqp_url, database_url, tmp_path).model_copy(update={"storage_root": s3_root})
 
 
 @pytest.fixture
-async def s3_bus(s3_worker: Worker) -> AsyncIterator[Bus]:
-    agent = await Bus(s3_worker.settings.amqp_url, s3_worker.settings.exchange, s3_worker.settings.dlq).open()
-    try:
-        yield agent
-    finally:
-        await agent.close()
+def s3_worker(worker: Worker) -> Worker:
+    return worker
+
+
+@pytest.fixture
+def s3_bus(bus: Bus) -> Bus:
+    return bus
