@@ -14,12 +14,14 @@ from pamqp.commands import Basic
 
 from contracts import topology as names
 from service import maintenance, operating, topology
+from service.acks import BulkAcks
 from service.context import Services
 from service.files import FileStore
 from service.pipeline import Delivery, Outcome, Pipeline, Settle
 from service.settings import Settings
 from service.store.db import create_engine, is_sqlite, sqlite_path
 from service.store.lock import DatabaseLock
+from service.store.lookups import PointLookups
 from service.store.schema import prepare
 from service.store.writer import SingleWriter
 
@@ -34,6 +36,23 @@ class _Settler(Protocol):
     async def ack(self) -> None: ...
 
     async def reject(self, requeue: bool = False) -> None: ...
+
+
+class _BulkSettler:
+    """Settles one delivery of the direct consumer through the worker's ``BulkAcks``."""
+
+    __slots__ = ("_acks", "_message")
+
+    def __init__(self, acks: BulkAcks, message: AbstractIncomingMessage) -> None:
+        self._acks = acks
+        self._message = message
+
+    async def ack(self) -> None:
+        await self._acks.ack(self._message)
+
+    async def reject(self, requeue: bool = False) -> None:
+        assert not requeue, "the pipeline never requeues"
+        await self._acks.reject(self._message)
 
 
 async def _undecoded(message: RabbitMessage) -> RabbitMessage:
@@ -73,6 +92,8 @@ class Worker:
         self._queue: AbstractQueue | None = None
         self._consumer_tag: str | None = None
         """The direct consumer's, when the worker consumes without FastStream's per-message machinery."""
+        self._acks = BulkAcks()
+        """The direct consumer's acks, sent in bulk (FastStream's path acks each message itself)."""
         self._idle = asyncio.Event()
         self._idle.set()
         self._lock: DatabaseLock | None = None
@@ -114,7 +135,9 @@ class Worker:
         await asyncio.to_thread(files.ensure_layout)
         writer = SingleWriter(engine, batch_max=s.write_batch_max, on_batch=self._batch_committed)
         await writer.start()
-        self.services = Services(settings=s, engine=engine, writer=writer, files=files)
+        lookups = PointLookups(engine)
+        await lookups.start()
+        self.services = Services(settings=s, engine=engine, writer=writer, files=files, lookups=lookups)
         self.pipeline = Pipeline(self.services)
         for hook in self.on_started:
             await hook(self)
@@ -140,6 +163,8 @@ class Worker:
             await asyncio.wait(self._executing, timeout=self.settings.shutdown_grace_s)
         if self.services is not None:
             await self.services.writer.stop()
+            if self.services.lookups is not None:
+                await self.services.lookups.close()
             await self.services.engine.dispose()
         if self._lock is not None:
             self._lock.release()
@@ -187,8 +212,9 @@ class Worker:
     async def _on_delivery(self, raw: AbstractIncomingMessage) -> None:
         self.in_flight += 1
         self._idle.clear()
+        self._acks.taken(raw)
         try:
-            await self._handle(raw, raw)
+            await self._handle(raw, _BulkSettler(self._acks, raw))
         except Exception:  # left unacked, as FastStream's manual ack policy leaves it: redelivered later
             log.exception("command %s could not be handled", raw.message_id or raw.correlation_id)
         finally:

@@ -20,6 +20,7 @@ from service.faults import FaultHooks
 from service.files import FileStore
 from service.settings import Settings
 from service.store.db import read_connection
+from service.store.lookups import PointLookups
 from service.store.writer import SingleWriter
 
 if TYPE_CHECKING:
@@ -51,6 +52,14 @@ class Services:
     files: FileStore
     faults: FaultHooks = field(default_factory=FaultHooks)
     started_monotonic: float = field(default_factory=time.monotonic)
+    lookups: PointLookups | None = None
+    """Held for point lookups on SQLite (started by the worker); without it lookups use the pool."""
+
+    def lookup(self) -> AbstractAsyncContextManager[AsyncConnection]:
+        """A connection for point lookups only (statements marked with ``point_lookup``)."""
+        if self.lookups is None:
+            return read_connection(self.engine)
+        return self.lookups.connection()
 
 
 @dataclass(slots=True)
@@ -70,6 +79,10 @@ class HandlerContext:
 
     def read(self) -> AbstractAsyncContextManager[AsyncConnection]:
         return read_connection(self.services.engine)
+
+    def lookup(self) -> AbstractAsyncContextManager[AsyncConnection]:
+        """For point lookups only: on SQLite the worker's held connection, run on the event loop."""
+        return self.services.lookup()
 
     async def write(self, job: Callable[[AsyncConnection], Awaitable[T]]) -> T:
         """Commit ``job`` through the single writer; with a recorder, the inbox record commits with it."""

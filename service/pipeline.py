@@ -35,7 +35,6 @@ from service.identity import check_requester, requester_of
 from service.recording import Duplicate, Recorder
 from service.replies import envelope_bytes, error_reply, error_reply_of, result_reply
 from service.store import inbox
-from service.store.db import read_connection
 from service.store.inbox import StoredReply
 
 log = logging.getLogger(__name__)
@@ -97,7 +96,7 @@ class Pipeline:
                 envelope.id, data.action, data.idempotency_key, inbox.request_hash(data.action, data.params), started
             )
             try:
-                async with read_connection(self.services.engine) as conn:
+                async with self.services.lookup() as conn:
                     stored = await recorder.lookup(conn)
             except StorageError as exc:
                 return self._finish(delivery, envelope, error_reply(exc, started), data.action)

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from contracts import Aborted, InvalidArgument, Output, StorageError, utc_now
-from service.replies import error_reply, result_reply
+from contracts import Aborted, InvalidArgument, Output
+from service.replies import result_reply
 from service.store import inbox
+from service.store.db import read_connection
 from service.store.inbox import StoredReply
 from service.store.writer import SingleWriter
 
@@ -25,12 +25,8 @@ class Duplicate(Exception):
         self.reply = reply
 
 
-@dataclass(slots=True)
-class _Outcome:
-    reply: StoredReply
-    output: Any = None
-    error: StorageError | None = None
-    duplicate: bool = False
+class _TwinCommitted(Exception):
+    """The inbox already holds this command: its effect here is rolled back with the job's savepoint."""
 
 
 class Recorder:
@@ -70,16 +66,6 @@ class Recorder:
             reply=reply,
         )
 
-    async def _claim(self, conn: AsyncConnection) -> bool:
-        return await inbox.claim(
-            conn,
-            envelope_id=self.envelope_id,
-            action=self.action,
-            idempotency_key=self.idempotency_key,
-            req_hash=self.req_hash,
-            now=utc_now(),
-        )
-
     async def _stored_after_conflict(self, conn: AsyncConnection) -> StoredReply:
         """The reply that beat us to the inbox row (it committed: a conflict only ever waits for a commit)."""
         if (existing := await self.lookup(conn)) is None:  # purged in between: let the sender try again
@@ -87,33 +73,30 @@ class Recorder:
         return existing
 
     async def write(self, writer: SingleWriter, job: Callable[[AsyncConnection], Awaitable[T]]) -> T:
-        async def recorded(conn: AsyncConnection) -> _Outcome:
-            # Claim first: a twin of this command running on another worker either committed (we return its
-            # reply) or holds the row, and then this insert waits for its commit instead of racing it.
-            if not await self._claim(conn):
-                return _Outcome(await self._stored_after_conflict(conn), duplicate=True)
-            try:
-                async with conn.begin_nested():
-                    output = await job(conn)
-            except StorageError as exc:
-                if exc.retryable:
-                    raise
-                reply = error_reply(exc, self.started)
-                await inbox.complete(conn, self.envelope_id, reply)
-                return _Outcome(reply, error=exc)
+        """Run ``job`` and insert the inbox row with its reply, both in the writer's savepoint for the job.
+
+        One insert, last: if a twin of this command (the same envelope id or idempotency key) committed
+        first, or ran earlier in the same group, the insert finds its row, and raising here rolls this run's
+        effect back with the savepoint; the twin's stored reply is the answer. On PostgreSQL the insert of a
+        twin still running on another worker waits for that worker's commit. A job that raises commits
+        nothing; the pipeline stores a non-retryable error as the reply afterwards.
+        """
+
+        async def recorded(conn: AsyncConnection) -> tuple[StoredReply, Any]:
+            output = await job(conn)
             if not isinstance(output, Output):
                 raise TypeError(f"a recorded write must return the action's output, got {type(output).__name__}")
             reply = result_reply(output, self.started)
-            await inbox.complete(conn, self.envelope_id, reply)
-            return _Outcome(reply, output=output)
+            if not await self._insert(conn, reply):
+                raise _TwinCommitted
+            return reply, output
 
-        outcome: _Outcome = await writer.submit(recorded)
-        self.stored = outcome.reply
-        if outcome.duplicate:
-            raise Duplicate(outcome.reply)
-        if outcome.error is not None:
-            raise outcome.error
-        return outcome.output  # type: ignore[no-any-return]
+        try:
+            self.stored, output = await writer.submit(recorded)
+        except _TwinCommitted:
+            async with read_connection(writer.engine) as conn:
+                raise Duplicate(await self._stored_after_conflict(conn)) from None
+        return output  # type: ignore[no-any-return]
 
     async def record(self, writer: SingleWriter, reply: StoredReply) -> StoredReply:
         """Store the reply of a write that committed nothing else (a refusal, an already-present artifact)."""

@@ -46,7 +46,7 @@ async def register_artifact(params: RegisterArtifactParams, ctx: HandlerContext)
             "manifest.owner must be the requester (leave it out to own the artifact)",
             {"field": "manifest.owner", "owner": manifest.owner, "requester": requester.id},
         )
-    async with ctx.read() as conn:
+    async with ctx.lookup() as conn:
         existing = await store.get(conn, manifest.id)
     if existing is not None:
         return _already_registered(existing, manifest, requester)
@@ -88,10 +88,9 @@ async def register_artifact(params: RegisterArtifactParams, ctx: HandlerContext)
     expires_at = ctx.now + retention if retention is not None else None
 
     async def commit(conn: AsyncConnection) -> RegisterArtifactOutput:
-        raced = await store.get(conn, final.id)
-        if raced is not None:
-            return _already_registered(raced, manifest, requester)
-        if final.supersedes is not None:
+        if final.supersedes is not None:  # a twin that won meanwhile is already the successor: answer as it
+            if (raced := await store.get(conn, final.id)) is not None:
+                return _already_registered(raced, manifest, requester)
             await _check_supersedes(conn, final)
         if not await store.insert_artifact(conn, final, expires_at=expires_at, now=ctx.now):
             return await _lost_race(conn, final, manifest, requester)
@@ -177,7 +176,7 @@ async def _check_supersedes(conn: AsyncConnection, manifest: ArtifactManifest) -
 
 
 async def get_artifact(params: GetArtifactParams, ctx: HandlerContext) -> GetArtifactOutput:
-    async with ctx.read() as conn:
+    async with ctx.lookup() as conn:
         row = await store.get(conn, params.artifact_id)
         if row is None:
             raise NotFound(f"artifact {params.artifact_id} not found", {"artifact_id": params.artifact_id})

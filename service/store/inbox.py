@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, delete, func, or_, select, update
+from sqlalchemy import bindparam, delete, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.store.conflicts import insert_or_skip
@@ -34,7 +34,6 @@ _FIND_BY_ID_OR_KEY = point_lookup(
         )
     )
 )
-_COMPLETE = update(_inbox).where(_inbox.c.id == bindparam("envelope_id"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,43 +66,6 @@ async def find(conn: AsyncConnection, envelope_id: str, action: str, idempotency
         return None
     row = next((r for r in rows if r.id == envelope_id), rows[0])
     return StoredReply(row.reply_id, row.reply_type, row.reply_data, row.created_at, row.request_hash, row.id)
-
-
-async def claim(
-    conn: AsyncConnection, *, envelope_id: str, action: str, idempotency_key: str | None, req_hash: str, now: datetime
-) -> bool:
-    """Take the inbox row of a command before executing it; False when another execution already holds it.
-
-    The row is a placeholder until ``complete`` fills in the reply in the same transaction, so no other
-    connection ever sees it unfinished.
-    """
-    result = await conn.execute(
-        insert_or_skip(conn, _inbox),
-        {
-            "id": envelope_id,
-            "action": action,
-            "idempotency_key": idempotency_key,
-            "request_hash": req_hash,
-            "reply_id": "",
-            "reply_type": "",
-            "reply_data": "",
-            "created_at": now,
-        },
-    )
-    return result.rowcount == 1
-
-
-async def complete(conn: AsyncConnection, envelope_id: str, reply: StoredReply) -> None:
-    await conn.execute(
-        _COMPLETE,
-        {
-            "envelope_id": envelope_id,
-            "reply_id": reply.reply_id,
-            "reply_type": reply.reply_type,
-            "reply_data": reply.data_json,
-            "created_at": reply.time,
-        },
-    )
 
 
 async def record(

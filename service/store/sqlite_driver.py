@@ -82,6 +82,8 @@ class LeanCursor:
             # run right here, sparing two thread switches each (a switch costs more than the lookup).
             # Everything else, and the commit that syncs to disk, goes to the connection's thread.
             result = _run(connection._conn, sql, parameters, many)
+        elif connection.inline_only:
+            raise RuntimeError(f"only point lookups run on this connection, not: {sql[:80]}")
         else:
             result = await connection._execute(_run, connection._conn, sql, parameters, many)
         self.description, self.rowcount, self.lastrowid, self._rows = result
@@ -110,8 +112,16 @@ class LeanCursor:
 
 
 class LeanConnection(aiosqlite.Connection):
+    inline_only = False
+    """Set on a connection shared by every command (``lookups.PointLookups``): it must never leave the loop."""
+
     def cursor(self) -> LeanCursor:  # type: ignore[override]
         return LeanCursor(self)
+
+    @property
+    def sqlite_connection(self) -> sqlite3.Connection:
+        """The sqlite3 connection itself, for statements run on the event loop inside the write transaction."""
+        return self._conn
 
     @property
     def in_transaction(self) -> bool:

@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from contracts import StorageError, Unavailable
 from service.store.db import is_conflict, is_lock_timeout, translate_db_error, translate_value_error
+from service.store.savepoint import savepoints_for
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,10 @@ class SingleWriter:
         self._task: asyncio.Task[None] | None = None
         self._conn: AsyncConnection | None = None
         self._stopping = False
+
+    @property
+    def engine(self) -> AsyncEngine:
+        return self._engine
 
     async def start(self) -> None:
         self._stopping = False
@@ -148,8 +153,9 @@ class SingleWriter:
         async with conn.begin():
             if not patient and conn.dialect.name == "postgresql":
                 await conn.exec_driver_sql(f"SET LOCAL lock_timeout = {LOCK_WAIT_MS}")
+            savepoints = await savepoints_for(conn)
             for pending in batch:
-                savepoint = await conn.begin_nested()
+                savepoint = await savepoints.open()
                 try:
                     result = await pending.job(conn)
                 except Exception as exc:
@@ -161,7 +167,7 @@ class SingleWriter:
                         raise
                     outcomes.append((pending, False, translate_value_error(exc) or exc))
                 else:
-                    await savepoint.commit()
+                    await savepoint.release()
                     outcomes.append((pending, True, result))
         return outcomes, deferred
 

@@ -52,31 +52,42 @@ def _recorder() -> Recorder:
 async def test_a_twin_waits_for_the_winner_and_gets_its_reply(
     two_writers: tuple[AsyncEngine, SingleWriter, SingleWriter],
 ) -> None:
-    """The same command on two workers at once: executed once, the second answers with the first's reply."""
+    """The same command on two workers at once: its effect commits once, the second answers with the first's reply.
+
+    The first worker's group holds the command's inbox row uncommitted (a later job of the group is still
+    running); the twin runs its effect, then its inbox insert waits for that row. When the first commits,
+    the twin finds the row, rolls its effect back and returns the stored reply.
+    """
     engine, first, second = two_writers
-    executed: list[str] = []
+    async with engine.begin() as conn:
+        await conn.execute(text("CREATE TABLE twin_effects (name text NOT NULL)"))
     holding, release = asyncio.Event(), asyncio.Event()
 
-    def job(name: str, hold: bool) -> Callable[[AsyncConnection], Awaitable[DeleteArtifactOutput]]:
+    def job(name: str) -> Callable[[AsyncConnection], Awaitable[DeleteArtifactOutput]]:
         async def run(conn: AsyncConnection) -> DeleteArtifactOutput:
-            executed.append(name)
-            if hold:
-                holding.set()
-                await release.wait()
+            await conn.execute(text("INSERT INTO twin_effects VALUES (:name)"), {"name": name})
             return DeleteArtifactOutput(artifact_id=f"art-{name}", deleted=True)
 
         return run
 
+    async def hold_the_group(_conn: AsyncConnection) -> None:
+        holding.set()
+        await release.wait()
+
     winner, twin = _recorder(), _recorder()
-    won = asyncio.create_task(winner.write(first, job("first", hold=True)))
-    await holding.wait()  # the first holds the claimed inbox row, uncommitted
-    raced = asyncio.create_task(twin.write(second, job("second", hold=False)))
-    await _until_a_lock_wait(engine)  # the twin's claim waits for that row
+    won = asyncio.create_task(winner.write(first, job("first")))
+    held = asyncio.create_task(first.submit(hold_the_group))  # queued behind it: the same group
+    await holding.wait()  # the first's inbox row is written, its group not committed
+    raced = asyncio.create_task(twin.write(second, job("second")))
+    await _until_a_lock_wait(engine)  # the twin's inbox insert waits for that row
     release.set()
     assert (await won).artifact_id == "art-first"
+    await held
     with pytest.raises(Duplicate) as duplicate:
         await raced
-    assert executed == ["first"]
+    async with engine.connect() as conn:
+        effects = (await conn.execute(text("SELECT name FROM twin_effects"))).scalars().all()
+    assert effects == ["first"], "the twin's effect was rolled back with its savepoint"
     assert winner.stored is not None and duplicate.value.reply.reply_id == winner.stored.reply_id
     assert duplicate.value.reply.data_json == winner.stored.data_json
 

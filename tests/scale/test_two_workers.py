@@ -126,15 +126,15 @@ async def test_two_workers_5000_commands_with_duplicates(
 ) -> None:
     """5,000 commands with racing duplicates over two workers: one reply per publish, one effect per command."""
     conflicts = Counter[str]()
-    claim = inbox.claim
+    record = inbox.record
 
-    async def counting_claim(conn: Any, **kwargs: Any) -> bool:
-        won = await claim(conn, **kwargs)
+    async def counting_record(conn: Any, **kwargs: Any) -> bool:
+        won = await record(conn, **kwargs)
         if not won:
             conflicts[kwargs["action"]] += 1
         return won
 
-    monkeypatch.setattr(inbox, "claim", counting_claim)
+    monkeypatch.setattr(inbox, "record", counting_record)
     handled = Counter[str]()
     for worker in two_workers:
         node = worker.settings.node_name
@@ -187,7 +187,7 @@ async def test_two_workers_5000_commands_with_duplicates(
     print(
         f"\n{TOTAL} commands ({duplicates} duplicates, {ARTIFACT_RETRY_NO_KEY} re-registrations without key) "
         f"on 2 workers in {elapsed:.1f}s ({TOTAL / elapsed:.0f}/s); replies {len(got)}; per worker {dict(handled)}; "
-        f"duplicates resolved by the inbox claim inside the transaction {dict(conflicts)}"
+        f"duplicates resolved by the inbox insert inside the transaction {dict(conflicts)}"
     )
     # every publish answered exactly once, and only with results
     assert len(got) == TOTAL and duplicated_replies == 0 and leftover == 0

@@ -94,6 +94,25 @@ async def test_a_failing_job_does_not_sink_its_neighbours(
     assert await committed(engine) == {"a", "b", "c"}
 
 
+async def test_a_group_is_one_transaction_readers_see_its_rows_only_after_the_commit(
+    batches: tuple[SingleWriter, list[int]], engine: AsyncEngine
+) -> None:
+    """Each job's savepoint nests in the group's transaction: releasing it commits nothing on its own (that
+    would be an fsync per command), so a reader in the middle of the group sees none of the group's rows."""
+    writer, sizes = batches
+    seen: list[set[str]] = []
+
+    async def peek(_conn: AsyncConnection) -> str:
+        seen.append(await committed(engine))
+        return "peek"
+
+    jobs = [write_row("a"), write_row("b"), peek, write_row("c")]
+    assert await asyncio.gather(*(writer.submit(job) for job in jobs)) == ["a", "b", "peek", "c"]
+    assert sizes == [4]
+    assert seen == [set()], "rows of the group were visible before the group committed"
+    assert await committed(engine) == {"a", "b", "c"}
+
+
 async def test_groups_form_under_load(batches: tuple[SingleWriter, list[int]], engine: AsyncEngine) -> None:
     """Many concurrent writes commit in fewer transactions than writes, and every one of them commits."""
     writer, sizes = batches
