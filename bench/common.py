@@ -14,7 +14,7 @@ import multiprocessing
 import os
 import signal
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
@@ -76,8 +76,15 @@ async def delete_topology(amqp_url: str, names: Names) -> None:
         await conn.close()
 
 
-def serve_until_terminated(start: Callable[[], Awaitable[Callable[[], Awaitable[None]]]], ready: Connection) -> None:
-    """Process body of a server: start it, report ready, run until SIGTERM, stop it cleanly."""
+def serve_until_terminated(
+    start: Callable[[], Awaitable[Callable[[], Awaitable[None]]]],
+    ready: Connection,
+    runner: Callable[[Coroutine[Any, Any, None]], None] = asyncio.run,
+) -> None:
+    """Process body of a server: start it, report ready, run until SIGTERM, stop it cleanly.
+
+    ``runner`` runs the event loop: asyncio's own unless the server chooses another (the worker does).
+    """
 
     async def main() -> None:
         stop_event = asyncio.Event()
@@ -92,7 +99,7 @@ def serve_until_terminated(start: Callable[[], Awaitable[Callable[[], Awaitable[
         await stop_event.wait()
         await stop()
 
-    asyncio.run(main())
+    runner(main())
 
 
 class ServerProcess:

@@ -36,4 +36,8 @@ async def start(values: dict[str, object]) -> Callable[[], Awaitable[None]]:
 
 
 def main(values: dict[str, object], ready: Connection) -> None:
-    serve_until_terminated(lambda: start(values), ready)
+    from service import loop
+    from service.settings import Settings
+
+    choice = Settings(**values).event_loop  # type: ignore[arg-type]
+    serve_until_terminated(lambda: start(values), ready, lambda main: loop.run(main, choice=choice))

@@ -10,6 +10,7 @@ import sys
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from service.loop import run as run_loop
 from service.settings import Settings
 
 log = logging.getLogger("service")
@@ -137,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings()
     setup_logging(settings)
     _, fn, _ = COMMANDS[args.command]
-    return asyncio.run(fn(args, settings))
+    return run_loop(fn(args, settings), choice=settings.event_loop)
 
 
 if __name__ == "__main__":

@@ -50,6 +50,9 @@ class Settings(BaseSettings):
     command_log: bool = Field(default=True, validation_alias=_env("STORAGE_COMMAND_LOG"))
     node_registry: bool = Field(default=True, validation_alias=_env("STORAGE_NODE_REGISTRY"))
     otel: bool = Field(default=False, validation_alias=_env("STORAGE_OTEL"))
+    event_loop: str = Field(
+        default="auto", pattern="^(auto|uvloop|asyncio)$", validation_alias=_env("STORAGE_EVENT_LOOP")
+    )
 
     @field_validator("admins", mode="before")
     @classmethod

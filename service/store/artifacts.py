@@ -13,8 +13,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from contracts import ArtifactManifest, ArtifactStatus, ListArtifactsParams, Visibility
 from service.context import Requester
 from service.store import cursor
-from service.store.conflicts import insert_or_skip
+from service.store.conflicts import prepared_insert_or_skip
 from service.store.models import Artifact, ArtifactLabel
+from service.store.prepared import PreparedWrite
 from service.store.sqlite_driver import point_lookup
 
 artifacts = Artifact.__table__
@@ -39,7 +40,7 @@ ROW_COLUMNS = (
 # prebuilt statement executed with parameters skips construction and key generation on every command.
 _BY_ID = point_lookup(select(*ROW_COLUMNS).where(artifacts.c.id == bindparam("artifact_id")))
 _SUCCESSOR = point_lookup(select(*ROW_COLUMNS).where(artifacts.c.supersedes == bindparam("artifact_id")))
-_INSERT_LABELS = insert(labels)
+_INSERT_LABELS = PreparedWrite(insert(labels))
 
 
 async def get(conn: AsyncConnection, artifact_id: str) -> Row[Any] | None:
@@ -66,8 +67,8 @@ async def insert_artifact(
     The conflict is decided by the unique constraints, so two workers registering the same artifact (or
     two successors of one) at once get one winner and no error; the loser reads what won.
     """
-    inserted = await conn.execute(
-        insert_or_skip(conn, artifacts),
+    inserted = await prepared_insert_or_skip(conn.dialect.name, artifacts).execute(
+        conn,
         {
             "id": manifest.id,
             "version": manifest.version,
@@ -88,12 +89,11 @@ async def insert_artifact(
             "manifest": manifest.wire(),
         },
     )
-    if inserted.rowcount != 1:
+    if inserted != 1:
         return False
     if manifest.labels:
-        await conn.execute(
-            _INSERT_LABELS,
-            [{"artifact_id": manifest.id, "key": k, "value": v} for k, v in manifest.labels.items()],
+        await _INSERT_LABELS.execute_many(
+            conn, [{"artifact_id": manifest.id, "key": k, "value": v} for k, v in manifest.labels.items()]
         )
     return True
 

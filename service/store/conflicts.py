@@ -16,6 +16,8 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from service.store.prepared import PreparedWrite
+
 
 def insert_or_skip(conn: AsyncConnection, table: Table) -> Insert:
     """The statement, built once per dialect and table: execute it with the row as parameters.
@@ -23,10 +25,16 @@ def insert_or_skip(conn: AsyncConnection, table: Table) -> Insert:
     A statement object computes its cache key once; building a new one (or calling ``.values()``) per row
     redoes that work on every command.
     """
-    return _insert_or_skip(conn.dialect.name, table)
+    return insert_or_skip_for(conn.dialect.name, table)
 
 
 @cache
-def _insert_or_skip(dialect: str, table: Table) -> Insert:
+def insert_or_skip_for(dialect: str, table: Table) -> Insert:
     dialect_insert = pg_insert if dialect == "postgresql" else sqlite_insert
     return dialect_insert(table).on_conflict_do_nothing()
+
+
+@cache
+def prepared_insert_or_skip(dialect: str, table: Table) -> PreparedWrite:
+    """The same statement for the writer's hot path: ``execute`` returns 1 when the row went in, 0 when skipped."""
+    return PreparedWrite(insert_or_skip_for(dialect, table))

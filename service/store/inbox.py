@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import bindparam, delete, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from service.store.conflicts import insert_or_skip
+from service.store.conflicts import prepared_insert_or_skip
 from service.store.models import InboxRecord
 from service.store.sqlite_driver import point_lookup
 
@@ -78,8 +78,8 @@ async def record(
     reply: StoredReply,
 ) -> bool:
     """Store a finished reply in one statement; False when the command's id or key is already recorded."""
-    result = await conn.execute(
-        insert_or_skip(conn, _inbox),
+    inserted = await prepared_insert_or_skip(conn.dialect.name, _inbox).execute(
+        conn,
         {
             "id": envelope_id,
             "action": action,
@@ -91,7 +91,7 @@ async def record(
             "created_at": reply.time,
         },
     )
-    return result.rowcount == 1
+    return inserted == 1
 
 
 async def count(conn: AsyncConnection) -> int:

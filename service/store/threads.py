@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.store import cursor
 from service.store.models import Thread, ThreadLabel, ThreadMessageRow
+from service.store.prepared import PreparedWrite
 
 threads = Thread.__table__
 messages = ThreadMessageRow.__table__
@@ -95,8 +96,8 @@ def live_clause(now: datetime) -> ColumnElement[bool]:
 # save_thread runs these on every call: built once, a statement skips construction and cache-key work.
 _GET = select(*THREAD_COLUMNS).where(threads.c.id == bindparam("thread_key"))
 _GET_FOR_UPDATE = _GET.with_for_update()
-_UPDATE = update(threads).where(threads.c.id == bindparam("thread_key"))
-_INSERT_MESSAGES = insert(messages)
+_UPDATE = PreparedWrite(update(threads).where(threads.c.id == bindparam("thread_key")))
+_INSERT_MESSAGES = PreparedWrite(insert(messages))
 
 
 async def get(conn: AsyncConnection, thread_id: str, *, for_update: bool = False) -> Row[Any] | None:
@@ -135,7 +136,7 @@ async def lock(conn: AsyncConnection, thread_id: str, now: datetime) -> tuple[Ro
 
 
 async def update_thread(conn: AsyncConnection, thread_id: str, values: Mapping[str, Any]) -> None:
-    await conn.execute(_UPDATE, {**values, "thread_key": thread_id})
+    await _UPDATE.execute(conn, {**values, "thread_key": thread_id})
 
 
 async def set_labels(
@@ -166,8 +167,7 @@ async def find_messages(conn: AsyncConnection, ids: Sequence[uuid.UUID]) -> dict
 
 
 async def insert_messages(conn: AsyncConnection, rows: Sequence[Mapping[str, Any]]) -> None:
-    if rows:
-        await conn.execute(_INSERT_MESSAGES, [dict(row) for row in rows])
+    await _INSERT_MESSAGES.execute_many(conn, rows)
 
 
 async def update_message(conn: AsyncConnection, message_id: uuid.UUID, values: Mapping[str, Any]) -> None:

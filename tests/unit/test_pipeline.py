@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
-from sqlalchemy import event
+import pytest
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from contracts import make_command
 from service.context import Services
 from service.pipeline import Delivery, Pipeline, Settle
+from service.store import artifacts as artifact_store
 from service.store.db import create_engine
 from service.store.writer import SingleWriter
 from tests.support.artifacts import manifest_for
@@ -34,22 +37,23 @@ async def test_refused_bodies_are_rejected_valid_ones_acked(services: Services) 
     assert silent.settle is Settle.ACK and silent.reply is None and silent.code == "OK"
 
 
-async def test_retryable_failures_are_not_stored_so_a_retry_can_succeed(services: Services, storage_root: Path) -> None:
+async def test_retryable_failures_are_not_stored_so_a_retry_can_succeed(
+    services: Services, storage_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A write the database failed (UNAVAILABLE) is not kept in the inbox: the same envelope later runs for real."""
     manifest = manifest_for(storage_root, b"retry me")
     body = make_command("register_artifact", {"manifest": manifest}, source="a").to_json_bytes()
     armed = [True]
+    insert_artifact = artifact_store.insert_artifact
 
-    def disk_error_once(conn: object, cursor: object, statement: str, *args: object) -> None:
-        if armed and statement.startswith("INSERT INTO artifacts"):
+    async def disk_error_once(conn: AsyncConnection, *args: Any, **kwargs: Any) -> bool:
+        if armed:
             armed.clear()
-            raise OperationalError(statement, {}, Exception("disk I/O error"))
+            raise OperationalError("INSERT INTO artifacts", {}, Exception("disk I/O error"))
+        return await insert_artifact(conn, *args, **kwargs)
 
-    event.listen(services.engine.sync_engine, "before_cursor_execute", disk_error_once)
-    try:
-        failed = await Pipeline(services).process(Delivery(body, reply_to="q"))
-    finally:
-        event.remove(services.engine.sync_engine, "before_cursor_execute", disk_error_once)
+    monkeypatch.setattr(artifact_store, "insert_artifact", disk_error_once)
+    failed = await Pipeline(services).process(Delivery(body, reply_to="q"))
     assert not armed, "the injected failure fired"
     error = reply_data(failed.reply)["error"]
     assert (error["code"], error["retryable"]) == ("UNAVAILABLE", True)

@@ -1,0 +1,80 @@
+"""Prepared writes run by sqlite3 directly store exactly what SQLAlchemy's own execution stores."""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from sqlalchemy import event, insert, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from service.store.db import create_engine
+from service.store.models import Thread, ThreadMessageRow
+from service.store.prepared import PreparedWrite
+from service.store.writer import SingleWriter
+from tests.support.databases import sqlite_url
+
+threads, messages = Thread.__table__, ThreadMessageRow.__table__
+RAW = "SELECT thread_id, seq, role, content, metadata, created_at, deleted_at FROM messages ORDER BY seq"
+WHEN = datetime(2026, 11, 22, 4, 5, 6, 789012, tzinfo=UTC)
+
+
+def message(thread_id: str, seq: int, content: object) -> dict[str, object]:
+    return {
+        "id": uuid.uuid4(),
+        "thread_id": thread_id,
+        "seq": seq,
+        "role": "user",
+        "content": content,
+        "metadata": {"lang": "ru", "note": "Привет", "n": 1.5},
+        "created_at": WHEN,
+        "deleted_at": None,
+    }
+
+
+async def test_direct_and_sqlalchemy_executions_store_the_same_values(template_db: Path, tmp_path: Path) -> None:
+    shutil.copyfile(template_db, tmp_path / "storage.db")
+    engine = create_engine(sqlite_url(tmp_path))
+    writer = SingleWriter(engine)
+    await writer.start()
+    through_sqlalchemy: list[str] = []
+    event.listen(
+        engine.sync_engine, "before_cursor_execute", lambda *args: through_sqlalchemy.append(args[2].split("(")[0])
+    )
+    prepared = PreparedWrite(insert(messages))
+    thread = {"metadata": {}, "version": 1, "message_count": 0, "next_seq": 0, "created_at": WHEN, "updated_at": WHEN}
+    contents: list[object] = ["text", {"parts": [1, None, "ü"]}, None, [1, 2]]
+    direct = [message("direct", i, c) for i, c in enumerate(contents)]
+    usual = [dict(row, id=uuid.uuid4(), thread_id="usual") for row in direct]
+    try:
+
+        async def write(conn: AsyncConnection) -> None:
+            await conn.execute(insert(threads), [dict(thread, id="direct"), dict(thread, id="usual")])
+            await prepared.execute_many(conn, direct)  # inside the writer's transaction: sqlite3 directly
+            await conn.execute(insert(messages), usual)  # SQLAlchemy's own execution
+
+        await writer.submit(write)
+
+        async def duplicate(conn: AsyncConnection) -> int:
+            return await prepared.execute(conn, direct[0])
+
+        with pytest.raises(IntegrityError):  # a driver error comes out as SQLAlchemy's, as the writer expects
+            await writer.submit(duplicate)
+        async with engine.connect() as conn:
+            rows = (await conn.execute(select(messages).order_by(messages.c.seq))).mappings().all()
+            stored = (await conn.exec_driver_sql(RAW)).all()
+    finally:
+        await writer.stop()
+        await engine.dispose()
+    by_thread = {"direct": [], "usual": []}  # type: dict[str, list[dict[str, object]]]
+    for row in rows:
+        by_thread[str(row["thread_id"])].append({k: v for k, v in row.items() if k not in ("id", "thread_id")})
+    assert through_sqlalchemy.count("INSERT INTO messages ") == 1, "the prepared insert went through SQLAlchemy"
+    assert by_thread["direct"] == by_thread["usual"] and len(by_thread["direct"]) == len(contents)
+    as_text = {thread: [row[1:] for row in stored if row[0] == thread] for thread in ("direct", "usual")}
+    assert as_text["direct"] == as_text["usual"], "the stored text differs (JSON or timestamp format)"
+    assert by_thread["direct"][0]["created_at"] == WHEN and by_thread["direct"][2]["content"] is None
