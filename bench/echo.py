@@ -43,5 +43,8 @@ async def start(amqp_url: str, names: Names) -> Callable[[], Awaitable[None]]:
     return stop
 
 
-def main(amqp_url: str, names: Names, ready: Connection) -> None:
-    serve_until_terminated(lambda: start(amqp_url, names), ready)
+def main(amqp_url: str, names: Names, loop: str, ready: Connection) -> None:
+    """``loop="uvloop"``: the same echo on the event loop the worker uses by default (a reference line only)."""
+    from service.loop import run
+
+    serve_until_terminated(lambda: start(amqp_url, names), ready, lambda main: run(main, choice=loop))

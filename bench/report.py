@@ -188,13 +188,17 @@ def chart(results: dict[str, Any], path: Path) -> Path:
     series: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
         label = "echo (broker limit)" if row["system"] == "echo" else f"{row['system']} {row['action']}"
+        if row["system"] == "echo-uvloop":
+            label = "echo on uvloop (reference)"
         series.setdefault(label, []).append(row)
     fig, axes = plt.subplots(2, 2, figsize=(14, 10))
     (thr, lat), (mem, lst) = axes
     for label, points in series.items():
         points = sorted(points, key=lambda r: r["in_flight"])
         xs = [p["in_flight"] for p in points]
-        style = {"linewidth": 3, "color": "black"} if label.startswith("echo") else {}
+        style = {"linewidth": 3, "color": "black"} if label.startswith("echo (") else {}
+        if label.startswith("echo on"):
+            style = {"linewidth": 2, "color": "grey", "linestyle": ":"}
         if label.startswith("naive"):
             style = {"linestyle": "--"}
         thr.plot(xs, [p["msgs_s"] for p in points], marker="o", label=label, **style)

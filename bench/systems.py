@@ -101,9 +101,11 @@ def _folder(kind: str) -> Path:
     return folder
 
 
-def start_echo(amqp_url: str) -> System:
-    system = System("echo", amqp_url, Names.fresh("echo"), _folder("echo"))
-    system.processes.append(ServerProcess(echo.main, amqp_url, system.names, name="bench-echo").start())
+def start_echo(amqp_url: str, loop: str = "asyncio") -> System:
+    """The echo: on asyncio's loop it is (1), the reference; ``loop="uvloop"`` gives the ``echo-uvloop`` line."""
+    kind = "echo" if loop == "asyncio" else f"echo-{loop}"
+    system = System(kind, amqp_url, Names.fresh(kind), _folder(kind))
+    system.processes.append(ServerProcess(echo.main, amqp_url, system.names, loop, name=f"bench-{kind}").start())
     return system
 
 

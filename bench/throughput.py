@@ -96,7 +96,7 @@ class Bench:
             trace_id=base.trace_id,
             thread_prefix=base.thread_prefix,
         )
-        expect = system.kind != "echo"
+        expect = not system.kind.startswith("echo")
         self.loadgen.run(
             Run(system.names.exchange, _warmup(action, in_flight, workload), in_flight, expect_result=expect)
         )
@@ -116,7 +116,8 @@ class Bench:
         workload = Workload(
             "register_artifact", count=len(ids), new_ids=ids, temp_dir=system.temp_dir, trace_id=READ_TRACE
         )
-        result = self.loadgen.run(Run(system.names.exchange, workload, 20, expect_result=system.kind != "echo"))
+        expect = not system.kind.startswith("echo")
+        result = self.loadgen.run(Run(system.names.exchange, workload, 20, expect_result=expect))
         if result["errors"]:
             raise RuntimeError(f"seeding {system.kind} failed: {result['first_error']}")
         return Workload("get_artifact", count=0, artifact_ids=ids, trace_id=READ_TRACE)
@@ -225,6 +226,10 @@ class Bench:
             echo_system = start_echo(args.amqp_url)
             started.append(echo_system)
             systems = [(echo_system, ("echo",), self._echo_base())]
+            if "echo-uvloop" in args.parts:  # the worker runs on uvloop: the echo on it too, for reference
+                uvloop_echo = start_echo(args.amqp_url, loop="uvloop")
+                started.append(uvloop_echo)
+                systems.append((uvloop_echo, ("echo",), self._echo_base()))
             if "naive" in args.parts:
                 naive_system = start_naive(args.amqp_url, args.database_url)
                 started.append(naive_system)
@@ -283,7 +288,7 @@ def _combine(results: list[dict[str, Any]]) -> dict[str, Any]:
     return row
 
 
-PARTS = ("naive", "side", "soak", "list", "client")
+PARTS = ("echo-uvloop", "naive", "side", "soak", "list", "client")
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:

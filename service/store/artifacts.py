@@ -15,7 +15,7 @@ from service.context import Requester
 from service.store import cursor
 from service.store.conflicts import prepared_insert_or_skip
 from service.store.models import Artifact, ArtifactLabel
-from service.store.prepared import PreparedWrite
+from service.store.prepared import PreparedRead, PreparedWrite
 from service.store.sqlite_driver import point_lookup
 
 artifacts = Artifact.__table__
@@ -38,17 +38,17 @@ ROW_COLUMNS = (
 
 # Hot-path statements are built once: SQLAlchemy computes a statement's cache key per object, so a
 # prebuilt statement executed with parameters skips construction and key generation on every command.
-_BY_ID = point_lookup(select(*ROW_COLUMNS).where(artifacts.c.id == bindparam("artifact_id")))
-_SUCCESSOR = point_lookup(select(*ROW_COLUMNS).where(artifacts.c.supersedes == bindparam("artifact_id")))
+_BY_ID = PreparedRead(point_lookup(select(*ROW_COLUMNS).where(artifacts.c.id == bindparam("artifact_id"))))
+_SUCCESSOR = PreparedRead(point_lookup(select(*ROW_COLUMNS).where(artifacts.c.supersedes == bindparam("artifact_id"))))
 _INSERT_LABELS = PreparedWrite(insert(labels))
 
 
 async def get(conn: AsyncConnection, artifact_id: str) -> Row[Any] | None:
-    return (await conn.execute(_BY_ID, {"artifact_id": artifact_id})).first()
+    return await _BY_ID.first(conn, {"artifact_id": artifact_id})  # type: ignore[no-any-return]
 
 
 async def successor_of(conn: AsyncConnection, artifact_id: str) -> Row[Any] | None:
-    return (await conn.execute(_SUCCESSOR, {"artifact_id": artifact_id})).first()
+    return await _SUCCESSOR.first(conn, {"artifact_id": artifact_id})  # type: ignore[no-any-return]
 
 
 def manifest_of(row: Row[Any]) -> ArtifactManifest:

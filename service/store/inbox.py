@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.store.conflicts import prepared_insert_or_skip
 from service.store.models import InboxRecord
+from service.store.prepared import PreparedRead
 from service.store.sqlite_driver import point_lookup
 
 _inbox = InboxRecord.__table__
@@ -25,12 +26,14 @@ _REPLY_COLUMNS = (
     _inbox.c.request_hash,
 )
 # Built once (every write command runs these): a prebuilt statement skips construction and cache-key work.
-_FIND_BY_ID = point_lookup(select(*_REPLY_COLUMNS).where(_inbox.c.id == bindparam("envelope_id")))
-_FIND_BY_ID_OR_KEY = point_lookup(
-    select(*_REPLY_COLUMNS).where(
-        or_(
-            _inbox.c.id == bindparam("envelope_id"),
-            (_inbox.c.action == bindparam("action")) & (_inbox.c.idempotency_key == bindparam("idempotency_key")),
+_FIND_BY_ID = PreparedRead(point_lookup(select(*_REPLY_COLUMNS).where(_inbox.c.id == bindparam("envelope_id"))))
+_FIND_BY_ID_OR_KEY = PreparedRead(
+    point_lookup(
+        select(*_REPLY_COLUMNS).where(
+            or_(
+                _inbox.c.id == bindparam("envelope_id"),
+                (_inbox.c.action == bindparam("action")) & (_inbox.c.idempotency_key == bindparam("idempotency_key")),
+            )
         )
     )
 )
@@ -57,11 +60,10 @@ def request_hash(action: str, params: dict[str, Any]) -> str:
 async def find(conn: AsyncConnection, envelope_id: str, action: str, idempotency_key: str | None) -> StoredReply | None:
     """The stored reply for this envelope id, else for this (action, idempotency key)."""
     if idempotency_key is None:
-        result = await conn.execute(_FIND_BY_ID, {"envelope_id": envelope_id})
+        rows = await _FIND_BY_ID.all(conn, {"envelope_id": envelope_id})
     else:
         keys = {"envelope_id": envelope_id, "action": action, "idempotency_key": idempotency_key}
-        result = await conn.execute(_FIND_BY_ID_OR_KEY, keys)
-    rows = result.all()
+        rows = await _FIND_BY_ID_OR_KEY.all(conn, keys)
     if not rows:
         return None
     row = next((r for r in rows if r.id == envelope_id), rows[0])

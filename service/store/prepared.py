@@ -1,4 +1,4 @@
-"""The writer's hottest inserts and updates, compiled once and run by sqlite3 itself in the group's transaction.
+"""The hottest statements, compiled once by SQLAlchemy and run by sqlite3 itself where that is safe.
 
 SQLAlchemy's execution layer (an execution context, events, a result object, a greenlet switch) costs
 about 60 µs per statement here, several times what SQLite needs for the INSERT itself, and every write
@@ -11,14 +11,20 @@ wrapped as SQLAlchemy's own, so error handling is unchanged. Anywhere else (Post
 outside the writer) the statement executes through SQLAlchemy as usual. Statements whose compilation
 needs Python-side defaults also take SQLAlchemy's path. SQLAlchemy's cursor events do not see the
 direct statements.
+
+``PreparedRead`` does the same for point lookups (statements marked with ``sqlite_driver.point_lookup``,
+which run on the event loop on any SQLite connection): the row's values go through each column type's
+result processor, and the rows it returns answer to the same attribute names as SQLAlchemy's.
 """
 
 from __future__ import annotations
 
 import sqlite3
+from collections import namedtuple
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from sqlalchemy import Select
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -32,7 +38,7 @@ Processor = Callable[[Any], Any] | None
 class _Compiled:
     __slots__ = ("_compiled", "_processors", "sql")
 
-    def __init__(self, statement: UpdateBase, dialect: Dialect, keys: list[str]) -> None:
+    def __init__(self, statement: UpdateBase | Select[Any], dialect: Dialect, keys: list[str]) -> None:
         compiled: Any = statement.compile(dialect=dialect, column_keys=keys)
         self.sql: str | None = None
         if compiled.insert_prefetch or compiled.update_prefetch or dialect.paramstyle != "qmark":
@@ -95,3 +101,51 @@ def _inline_sqlite(conn: AsyncConnection) -> sqlite3.Connection | None:
     if isinstance(driver, LeanConnection) and driver.in_transaction and not driver.inline_only:
         return driver.sqlite_connection
     return None
+
+
+class PreparedRead:
+    """A point lookup (``point_lookup``-marked SELECT) returning its rows; on SQLite run by sqlite3 directly."""
+
+    def __init__(self, statement: Select[Any]) -> None:
+        self.statement = statement
+        self._compiled: dict[tuple[str, tuple[str, ...]], _Compiled] = {}
+        self._rows: dict[str, tuple[Callable[..., Any], list[Processor]]] = {}
+
+    async def all(self, conn: AsyncConnection, values: Mapping[str, Any]) -> list[Any]:
+        raw = _sqlite_on_loop(conn)
+        compiled = self._for(conn.dialect, values) if raw is not None else None
+        if raw is None or compiled is None or compiled.sql is None:
+            return list((await conn.execute(self.statement, dict(values))).all())
+        make, processors = self._row_type(conn.dialect)
+        try:
+            fetched = raw.execute(compiled.sql, compiled.parameters(values)).fetchall()
+        except sqlite3.Error as exc:
+            raise DBAPIError.instance(compiled.sql, dict(values), exc, sqlite3.Error) from exc
+        return [make(*(v if p is None else p(v) for v, p in zip(row, processors, strict=True))) for row in fetched]
+
+    async def first(self, conn: AsyncConnection, values: Mapping[str, Any]) -> Any:
+        rows = await self.all(conn, values)
+        return rows[0] if rows else None
+
+    def _for(self, dialect: Dialect, values: Mapping[str, Any]) -> _Compiled:
+        keys = tuple(sorted(values))
+        key = (dialect.name, keys)
+        if (compiled := self._compiled.get(key)) is None:
+            compiled = self._compiled[key] = _Compiled(self.statement, dialect, list(keys))
+        return compiled
+
+    def _row_type(self, dialect: Dialect) -> tuple[Callable[..., Any], list[Processor]]:
+        if (known := self._rows.get(dialect.name)) is None:
+            columns = list(self.statement.selected_columns)
+            make = namedtuple("LookupRow", [column.key for column in columns])  # type: ignore[misc]
+            processors = [column.type.dialect_impl(dialect).result_processor(dialect, None) for column in columns]
+            known = self._rows[dialect.name] = (make, processors)
+        return known
+
+
+def _sqlite_on_loop(conn: AsyncConnection) -> sqlite3.Connection | None:
+    """Any of the worker's SQLite connections: a point lookup runs on the event loop on each of them."""
+    if conn.dialect.name != "sqlite":
+        return None
+    driver = conn.sync_connection.connection.driver_connection
+    return driver.sqlite_connection if isinstance(driver, LeanConnection) else None

@@ -19,7 +19,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.store import cursor
 from service.store.models import Thread, ThreadLabel, ThreadMessageRow
-from service.store.prepared import PreparedWrite
+from service.store.prepared import PreparedRead, PreparedWrite
+from service.store.sqlite_driver import point_lookup
 
 threads = Thread.__table__
 messages = ThreadMessageRow.__table__
@@ -94,14 +95,15 @@ def live_clause(now: datetime) -> ColumnElement[bool]:
 
 
 # save_thread runs these on every call: built once, a statement skips construction and cache-key work.
-_GET = select(*THREAD_COLUMNS).where(threads.c.id == bindparam("thread_key"))
-_GET_FOR_UPDATE = _GET.with_for_update()
+_GET = point_lookup(select(*THREAD_COLUMNS).where(threads.c.id == bindparam("thread_key")))
+_GET_FOR_UPDATE = PreparedRead(_GET.with_for_update())
+_GET_PLAIN = PreparedRead(_GET)
 _UPDATE = PreparedWrite(update(threads).where(threads.c.id == bindparam("thread_key")))
 _INSERT_MESSAGES = PreparedWrite(insert(messages))
 
 
 async def get(conn: AsyncConnection, thread_id: str, *, for_update: bool = False) -> Row[Any] | None:
-    return (await conn.execute(_GET_FOR_UPDATE if for_update else _GET, {"thread_key": thread_id})).first()
+    return await (_GET_FOR_UPDATE if for_update else _GET_PLAIN).first(conn, {"thread_key": thread_id})  # type: ignore[no-any-return]
 
 
 async def lock(conn: AsyncConnection, thread_id: str, now: datetime) -> tuple[Row[Any], bool]:

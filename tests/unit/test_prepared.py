@@ -8,13 +8,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from sqlalchemy import event, insert, select
+from sqlalchemy import bindparam, event, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.store.db import create_engine
 from service.store.models import Thread, ThreadMessageRow
-from service.store.prepared import PreparedWrite
+from service.store.prepared import PreparedRead, PreparedWrite
 from service.store.writer import SingleWriter
 from tests.support.databases import sqlite_url
 
@@ -78,3 +78,22 @@ async def test_direct_and_sqlalchemy_executions_store_the_same_values(template_d
     as_text = {thread: [row[1:] for row in stored if row[0] == thread] for thread in ("direct", "usual")}
     assert as_text["direct"] == as_text["usual"], "the stored text differs (JSON or timestamp format)"
     assert by_thread["direct"][0]["created_at"] == WHEN and by_thread["direct"][2]["content"] is None
+
+
+async def test_a_prepared_lookup_reads_what_sqlalchemy_reads(template_db: Path, tmp_path: Path) -> None:
+    """Typed values (timestamps, JSON) come back the same, under the same attribute names."""
+    shutil.copyfile(template_db, tmp_path / "storage.db")
+    engine = create_engine(sqlite_url(tmp_path))
+    lookup = select(threads).where(threads.c.id == bindparam("thread_key"))
+    row = {"id": "t", "metadata": {"ключ": [1, None]}, "version": 3, "message_count": 2, "next_seq": 2}
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(insert(threads), dict(row, created_at=WHEN, updated_at=WHEN, expires_at=None))
+        async with engine.connect() as conn:
+            direct = await PreparedRead(lookup).all(conn, {"thread_key": "t"})
+            usual = (await conn.execute(lookup, {"thread_key": "t"})).all()
+            missing = await PreparedRead(lookup).first(conn, {"thread_key": "none"})
+    finally:
+        await engine.dispose()
+    assert [tuple(r) for r in direct] == [tuple(r) for r in usual] and len(direct) == 1
+    assert direct[0].metadata == {"ключ": [1, None]} and direct[0].created_at == WHEN and missing is None
