@@ -45,14 +45,18 @@ class _Compiled:
             return  # Python-side defaults to compute, or not SQLite's positional parameters: SQLAlchemy's path
         self.sql = compiled.string
         self._compiled = compiled
-        self._processors: list[tuple[str, Processor]] = [
-            (name, compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect))
+        self._processors: list[tuple[str, str, Processor]] = [
+            (name, compiled.binds[name].key, compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect))
             for name in compiled.positiontup
         ]
 
     def parameters(self, values: Mapping[str, Any]) -> tuple[Any, ...]:
-        named = self._compiled.construct_params(values)
-        return tuple(named[name] if process is None else process(named[name]) for name, process in self._processors)
+        """The values in the statement's order, each through its type's processor."""
+        try:  # every parameter given by its key: the usual case, without SQLAlchemy's general mapping
+            return tuple(values[k] if convert is None else convert(values[k]) for _, k, convert in self._processors)
+        except KeyError:  # a parameter left to its bindparam's own value
+            named = self._compiled.construct_params(values)
+            return tuple(named[n] if convert is None else convert(named[n]) for n, _, convert in self._processors)
 
 
 class PreparedWrite:
