@@ -90,11 +90,20 @@ class PreparedWrite:
             raise DBAPIError.instance(compiled.sql, [dict(r) for r in rows], exc, sqlite3.Error) from exc
 
     def _for(self, dialect: Dialect, values: Mapping[str, Any]) -> _Compiled:
-        keys = tuple(sorted(values))
-        key = (dialect.name, keys)
-        if (compiled := self._compiled.get(key)) is None:
-            compiled = self._compiled[key] = _Compiled(self.statement, dialect, list(keys))
-        return compiled
+        return _compiled_for(self._compiled, self.statement, dialect, values)
+
+
+def _compiled_for(
+    cache: dict[tuple[str, tuple[str, ...]], _Compiled],
+    statement: UpdateBase | Select[Any],
+    dialect: Dialect,
+    values: Mapping[str, Any],
+) -> _Compiled:
+    """The statement compiled for this dialect and these parameter names, once."""
+    keys = tuple(sorted(values))
+    if (compiled := cache.get((dialect.name, keys))) is None:
+        compiled = cache[dialect.name, keys] = _Compiled(statement, dialect, list(keys))
+    return compiled
 
 
 def _inline_sqlite(conn: AsyncConnection) -> sqlite3.Connection | None:
@@ -132,11 +141,7 @@ class PreparedRead:
         return rows[0] if rows else None
 
     def _for(self, dialect: Dialect, values: Mapping[str, Any]) -> _Compiled:
-        keys = tuple(sorted(values))
-        key = (dialect.name, keys)
-        if (compiled := self._compiled.get(key)) is None:
-            compiled = self._compiled[key] = _Compiled(self.statement, dialect, list(keys))
-        return compiled
+        return _compiled_for(self._compiled, self.statement, dialect, values)
 
     def _row_type(self, dialect: Dialect) -> tuple[Callable[..., Any], list[Processor]]:
         if (known := self._rows.get(dialect.name)) is None:
