@@ -13,7 +13,7 @@ from faststream.rabbit import Channel, RabbitBroker, RabbitMessage
 from pamqp.commands import Basic
 
 from contracts import topology as names
-from service import maintenance, operating, topology
+from service import amqp_writes, maintenance, operating, topology
 from service.acks import BulkAcks
 from service.context import Services
 from service.files import FileStore
@@ -133,7 +133,13 @@ class Worker:
             raise
         files = FileStore(s.storage_root)
         await asyncio.to_thread(files.ensure_layout)
-        writer = SingleWriter(engine, batch_max=s.write_batch_max, on_batch=self._batch_committed)
+        writer = SingleWriter(
+            engine,
+            batch_max=s.write_batch_max,
+            on_batch=self._batch_committed,
+            gather_s=s.write_gather_ms / 1000,
+            busy=lambda: self.in_flight,
+        )
         await writer.start()
         lookups = PointLookups(engine)
         await lookups.start()
@@ -144,6 +150,7 @@ class Worker:
         traced = bool(self.broker.middlewares)
         if traced and not self.subscriber.calls:
             self.subscriber(self._on_message)
+        amqp_writes.install()
         await self.broker.connect()
         await topology.declare(self.broker, s)
         await self.broker.start()
@@ -292,6 +299,9 @@ class Worker:
             message_id=outcome.reply_id,
             app_id=self._app_id,
         )
+        # wait=False: the channel's lock is not held until the writer task has sent the frame (aiormq's default
+        # serialises every publish of the channel behind the previous one's socket write); the broker's confirm,
+        # awaited here all the same, is what tells the reply is safe.
         await raw.channel.basic_publish(
-            outcome.reply, exchange="", routing_key=outcome.reply_to, properties=properties, mandatory=False
+            outcome.reply, exchange="", routing_key=outcome.reply_to, properties=properties, mandatory=False, wait=False
         )

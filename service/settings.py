@@ -36,6 +36,8 @@ class Settings(BaseSettings):
 
     prefetch: int = Field(default=200, ge=1, le=65535, validation_alias=_env("STORAGE_PREFETCH"))
     write_batch_max: int = Field(default=256, ge=1, validation_alias=_env("STORAGE_WRITE_BATCH_MAX"))
+    write_gather_ms: float = Field(default=2.0, ge=0, le=1000, validation_alias=_env("STORAGE_WRITE_GATHER_MS"))
+    """Under load, how long a group of writes stays open for the writes of other commands in the worker."""
     cleanup_interval_s: float = Field(default=3600, ge=0, validation_alias=_env("STORAGE_CLEANUP_INTERVAL"))
     cleanup_batch: int = Field(default=500, ge=1, validation_alias=_env("STORAGE_CLEANUP_BATCH"))
     purge_after_s: float = Field(default=30 * 86400, ge=0, validation_alias=_env("STORAGE_PURGE_AFTER"))

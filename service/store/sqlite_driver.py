@@ -133,6 +133,16 @@ class LeanConnection(aiosqlite.Connection):
         if self.in_transaction:
             await super().rollback()
 
+    async def commit(self) -> None:
+        """Commit on the connection's thread (the fsync); nothing to do, and no thread hop, when none is open."""
+        if self.in_transaction:
+            await super().commit()
+
+    async def begin_write(self) -> None:
+        """``BEGIN IMMEDIATE``: on the event loop when the write lock is free, else waiting for it on the thread."""
+        if not self.begin_now():
+            await self._execute(self._conn.execute, BEGIN_WRITE)
+
     def begin_now(self) -> bool:
         """Take the write lock here when it is free (the usual case: one writer per database file); False when
         another connection holds it, and the BEGIN then waits for it (busy_timeout) on the connection's thread."""

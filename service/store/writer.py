@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from contracts import StorageError, Unavailable
 from service.store.db import is_conflict, is_lock_timeout, translate_db_error, translate_value_error
-from service.store.savepoint import savepoints_for
+from service.store.savepoint import group_transaction
 
 log = logging.getLogger(__name__)
 
@@ -57,10 +57,15 @@ class SingleWriter:
         *,
         batch_max: int = 256,
         on_batch: Callable[[int], None] | None = None,
+        gather_s: float = 0.0,
+        busy: Callable[[], int] | None = None,
     ) -> None:
         self._engine = engine
         self._batch_max = batch_max
         self._on_batch = on_batch
+        self._gather_s = gather_s
+        self._busy = busy
+        self._arrived = asyncio.Event()
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self._conn: AsyncConnection | None = None
@@ -91,19 +96,48 @@ class SingleWriter:
             raise WriterStopped("the storage worker is stopping, retry later")
         pending = _Pending(job)
         self._queue.put_nowait(pending)
+        self._arrived.set()
         return await asyncio.shield(pending.future)  # type: ignore[no-any-return]
 
     async def _run(self) -> None:
         while True:
-            first = await self._queue.get()
-            batch = [first]
-            while len(batch) < self._batch_max and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
+            batch = [await self._queue.get()]
+            self._take_queued(batch)
+            if self._gather_s and self._busy is not None:
+                await self._gather(batch)
             try:
                 await self._commit(batch)
             finally:
                 for _ in batch:
                     self._queue.task_done()
+
+    def _take_queued(self, batch: list[_Pending]) -> None:
+        while len(batch) < self._batch_max and not self._queue.empty():
+            batch.append(self._queue.get_nowait())
+
+    async def _gather(self, batch: list[_Pending]) -> None:
+        """Under load, hold the group open a moment for the writes of commands the worker already holds.
+
+        A group's commit has a fixed cost (BEGIN, COMMIT, the fsync, two thread switches) that a group of one
+        pays alone. When more commands are in the worker than in the group (``busy``), their writes are
+        usually a loop turn or a delivery away: waiting up to ``gather_s`` for them makes one commit serve
+        them all. A lone command (an agent waiting on its answer) never waits.
+        """
+        assert self._busy is not None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._gather_s
+        while len(batch) < self._batch_max and self._busy() > len(batch):
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return
+            self._arrived.clear()
+            try:
+                async with asyncio.timeout(remaining):
+                    await self._arrived.wait()
+            except TimeoutError:
+                return
+            finally:
+                self._take_queued(batch)
 
     async def _connection(self) -> AsyncConnection:
         if self._conn is None or self._conn.closed or self._conn.invalidated:
@@ -150,10 +184,9 @@ class SingleWriter:
         outcomes: list[tuple[_Pending, bool, Any]] = []
         deferred: list[_Pending] = []
         conn = await self._connection()
-        async with conn.begin():
+        async with group_transaction(conn) as savepoints:
             if not patient and conn.dialect.name == "postgresql":
                 await conn.exec_driver_sql(f"SET LOCAL lock_timeout = {LOCK_WAIT_MS}")
-            savepoints = await savepoints_for(conn)
             for pending in batch:
                 savepoint = await savepoints.open()
                 try:
