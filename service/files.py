@@ -12,6 +12,7 @@ import hashlib
 import os
 import posixpath
 import re
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -61,10 +62,17 @@ class FileStore:
         self.is_local = "file" in _protocols(fs)
         self.root = os.path.realpath(root) if self.is_local else root.rstrip("/")
         self.root_url = root_url
+        self._temp = self._real_folder(TEMP)
 
     def ensure_layout(self) -> None:
         for folder in (TEMP, ARTIFACTS, ORPHANS):
             self.fs.makedirs(self.join(folder), exist_ok=True)
+        self._temp = self._real_folder(TEMP)
+
+    def _real_folder(self, folder: str) -> str | None:
+        """The local folder's path when it is its own real path (no symlink), for ``_real_path``'s shortcut."""
+        path = self.join(folder)
+        return path if self.is_local and os.path.realpath(path) == path else None
 
     def join(self, *parts: str) -> str:
         return posixpath.join(self.root, *parts)
@@ -103,7 +111,7 @@ class FileStore:
             raise PermissionDenied("uri must not contain '..' segments", {"uri": uri})
         if self.is_local:
             joined = raw if os.path.isabs(raw) else os.path.join(self.root, raw)
-            return os.path.realpath(joined)  # symlinks resolved: one that escapes lands outside the root
+            return _real_path(joined, self._temp)  # symlinks resolved: one that escapes lands outside the root
         return posixpath.normpath(raw)
 
     # -- checks ----------------------------------------------------------------------------------
@@ -144,10 +152,34 @@ class FileStore:
         return await _io(self._inspect, path, expected_size, max_bytes)
 
     def _inspect(self, path: str, expected_size: int, max_bytes: int) -> tuple[FileInfo, str | None]:
+        if self.is_local:
+            return self._inspect_local(path, expected_size, max_bytes)
         info = self._info(path)
         if info.size != expected_size or info.size > max_bytes:
             return info, None
         return info, self._sha256(path)
+
+    def _inspect_local(self, path: str, expected_size: int, max_bytes: int) -> tuple[FileInfo, str | None]:
+        """One open, an fstat of the same file and its bytes: no second lookup of the path, no fsspec layers."""
+        try:  # O_NONBLOCK: a FIFO planted in temp/ must be refused below, not block the open for a writer
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+        except FileNotFoundError:
+            raise NotFound("file not found", {"uri": self.url(path)}) from None
+        try:
+            st = os.fstat(fd)
+            if stat.S_ISDIR(st.st_mode):
+                raise InvalidArgument("uri names a directory, not a file", {"uri": self.url(path)})
+            if not stat.S_ISREG(st.st_mode):
+                raise InvalidArgument("uri does not name a regular file", {"uri": self.url(path)})
+            info = FileInfo(path, st.st_size, datetime.fromtimestamp(st.st_mtime, UTC))
+            if info.size != expected_size or info.size > max_bytes:
+                return info, None
+            digest = hashlib.sha256()
+            while chunk := os.read(fd, _CHUNK):
+                digest.update(chunk)
+            return info, "sha256:" + digest.hexdigest()
+        finally:
+            os.close(fd)
 
     async def exists(self, path: str) -> bool:
         return await _io(self.fs.exists, path)
@@ -173,12 +205,12 @@ class FileStore:
         await _io(self._place, source, dest)
 
     def _place(self, source: str, dest: str) -> None:
-        self._make_parent(dest)
         if self.in_folder(source, ARTIFACTS):
+            self._make_parent(dest)
             self.fs.copy(source, dest)
             return
         try:
-            self._move(source, dest)
+            self._move_into(source, dest)
         except FileNotFoundError:
             # temp_orphans may retire a stale temp file between the checks and the commit: the bytes
             # were verified, so take them back from orphans/ rather than leave a committed row fileless
@@ -194,6 +226,19 @@ class FileStore:
     def _make_parent(self, path: str) -> None:
         if self.is_local:  # object stores have no folders: a key's prefix exists with the key
             self.fs.makedirs(posixpath.dirname(path), exist_ok=True)
+
+    def _move_into(self, source: str, dest: str) -> None:
+        """A move whose destination folder usually exists already (a trace's folder): try first, create if not."""
+        if not self.is_local:
+            self._move(source, dest)
+            return
+        try:
+            os.replace(source, dest)
+        except FileNotFoundError:
+            if os.path.isdir(posixpath.dirname(dest)):
+                raise  # the source is what is missing
+            self._make_parent(dest)
+            os.replace(source, dest)
 
     def _move(self, source: str, dest: str) -> None:
         if self.is_local:
@@ -253,6 +298,21 @@ class FileStore:
         except NotImplementedError:
             return self.url(path), False, None
         return str(signed), True, datetime.now(UTC) + timedelta(seconds=expires_in_s)
+
+
+def _real_path(path: str, known_real_folder: str | None) -> str:
+    """``os.path.realpath``, with one ``lstat`` instead of one per component for a file right in a folder
+    whose own path is known to be real (the storage root's ``temp/``, where every upload lands)."""
+    folder, name = os.path.split(path)
+    if folder == known_real_folder and name not in ("", ".", ".."):
+        try:
+            if not stat.S_ISLNK(os.lstat(path).st_mode):
+                return path
+        except FileNotFoundError:
+            return path  # nothing there to resolve: the same answer realpath gives
+        except OSError:
+            pass
+    return os.path.realpath(path)
 
 
 def _protocols(fs: fsspec.AbstractFileSystem) -> tuple[str, ...]:

@@ -148,6 +148,35 @@ async def test_info_and_sha256(store: FileStore, root: Path) -> None:
         await store.info(str(root / "temp"))
 
 
+async def test_inspect_reads_size_and_checksum_and_refuses_what_is_not_a_file(store: FileStore, root: Path) -> None:
+    """A register's check: size and sha256 of the upload; a folder or a FIFO planted in temp/ is refused at
+    once (a FIFO never blocks the worker waiting for a writer); a missing file is NOT_FOUND."""
+    path = root / "temp" / "f.bin"
+    path.write_bytes(b"content")
+    info, actual = await store.inspect(str(path), expected_size=7, max_bytes=100)
+    assert (info.size, actual) == (7, checksum(b"content")) and info.modified is not None
+    info, actual = await store.inspect(str(path), expected_size=8, max_bytes=100)
+    assert (info.size, actual) == (7, None), "a file of another size than announced is never read"
+    with pytest.raises(NotFound):
+        await store.inspect(str(root / "temp" / "missing.bin"), expected_size=1, max_bytes=100)
+    with pytest.raises(InvalidArgument, match="directory"):
+        await store.inspect(str(root / "temp"), expected_size=1, max_bytes=100)
+    os.mkfifo(root / "temp" / "pipe.bin")
+    with pytest.raises(InvalidArgument, match="regular file"):
+        await asyncio.wait_for(store.inspect(str(root / "temp" / "pipe.bin"), expected_size=1, max_bytes=100), 5)
+
+
+async def test_place_creates_a_missing_trace_folder_and_reports_a_missing_source(store: FileStore, root: Path) -> None:
+    """The first artifact of a trace gets its folder; a source that vanished is NOT found, not a silent no-op."""
+    first = root / "temp" / "first.bin"
+    first.write_bytes(b"1")
+    dest = store.artifact_path("new-trace", "art_1", str(first))
+    await store.place(str(first), dest)
+    assert Path(dest).read_bytes() == b"1"
+    with pytest.raises(FileNotFoundError):
+        store._place(str(root / "temp" / "gone.bin"), store.artifact_path("new-trace", "art_2", "x.bin"))
+
+
 async def test_place_moves_temp_files_and_copies_artifacts(store: FileStore, root: Path) -> None:
     """A temp upload is moved into place; a source under artifacts/ is copied (another artifact owns it)."""
     temp = root / "temp" / "up.bin"
