@@ -13,7 +13,7 @@ from faststream.rabbit import Channel, RabbitBroker, RabbitMessage
 from pamqp.commands import Basic
 
 from contracts import topology as names
-from service import amqp_writes, maintenance, operating, topology
+from service import maintenance, operating, topology
 from service.acks import BulkAcks
 from service.context import Services
 from service.files import FileStore
@@ -150,7 +150,6 @@ class Worker:
         traced = bool(self.broker.middlewares)
         if traced and not self.subscriber.calls:
             self.subscriber(self._on_message)
-        amqp_writes.install()
         await self.broker.connect()
         await topology.declare(self.broker, s)
         await self.broker.start()
