@@ -17,6 +17,7 @@ from service.store.conflicts import prepared_insert_or_skip
 from service.store.models import Artifact, ArtifactLabel
 from service.store.prepared import PreparedRead, PreparedWrite
 from service.store.sqlite_driver import point_lookup
+from service.store.types import RawJSON
 
 artifacts = Artifact.__table__
 labels = ArtifactLabel.__table__
@@ -86,7 +87,7 @@ async def insert_artifact(
             "visibility": manifest.visibility.value,
             "expires_at": expires_at,
             "registered_at": now,
-            "manifest": manifest.wire(),
+            "manifest": RawJSON(manifest.model_dump_json(exclude_none=True)),  # the text of wire(), written once
         },
     )
     if inserted != 1:

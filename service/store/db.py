@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from contracts import InvalidArgument, Unavailable
 from service.store.sqlite_driver import BEGIN_WRITE, lean_connector
+from service.store.types import serialize_json
 
 log = logging.getLogger(__name__)
 
@@ -66,14 +67,18 @@ def create_engine(url: str, *, pool_size: int = 8) -> AsyncEngine:
         # A fixed pool (no overflow): an overflow connection is a new thread, file open and pragmas for one
         # statement. Savepoints always nest in a real transaction (_sqlite_savepoint).
         creator = lean_connector(path, check_same_thread=False)
-        engine = create_async_engine(url, pool_size=pool_size, max_overflow=0, async_creator=creator)
+        engine = create_async_engine(
+            url, pool_size=pool_size, max_overflow=0, async_creator=creator, json_serializer=serialize_json
+        )
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         event.listen(engine.sync_engine, "savepoint", _sqlite_savepoint)
     elif is_sqlite(url):
-        engine = create_async_engine(url, pool_size=pool_size, max_overflow=pool_size)
+        engine = create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, json_serializer=serialize_json)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
     else:
-        engine = create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+        engine = create_async_engine(
+            url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True, json_serializer=serialize_json
+        )
     _plain_savepoints(engine)
     return engine
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Any
 
@@ -10,6 +11,21 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.types import TypeDecorator
 
 JsonType = JSON().with_variant(JSONB(), "postgresql")
+
+
+class RawJSON(str):
+    """JSON text already written (by pydantic, from a model): a JSON column stores it as it is.
+
+    SQLAlchemy's JSON type serialises a Python value with ``json.dumps``; for a manifest that meant
+    pydantic building a dict and ``json.dumps`` walking it, where pydantic writes the same JSON directly.
+    """
+
+    __slots__ = ()
+
+
+def serialize_json(value: Any) -> str:
+    """The engines' ``json_serializer``: SQLAlchemy's default (``json.dumps``), except for ``RawJSON``."""
+    return value if isinstance(value, RawJSON) else json.dumps(value)
 
 
 class UtcDateTime(TypeDecorator[datetime]):
