@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -167,45 +168,42 @@ async def test_stop_drains_what_is_queued_then_refuses(engine: AsyncEngine) -> N
     assert await committed(engine) == {f"q{i}" for i in range(10)}
 
 
+@contextlib.asynccontextmanager
+async def gathering(engine: AsyncEngine, gather_s: float, busy: int) -> AsyncIterator[tuple[SingleWriter, list[int]]]:
+    """A running writer with a gather window, told the worker holds ``busy`` commands; its group sizes."""
+    sizes: list[int] = []
+    writer = SingleWriter(engine, on_batch=sizes.append, gather_s=gather_s, busy=lambda: busy)
+    await writer.start()
+    try:
+        yield writer, sizes
+    finally:
+        await writer.stop()
+
+
 async def test_under_load_a_group_waits_for_writes_arriving_a_moment_apart(engine: AsyncEngine) -> None:
     """While the worker holds more commands than the group (``busy``), writes that arrive within the gather
     window, each in a later loop turn, commit together: one fsync for all of them instead of one each."""
-    sizes: list[int] = []
-    writer = SingleWriter(engine, on_batch=sizes.append, gather_s=0.5, busy=lambda: 5)
-    await writer.start()
-    try:
+    keys = [f"g{i}" for i in range(5)]
+    async with gathering(engine, 0.5, busy=5) as (writer, sizes):
 
         async def later(key: str, delay_s: float) -> str:
             await asyncio.sleep(delay_s)
             return await writer.submit(write_row(key))
 
-        keys = [f"g{i}" for i in range(5)]
         assert await asyncio.gather(*(later(k, i * 0.01) for i, k in enumerate(keys))) == keys
-    finally:
-        await writer.stop()
     assert sizes == [5], "the writes arriving 10 ms apart were not gathered into one group"
     assert await committed(engine) == set(keys)
 
 
 async def test_a_lone_write_never_waits_for_company(engine: AsyncEngine) -> None:
     """With nothing else in the worker, a write commits at once, however long the gather window is."""
-    sizes: list[int] = []
-    writer = SingleWriter(engine, on_batch=sizes.append, gather_s=30.0, busy=lambda: 1)
-    await writer.start()
-    try:
+    async with gathering(engine, 30.0, busy=1) as (writer, sizes):
         assert await asyncio.wait_for(writer.submit(write_row("alone")), timeout=5) == "alone"
-    finally:
-        await writer.stop()
     assert sizes == [1]
 
 
 async def test_the_gather_window_ends_even_when_the_others_never_write(engine: AsyncEngine) -> None:
     """Commands in the worker that never reach the writer (reads, say) hold a group open for the window only."""
-    sizes: list[int] = []
-    writer = SingleWriter(engine, on_batch=sizes.append, gather_s=0.05, busy=lambda: 50)
-    await writer.start()
-    try:
+    async with gathering(engine, 0.05, busy=50) as (writer, sizes):
         assert await asyncio.wait_for(writer.submit(write_row("waited")), timeout=5) == "waited"
-    finally:
-        await writer.stop()
     assert sizes == [1] and await committed(engine) == {"waited"}
