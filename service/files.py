@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import os
 import posixpath
@@ -132,14 +133,11 @@ class FileStore:
         return await _io(self._sha256, path)
 
     def _sha256(self, path: str) -> str:
-        digest = hashlib.sha256()
         try:
             with self.fs.open(path, "rb") as handle:
-                while chunk := handle.read(_CHUNK):
-                    digest.update(chunk)
+                return _sha256_of(handle.read)
         except FileNotFoundError:
             raise NotFound("file not found", {"uri": self.url(path)}) from None
-        return "sha256:" + digest.hexdigest()
 
     async def inspect(self, path: str, *, expected_size: int, max_bytes: int) -> tuple[FileInfo, str | None]:
         """Size and, when the size is ``expected_size`` and at most ``max_bytes``, the sha256 of a file.
@@ -174,10 +172,7 @@ class FileStore:
             info = FileInfo(path, st.st_size, datetime.fromtimestamp(st.st_mtime, UTC))
             if info.size != expected_size or info.size > max_bytes:
                 return info, None
-            digest = hashlib.sha256()
-            while chunk := os.read(fd, _CHUNK):
-                digest.update(chunk)
-            return info, "sha256:" + digest.hexdigest()
+            return info, _sha256_of(functools.partial(os.read, fd))
         finally:
             os.close(fd)
 
@@ -229,16 +224,13 @@ class FileStore:
 
     def _move_into(self, source: str, dest: str) -> None:
         """A move whose destination folder usually exists already (a trace's folder): try first, create if not."""
-        if not self.is_local:
-            self._move(source, dest)
-            return
         try:
-            os.replace(source, dest)
+            self._move(source, dest)
         except FileNotFoundError:
-            if os.path.isdir(posixpath.dirname(dest)):
-                raise  # the source is what is missing
+            if not self.is_local or os.path.isdir(posixpath.dirname(dest)):
+                raise  # the source is what is missing (object stores have no folders to create)
             self._make_parent(dest)
-            os.replace(source, dest)
+            self._move(source, dest)
 
     def _move(self, source: str, dest: str) -> None:
         if self.is_local:
@@ -298,6 +290,14 @@ class FileStore:
         except NotImplementedError:
             return self.url(path), False, None
         return str(signed), True, datetime.now(UTC) + timedelta(seconds=expires_in_s)
+
+
+def _sha256_of(read: Callable[[int], bytes]) -> str:
+    """The ``sha256:<hex>`` checksum of everything ``read`` returns, a chunk at a time."""
+    digest = hashlib.sha256()
+    while chunk := read(_CHUNK):
+        digest.update(chunk)
+    return "sha256:" + digest.hexdigest()
 
 
 def _real_path(path: str, known_real_folder: str | None) -> str:
