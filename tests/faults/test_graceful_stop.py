@@ -8,6 +8,7 @@ come back from the broker marked *redelivered*), and exit 0. The commands it did
 
 from __future__ import annotations
 
+import asyncio
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -40,7 +41,9 @@ async def test_sigterm_under_load_finishes_in_flight_and_exits_zero(
     bus = await lean_bus_for(worker)
     commands = register_commands(worker.storage_root, COMMANDS, tag="sigterm")
     tally.commands = len(commands)
-    await bus.publish_many((c.id, c.body) for c in commands)
+    # Publishing goes on while the signal lands: a worker faster than the publisher would otherwise have
+    # answered nearly everything before it, with nothing left waiting to show that it stopped taking work.
+    publishing = asyncio.ensure_future(bus.publish_many((c.id, c.body) for c in commands))
     await bus.wait_answered(PREFETCH * 2, REPLY_TIMEOUT_S)
 
     answered_before = len(bus.replies)
@@ -48,6 +51,7 @@ async def test_sigterm_under_load_finishes_in_flight_and_exits_zero(
     signalled_at = datetime.now(UTC)
     code = await worker.terminate(timeout_s=GRACE_S + 30)
     stop_s = time.monotonic() - signalled
+    await publishing
     # Counted by the reply's own time (when the worker finished the command), not by its arrival: replies
     # still on their way to the agent at the signal are work done before it.
     answered_after = sum(1 for replies in bus.replies.values() if replies and _made_at(replies[0]) >= signalled_at)
