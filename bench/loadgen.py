@@ -106,14 +106,15 @@ class Agent:
                 if done in marks and progress is not None:
                     progress.send(("checkpoint", done))
 
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         await asyncio.gather(*(slot() for _ in range(min(in_flight, len(bodies)))))
-        seconds = time.perf_counter() - started
+        seconds, cpu_s = time.perf_counter() - started, time.process_time() - cpu_started
         ordered = sorted(latencies)
         return {
             "count": len(bodies),
             "seconds": seconds,
             "msgs_s": len(bodies) / seconds,
+            "loadgen_cpu_s": cpu_s,  # its own CPU while the commands ran (bodies and files were made before)
             "p50_ms": _percentile(ordered, 0.50) * 1000,
             "p99_ms": _percentile(ordered, 0.99) * 1000,
             "mean_ms": statistics.fmean(ordered) * 1000,

@@ -63,7 +63,7 @@ class Plan:
         return self.counts.get(in_flight, max(20 * in_flight, 1000))
 
 
-def _warmup(action: str, in_flight: int, base: Workload) -> Workload:
+def warmup(action: str, in_flight: int, base: Workload) -> Workload:
     return Workload(
         action,
         count=2 * in_flight + 50,
@@ -98,7 +98,7 @@ class Bench:
         )
         expect = not system.kind.startswith("echo")
         self.loadgen.run(
-            Run(system.names.exchange, _warmup(action, in_flight, workload), in_flight, expect_result=expect)
+            Run(system.names.exchange, warmup(action, in_flight, workload), in_flight, expect_result=expect)
         )
         cpu_before = system.cpu_seconds()
         result = self.loadgen.run(Run(system.names.exchange, workload, in_flight, expect_result=expect))

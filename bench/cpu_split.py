@@ -1,0 +1,119 @@
+"""``python -m bench.cpu_split``: where the machine's cores go while the load runs.
+
+On a 2-core machine the broker, the load generator and the server share the CPU, so a server's throughput
+is set by what everything costs per round trip, not by the server alone. This runs the echo and the worker
+with the same load and prints, per round trip, the CPU of each party (the server split by thread, user and
+system time), and how much of the machine they used together: near 100% means the cores are saturated and
+every microsecond the server saves goes to the broker and the load generator.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass
+
+import psutil
+
+from bench.commands import Workload
+from bench.loadgen import LoadGenerator, Run
+from bench.systems import System, start_echo, start_worker
+from bench.throughput import ACTIONS, DEFAULT_AMQP_URL, Bench, warmup
+
+Times = dict[str, tuple[float, float]]
+"""Party (``server<n>:main`` or ``:other`` threads, ``loadgen``, ``broker``) → (user, system) CPU seconds so far."""
+
+
+@dataclass(frozen=True)
+class Split:
+    action: str
+    msgs_s: float
+    count: int
+    seconds: float
+    used: Times
+
+
+def _broker() -> psutil.Process | None:
+    for process in psutil.process_iter(["name"]):
+        if process.info["name"] == "beam.smp":
+            return process
+    return None
+
+
+def _times(server: System, broker: psutil.Process | None) -> Times:
+    times: Times = {}
+    for index, handle in enumerate(server.processes):
+        assert handle.process.pid is not None
+        for thread in psutil.Process(handle.process.pid).threads():
+            key = f"server{index}:{'main' if thread.id == handle.process.pid else 'other'}"
+            user, system = times.get(key, (0.0, 0.0))
+            times[key] = (user + thread.user_time, system + thread.system_time)
+    if broker is not None:
+        cpu = broker.cpu_times()
+        times["broker"] = (cpu.user, cpu.system)
+    return times
+
+
+def measure(
+    server: System, loadgen: LoadGenerator, action: str, workload: Workload, in_flight: int, count: int
+) -> Split:
+    broker = _broker()
+    work = Workload(
+        action,
+        count=count,
+        artifact_ids=workload.artifact_ids,
+        temp_dir=server.temp_dir,
+        trace_id=workload.trace_id,
+    )
+    expect = server.kind != "echo"
+    loadgen.run(Run(server.names.exchange, warmup(action, in_flight, work), in_flight, expect_result=expect))
+    before = _times(server, broker)
+    result = loadgen.run(Run(server.names.exchange, work, in_flight, expect_result=expect))
+    after = _times(server, broker)
+    if result["errors"]:
+        raise RuntimeError(f"{action} on {server.kind} failed: {result['first_error']}")
+    used = {key: (after[key][0] - before[key][0], after[key][1] - before[key][1]) for key in after if key in before}
+    # The load generator builds the bodies (and writes a registration's files) before its clock starts: only
+    # what it spent while the commands ran counts, as its total CPU, not split into user and system.
+    used["loadgen"] = (result["loadgen_cpu_s"], 0.0)
+    return Split(action if expect else "echo", result["msgs_s"], count, result["seconds"], used)
+
+
+def report(split: Split) -> None:
+    total = sum(user + system for user, system in split.used.values())
+    share = total / split.seconds / (psutil.cpu_count() or 1) * 100
+    print(f"\n{split.action}: {split.msgs_s:,.0f} round trips/s, the parties used {share:.0f}% of the machine")
+    print(f"  {'party':16s} {'µs/trip':>8s} {'user':>7s} {'system':>7s}")
+    for key, (user, system) in sorted(split.used.items()):
+        per = 1e6 / split.count
+        print(f"  {key:16s} {(user + system) * per:8.0f} {user * per:7.0f} {system * per:7.0f}")
+    print(f"  {'all':16s} {total * 1e6 / split.count:8.0f}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.cpu_split", description=__doc__.splitlines()[0])
+    parser.add_argument("actions", nargs="*", choices=ACTIONS, default=["register_artifact", "save_thread"])
+    parser.add_argument("--in-flight", type=int, default=100)
+    parser.add_argument("--count", type=int, default=3000)
+    parser.add_argument("--amqp-url", default=DEFAULT_AMQP_URL)
+    args = parser.parse_args(argv)
+    loadgen = LoadGenerator(args.amqp_url).start()
+    try:
+        bench = Bench.__new__(Bench)
+        bench.loadgen = loadgen
+        echo, worker = start_echo(args.amqp_url), start_worker(args.amqp_url, None)
+        try:
+            base = bench.seed(worker)
+            for action in args.actions:  # the echo again beside each action: the machine's load drifts
+                report(measure(echo, loadgen, "echo", base, args.in_flight, args.count))
+                report(measure(worker, loadgen, action, base, args.in_flight, args.count))
+        finally:
+            echo.close()
+            worker.close()
+    finally:
+        loadgen.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
