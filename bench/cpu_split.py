@@ -18,7 +18,7 @@ import psutil
 from bench.commands import Workload
 from bench.loadgen import LoadGenerator, Run
 from bench.systems import System, start_echo, start_worker
-from bench.throughput import ACTIONS, DEFAULT_AMQP_URL, Bench, warmup
+from bench.throughput import ACTIONS, DEFAULT_AMQP_URL, Bench, warmup, workload_on
 
 Times = dict[str, tuple[float, float]]
 """Party (``server<n>:main`` or ``:other`` threads, ``loadgen``, ``broker``) → (user, system) CPU seconds so far."""
@@ -58,13 +58,7 @@ def measure(
     server: System, loadgen: LoadGenerator, action: str, workload: Workload, in_flight: int, count: int
 ) -> Split:
     broker = _broker()
-    work = Workload(
-        action,
-        count=count,
-        artifact_ids=workload.artifact_ids,
-        temp_dir=server.temp_dir,
-        trace_id=workload.trace_id,
-    )
+    work = workload_on(server, action, count, workload)
     expect = server.kind != "echo"
     loadgen.run(Run(server.names.exchange, warmup(action, in_flight, work), in_flight, expect_result=expect))
     before = _times(server, broker)

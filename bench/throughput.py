@@ -74,6 +74,18 @@ def warmup(action: str, in_flight: int, base: Workload) -> Workload:
     )
 
 
+def workload_on(system: System, action: str, count: int, base: Workload) -> Workload:
+    """``count`` commands of ``action`` for ``system``: the base's artifacts, trace and threads, its temp folder."""
+    return Workload(
+        action,
+        count=count,
+        artifact_ids=base.artifact_ids,
+        temp_dir=system.temp_dir,
+        trace_id=base.trace_id,
+        thread_prefix=base.thread_prefix,
+    )
+
+
 class Bench:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
@@ -88,14 +100,7 @@ class Bench:
     def measure(
         self, system: System, action: str, in_flight: int, base: Workload, count: int, *, say: bool = True
     ) -> dict[str, Any]:
-        workload = Workload(
-            action,
-            count=count,
-            artifact_ids=base.artifact_ids,
-            temp_dir=system.temp_dir,
-            trace_id=base.trace_id,
-            thread_prefix=base.thread_prefix,
-        )
+        workload = workload_on(system, action, count, base)
         expect = not system.kind.startswith("echo")
         self.loadgen.run(
             Run(system.names.exchange, warmup(action, in_flight, workload), in_flight, expect_result=expect)
