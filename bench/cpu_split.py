@@ -60,7 +60,7 @@ def measure(
     broker = _broker()
     work = workload_on(server, action, count, workload)
     expect = server.kind != "echo"
-    loadgen.run(Run(server.names.exchange, warmup(action, in_flight, work), in_flight, expect_result=expect))
+    loadgen.run(Run(server.names.exchange, warmup(work, in_flight), in_flight, expect_result=expect))
     before = _times(server, broker)
     result = loadgen.run(Run(server.names.exchange, work, in_flight, expect_result=expect))
     after = _times(server, broker)
@@ -78,10 +78,10 @@ def report(split: Split) -> None:
     share = total / split.seconds / (psutil.cpu_count() or 1) * 100
     print(f"\n{split.action}: {split.msgs_s:,.0f} round trips/s, the parties used {share:.0f}% of the machine")
     print(f"  {'party':16s} {'µs/trip':>8s} {'user':>7s} {'system':>7s}")
+    per = 1e6 / split.count
     for key, (user, system) in sorted(split.used.items()):
-        per = 1e6 / split.count
         print(f"  {key:16s} {(user + system) * per:8.0f} {user * per:7.0f} {system * per:7.0f}")
-    print(f"  {'all':16s} {total * 1e6 / split.count:8.0f}")
+    print(f"  {'all':16s} {total * per:8.0f}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,7 +15,7 @@ import statistics
 import sys
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -63,15 +63,9 @@ class Plan:
         return self.counts.get(in_flight, max(20 * in_flight, 1000))
 
 
-def warmup(action: str, in_flight: int, base: Workload) -> Workload:
-    return Workload(
-        action,
-        count=2 * in_flight + 50,
-        artifact_ids=base.artifact_ids,
-        temp_dir=base.temp_dir,
-        trace_id=base.trace_id,
-        thread_prefix=base.thread_prefix,
-    )
+def warmup(workload: Workload, in_flight: int) -> Workload:
+    """A short run of the same commands before the measured one: connections, statements and caches warm up."""
+    return replace(workload, count=2 * in_flight + 50)
 
 
 def workload_on(system: System, action: str, count: int, base: Workload) -> Workload:
@@ -102,9 +96,7 @@ class Bench:
     ) -> dict[str, Any]:
         workload = workload_on(system, action, count, base)
         expect = not system.kind.startswith("echo")
-        self.loadgen.run(
-            Run(system.names.exchange, warmup(action, in_flight, workload), in_flight, expect_result=expect)
-        )
+        self.loadgen.run(Run(system.names.exchange, warmup(workload, in_flight), in_flight, expect_result=expect))
         cpu_before = system.cpu_seconds()
         result = self.loadgen.run(Run(system.names.exchange, workload, in_flight, expect_result=expect))
         cpu_us = (system.cpu_seconds() - cpu_before) / count * 1e6
