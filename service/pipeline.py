@@ -92,10 +92,17 @@ class Pipeline:
         spec = ACTIONS.get(data.action)
         recorder: Recorder | None = None
         if spec is not None and spec.writes:
+            who = requester_of(envelope, delivery.user_id, self.settings)
             recorder = Recorder(
-                envelope.id, data.action, data.idempotency_key, inbox.request_hash(data.action, data.params), started
+                envelope.id,
+                data.action,
+                data.idempotency_key,
+                inbox.request_hash(data.action, data.params),
+                started,
+                requester=inbox.ANONYMOUS if who.id is None else who.id,
             )
             try:
+                check_requester(who)  # the inbox keys on it: an identity no column can hold is refused first
                 async with self.services.lookup() as conn:
                     stored = await recorder.lookup(conn)
             except StorageError as exc:

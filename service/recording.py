@@ -30,11 +30,19 @@ class _TwinCommitted(Exception):
 
 
 class Recorder:
-    """Bound to one command: its envelope id, action, idempotency key and request hash."""
+    """Bound to one command: its requester, envelope id, action, idempotency key and request hash."""
 
     def __init__(
-        self, envelope_id: str, action: str, idempotency_key: str | None, req_hash: str, started: float
+        self,
+        envelope_id: str,
+        action: str,
+        idempotency_key: str | None,
+        req_hash: str,
+        started: float,
+        *,
+        requester: str = inbox.ANONYMOUS,
     ) -> None:
+        self.requester = requester
         self.envelope_id = envelope_id
         self.action = action
         self.idempotency_key = idempotency_key
@@ -43,22 +51,31 @@ class Recorder:
         self.stored: StoredReply | None = None
 
     def check_stored(self, stored: StoredReply | None) -> StoredReply | None:
-        """The stored reply that answers this command, or an error if its idempotency key was reused."""
-        if stored is None:
-            return None
-        if stored.envelope_id != self.envelope_id and stored.request_hash != self.req_hash:
+        """The stored reply that answers this command: the same requester sent the same request before.
+
+        The same envelope id (or idempotency key) with another action or other params is an error, never
+        an answer: a replay must ask for exactly what was executed.
+        """
+        if stored is None or stored.request_hash == self.req_hash:
+            return stored
+        if stored.envelope_id == self.envelope_id:
             raise InvalidArgument(
-                "idempotency_key was already used with different params",
-                {"reason": "idempotency_key_reused", "idempotency_key": self.idempotency_key},
+                "envelope id was already used for another command by this requester",
+                {"reason": "envelope_id_reused", "envelope_id": self.envelope_id},
             )
-        return stored
+        raise InvalidArgument(
+            "idempotency_key was already used with different params",
+            {"reason": "idempotency_key_reused", "idempotency_key": self.idempotency_key},
+        )
 
     async def lookup(self, conn: AsyncConnection) -> StoredReply | None:
-        return self.check_stored(await inbox.find(conn, self.envelope_id, self.action, self.idempotency_key))
+        found = await inbox.find(conn, self.requester, self.envelope_id, self.action, self.idempotency_key)
+        return self.check_stored(found)
 
     async def _insert(self, conn: AsyncConnection, reply: StoredReply) -> bool:
         return await inbox.record(
             conn,
+            requester=self.requester,
             envelope_id=self.envelope_id,
             action=self.action,
             idempotency_key=self.idempotency_key,

@@ -1,4 +1,8 @@
-"""The inbox: the stored reply of every executed write command, keyed by envelope id and idempotency key."""
+"""The inbox: the stored reply of every executed write command, keyed by requester and envelope id or key.
+
+The requester is part of every key: one agent's envelope ids and idempotency keys never find another's
+record, so nobody can read someone else's stored reply, nor pre-empt their command by using its id first.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, delete, func, or_, select
+from sqlalchemy import bindparam, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.store.conflicts import prepared_insert_or_skip
@@ -19,6 +23,7 @@ from service.store.sqlite_driver import point_lookup
 _inbox = InboxRecord.__table__
 _REPLY_COLUMNS = (
     _inbox.c.id,
+    _inbox.c.action,
     _inbox.c.reply_id,
     _inbox.c.reply_type,
     _inbox.c.reply_data,
@@ -26,17 +31,23 @@ _REPLY_COLUMNS = (
     _inbox.c.request_hash,
 )
 # Built once (every write command runs these): a prebuilt statement skips construction and cache-key work.
-_FIND_BY_ID = PreparedRead(point_lookup(select(*_REPLY_COLUMNS).where(_inbox.c.id == bindparam("envelope_id"))))
+_OF_REQUESTER = _inbox.c.requester == bindparam("requester")
+_FIND_BY_ID = PreparedRead(
+    point_lookup(select(*_REPLY_COLUMNS).where(_OF_REQUESTER & (_inbox.c.id == bindparam("envelope_id"))))
+)
 _FIND_BY_ID_OR_KEY = PreparedRead(
     point_lookup(
         select(*_REPLY_COLUMNS).where(
+            _OF_REQUESTER,
             or_(
                 _inbox.c.id == bindparam("envelope_id"),
                 (_inbox.c.action == bindparam("action")) & (_inbox.c.idempotency_key == bindparam("idempotency_key")),
-            )
+            ),
         )
     )
 )
+ANONYMOUS = ""
+"""The inbox's requester for a command without an identity (the column is part of the primary key)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +60,7 @@ class StoredReply:
     time: datetime
     request_hash: str = ""
     envelope_id: str = ""
+    action: str = ""
 
 
 def request_hash(action: str, params: dict[str, Any]) -> str:
@@ -57,32 +69,43 @@ def request_hash(action: str, params: dict[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-async def find(conn: AsyncConnection, envelope_id: str, action: str, idempotency_key: str | None) -> StoredReply | None:
-    """The stored reply for this envelope id, else for this (action, idempotency key)."""
+async def find(
+    conn: AsyncConnection, requester: str, envelope_id: str, action: str, idempotency_key: str | None
+) -> StoredReply | None:
+    """This requester's stored reply for this envelope id, else for this (action, idempotency key)."""
     if idempotency_key is None:
-        rows = await _FIND_BY_ID.all(conn, {"envelope_id": envelope_id})
+        rows = await _FIND_BY_ID.all(conn, {"requester": requester, "envelope_id": envelope_id})
     else:
-        keys = {"envelope_id": envelope_id, "action": action, "idempotency_key": idempotency_key}
+        keys = {
+            "requester": requester,
+            "envelope_id": envelope_id,
+            "action": action,
+            "idempotency_key": idempotency_key,
+        }
         rows = await _FIND_BY_ID_OR_KEY.all(conn, keys)
     if not rows:
         return None
     row = next((r for r in rows if r.id == envelope_id), rows[0])
-    return StoredReply(row.reply_id, row.reply_type, row.reply_data, row.created_at, row.request_hash, row.id)
+    return StoredReply(
+        row.reply_id, row.reply_type, row.reply_data, row.created_at, row.request_hash, row.id, row.action
+    )
 
 
 async def record(
     conn: AsyncConnection,
     *,
+    requester: str,
     envelope_id: str,
     action: str,
     idempotency_key: str | None,
     req_hash: str,
     reply: StoredReply,
 ) -> bool:
-    """Store a finished reply in one statement; False when the command's id or key is already recorded."""
+    """Store a finished reply in one statement; False when this requester's id or key is already recorded."""
     inserted = await prepared_insert_or_skip(conn.dialect.name, _inbox).execute(
         conn,
         {
+            "requester": requester,
             "id": envelope_id,
             "action": action,
             "idempotency_key": idempotency_key,
@@ -98,12 +121,3 @@ async def record(
 
 async def count(conn: AsyncConnection) -> int:
     return int((await conn.execute(select(func.count()).select_from(_inbox))).scalar_one())
-
-
-async def purge_before(conn: AsyncConnection, cutoff: datetime, limit: int, *, dry_run: bool) -> int:
-    """Delete (or count) up to ``limit`` records older than ``cutoff``; returns how many."""
-    ids = select(_inbox.c.id).where(_inbox.c.created_at < cutoff).limit(limit)
-    if dry_run:
-        return int((await conn.execute(select(func.count()).select_from(ids.subquery()))).scalar_one())
-    result = await conn.execute(delete(_inbox).where(_inbox.c.id.in_(ids)))
-    return int(result.rowcount or 0)

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, delete, func, select, update
+from sqlalchemy import Row, delete, func, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from contracts import ArtifactStatus
@@ -163,5 +163,6 @@ async def count_inbox_before(conn: AsyncConnection, cutoff: datetime) -> int:
 
 
 async def purge_inbox_before(conn: AsyncConnection, cutoff: datetime, batch: int) -> int:
-    doomed = select(inbox.c.id).where(inbox.c.created_at < cutoff).limit(batch).scalar_subquery()
-    return int((await conn.execute(delete(inbox).where(inbox.c.id.in_(doomed)))).rowcount or 0)
+    doomed = select(inbox.c.requester, inbox.c.id).where(inbox.c.created_at < cutoff).limit(batch)
+    keys = tuple_(inbox.c.requester, inbox.c.id)  # the primary key: ids alone repeat across requesters
+    return int((await conn.execute(delete(inbox).where(keys.in_(doomed)))).rowcount or 0)

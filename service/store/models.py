@@ -77,6 +77,8 @@ class InboxRecord(Base):
 
     __tablename__ = "inbox"
 
+    requester: Mapped[str] = mapped_column(String(255), primary_key=True)
+    """Who sent the command ("" when anonymous): one requester's ids and keys never match another's."""
     id: Mapped[str] = mapped_column(String(255), primary_key=True)
     action: Mapped[str] = mapped_column(String(100))
     idempotency_key: Mapped[str | None] = mapped_column(String(255))
@@ -87,7 +89,7 @@ class InboxRecord(Base):
     created_at: Mapped[datetime]
 
     __table_args__ = (
-        UniqueConstraint("action", "idempotency_key"),
+        UniqueConstraint("requester", "action", "idempotency_key"),
         Index(None, "created_at"),
     )
 
@@ -116,9 +118,15 @@ class Thread(Base):
     updated_at: Mapped[datetime]
     deleted_at: Mapped[datetime | None]
     expires_at: Mapped[datetime | None]
+    owner: Mapped[str | None] = mapped_column(String(255))
+    """The requester of the first save; NULL on threads saved before ownership existed (admins alone write those)."""
+    visibility: Mapped[str] = mapped_column(String(16))
+    trace_id: Mapped[str | None] = mapped_column(String(255))
+    """The first saver's trace: who may read a ``trace`` thread besides its owner."""
 
     __table_args__ = (
         Index(None, "created_at", "id"),
+        Index(None, "owner", "created_at", "id"),
         _set_only("threads", "deleted_at"),
         _set_only("threads", "expires_at"),
     )

@@ -12,7 +12,18 @@ from typing import Any
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Connection, inspect, select, text
+from sqlalchemy import (
+    Column,
+    Connection,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    inspect,
+    select,
+    text,
+)
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from contracts import utc_now
@@ -20,6 +31,7 @@ from service.app import Worker
 from service.store import schema
 from service.store.db import create_engine
 from service.store.models import Artifact, ArtifactLabel, Base, InboxRecord
+from service.store.types import UtcDateTime
 from tests.conftest import _delete_topology, make_settings
 from tests.support.databases import create_pg_database, drop_pg_database, pg_available
 
@@ -75,14 +87,31 @@ async def test_concurrent_migrations_upgrade_once(engine: AsyncEngine) -> None:
     assert all(r.up_to_date for r in results)
 
 
+LEGACY_INBOX = Table(
+    "inbox",
+    MetaData(),
+    Column("id", String(255), primary_key=True),
+    Column("action", String(100), nullable=False),
+    Column("idempotency_key", String(255)),
+    Column("request_hash", String(64), nullable=False),
+    Column("reply_id", String(64), nullable=False),
+    Column("reply_type", String(32), nullable=False),
+    Column("reply_data", Text, nullable=False),
+    Column("created_at", UtcDateTime(), nullable=False),
+    UniqueConstraint("action", "idempotency_key", name="uq_inbox_action_idempotency_key"),
+)
+"""The inbox as the pre-Alembic worker made it (keyed by envelope id alone; revision 0006 adds the requester)."""
+
+
 async def test_database_made_before_migrations_is_adopted(engine: AsyncEngine) -> None:
     """A database created by the pre-Alembic worker keeps its rows and is upgraded to head."""
-    legacy = [Artifact.__table__, ArtifactLabel.__table__, InboxRecord.__table__]
+    legacy = [Artifact.__table__, ArtifactLabel.__table__]
     async with engine.begin() as conn:
         await conn.run_sync(lambda c: Base.metadata.create_all(c, tables=legacy))
+        await conn.run_sync(lambda c: LEGACY_INBOX.create(c))
         await conn.execute(text("DROP INDEX ix_artifacts_registered_at_id"))  # added by revision 0005
         await conn.execute(
-            InboxRecord.__table__.insert().values(
+            LEGACY_INBOX.insert().values(
                 id="env-1",
                 action="ping",
                 request_hash="h",
@@ -95,7 +124,8 @@ async def test_database_made_before_migrations_is_adopted(engine: AsyncEngine) -
     reached = await schema.migrate(engine)
     assert reached.up_to_date
     async with engine.connect() as conn:
-        assert (await conn.execute(select(InboxRecord.__table__.c.id))).scalars().all() == ["env-1"]
+        rows = (await conn.execute(select(InboxRecord.__table__.c.requester, InboxRecord.__table__.c.id))).all()
+    assert [tuple(row) for row in rows] == [("", "env-1")]  # kept, as an anonymous requester's record
 
 
 async def test_worker_refuses_an_unmigrated_postgres(amqp_url: str, storage_root: Path) -> None:

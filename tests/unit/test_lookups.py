@@ -29,10 +29,16 @@ async def test_lookups_see_every_commit_and_refuse_statements_that_would_leave_t
     try:
         for n in range(3):  # each lookup after a commit sees it: the held connection keeps no old snapshot
             reply = StoredReply(f"reply-{n}", "ai.team.result", "{}", utc_now())
-            record = {"envelope_id": f"env-{n}", "action": "ping", "idempotency_key": None, "req_hash": "h"}
+            record = {
+                "requester": "agent",
+                "envelope_id": f"env-{n}",
+                "action": "ping",
+                "idempotency_key": None,
+                "req_hash": "h",
+            }
             assert await writer.submit(lambda conn, r=reply, k=record: inbox.record(conn, reply=r, **k))
             async with lookups.connection() as conn:
-                found = await inbox.find(conn, f"env-{n}", "ping", None)
+                found = await inbox.find(conn, "agent", f"env-{n}", "ping", None)
             assert found is not None and found.reply_id == f"reply-{n}"
         async with lookups.connection() as conn:
             with pytest.raises(RuntimeError, match="only point lookups"):
