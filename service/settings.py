@@ -31,6 +31,10 @@ class Settings(BaseSettings):
 
     max_message_bytes: int = Field(default=MiB, ge=1024, validation_alias=_env("STORAGE_MAX_MESSAGE_BYTES"))
     max_file_bytes: int = Field(default=10 * MiB, ge=0, validation_alias=_env("STORAGE_MAX_FILE_BYTES"))
+    max_reply_bytes: int = Field(default=4 * MiB, ge=16 * 1024, validation_alias=_env("STORAGE_MAX_REPLY_BYTES"))
+    """No reply is larger: pages are cut short (``next_cursor`` set), anything else too large is an ERROR."""
+    read_timeout_ms: int = Field(default=5000, ge=1, validation_alias=_env("STORAGE_READ_TIMEOUT_MS"))
+    """How long one read statement may run before it is stopped (DEADLINE_EXCEEDED, not retryable)."""
     trust_body_identity: bool = Field(default=True, validation_alias=_env("STORAGE_TRUST_BODY_IDENTITY"))
     admins: Annotated[frozenset[str], NoDecode] = Field(default=frozenset(), validation_alias=_env("STORAGE_ADMINS"))
 

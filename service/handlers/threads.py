@@ -11,6 +11,14 @@ Semantics beyond CONTRACT.md, chosen for agents that re-send their whole history
   version number keeps growing (a stale writer can never match it again).
 - ``ttl_seconds`` sets ``expires_at = now + ttl`` on every save that passes it; a save without it keeps
   the expiry the thread has. The version grows only on saves that change something.
+
+Ownership (CONTRACT.md §3): the first save makes its requester the owner, with the requester's trace and the
+given ``visibility`` (``private`` by default). Reads follow the artifact rule; only the owner or an admin
+saves (``clear`` included) or deletes, and a thread that was deleted or expired stays its owner's, so nobody
+else can take its id over by saving to it. An anonymous requester cannot save (it could never own the
+thread). Threads saved before owners existed have none: they are public, and only admins write them. A
+thread its requester cannot read answers exactly as an unknown one (nothing about it is revealed); one it
+can read but not change is PERMISSION_DENIED.
 """
 
 from __future__ import annotations
@@ -34,14 +42,19 @@ from contracts import (
     ListThreadsOutput,
     ListThreadsParams,
     NotFound,
+    PermissionDenied,
     SaveThreadOutput,
     SaveThreadParams,
     StoredMessage,
     ThreadInfo,
     ThreadMessage,
+    Visibility,
 )
 from contracts.threads import MAX_THREAD_READ
-from service.context import HandlerContext
+from service import paging
+from service.context import HandlerContext, Requester
+from service.identity import can_read
+from service.store import cursor
 from service.store import threads as store
 
 METADATA_KEY_MAX = 128
@@ -57,6 +70,8 @@ def thread_info(row: Row[Any]) -> ThreadInfo:
         updated_at=row.updated_at,
         deleted_at=row.deleted_at,
         expires_at=row.expires_at,
+        owner=row.owner,
+        visibility=row.visibility,
     )
 
 
@@ -129,6 +144,7 @@ class _Save:
             expires_at = self.now + timedelta(seconds=params.ttl_seconds)
         self.changed = self.changed or bool(self.inserted or self.updated or self.trimmed)
         self.changed = self.changed or expires_at != self.row.expires_at
+        self.changed = self.changed or (params.visibility is not None and params.visibility != self.row.visibility)
         version = self.row.version
         if self.changed:
             version += 1
@@ -143,6 +159,8 @@ class _Save:
             }
             if self.restart:
                 values["created_at"] = self.now
+            if params.visibility is not None:
+                values["visibility"] = params.visibility.value
             await store.update_thread(conn, thread_id, values)
         return SaveThreadOutput(
             thread_id=thread_id,
@@ -166,9 +184,9 @@ class _Save:
                 self.ids.append(message_id)
                 continue
             if existing.thread_id != thread_id:
-                raise AlreadyExists(
+                raise AlreadyExists(  # never naming that thread: its requester may not be able to read it
                     "message id already belongs to another thread",
-                    {"field": f"messages[{index}].id", "id": str(existing.id), "thread_id": existing.thread_id},
+                    {"field": f"messages[{index}].id", "id": str(existing.id)},
                 )
             changes = _changes(existing, message)
             if renew:  # a clear (or a fresh start) makes every message sent active, in request order
@@ -231,10 +249,20 @@ def _changes(existing: Row[Any], message: ThreadMessage) -> dict[str, Any]:
 
 async def save_thread(params: SaveThreadParams, ctx: HandlerContext) -> SaveThreadOutput:
     _check_request(params)
-    now = ctx.now
+    now, requester = ctx.now, ctx.requester
+    if requester.id is None and not requester.is_admin:
+        raise PermissionDenied(
+            "an anonymous requester cannot save a thread: a thread belongs to the requester that creates it",
+            {"thread_id": params.thread_id, "reason": "anonymous_requester", "requester": None},
+        )
+    visibility = (params.visibility or Visibility.PRIVATE).value
 
     async def job(conn: AsyncConnection) -> SaveThreadOutput:
-        row, created = await store.lock(conn, params.thread_id, now)
+        row, created = await store.lock(
+            conn, params.thread_id, now, owner=requester.id, visibility=visibility, trace_id=requester.trace_id
+        )
+        if not created:
+            _check_writable(row, params.thread_id, requester, now)
         live = store.is_live(row, now)
         current = row.version if live else 0
         if params.expected_version is not None and params.expected_version != current:
@@ -252,24 +280,70 @@ async def save_thread(params: SaveThreadParams, ctx: HandlerContext) -> SaveThre
     return await ctx.write(job)
 
 
+# -- access ------------------------------------------------------------------------------------
+
+
+def _readable(row: Row[Any], requester: Requester) -> bool:
+    return can_read(row.visibility, row.owner, row.trace_id, requester)
+
+
+def _may_write(row: Row[Any], requester: Requester) -> bool:
+    """The owner or an admin; an ownerless (legacy) thread is written by admins only."""
+    return requester.is_admin or (row.owner is not None and row.owner == requester.id)
+
+
+def _not_found(thread_id: str) -> NotFound:
+    return NotFound(f"thread {thread_id} not found", {"thread_id": thread_id})
+
+
+def _refuse_write(row: Row[Any], thread_id: str, requester: Requester, now: datetime) -> PermissionDenied:
+    """The refusal of a write, naming neither the owner nor anything its requester may not read."""
+    details: dict[str, Any] = {"thread_id": thread_id, "requester": requester.id}
+    if _readable(row, requester) and store.is_live(row, now):
+        details["visibility"] = row.visibility
+        return PermissionDenied(f"thread {thread_id} is {row.visibility}: only its owner changes it", details)
+    # A save to the id of a thread its requester cannot see: whatever the answer, the id is taken, but nothing
+    # else about the thread (not its visibility, whether it is deleted or expired) is told.
+    return PermissionDenied(f"thread id {thread_id} belongs to another requester", details)
+
+
+def _check_writable(row: Row[Any], thread_id: str, requester: Requester, now: datetime) -> None:
+    if not _may_write(row, requester):
+        raise _refuse_write(row, thread_id, requester, now)
+
+
 # -- reads -------------------------------------------------------------------------------------
 
 
 async def get_thread(params: GetThreadParams, ctx: HandlerContext) -> GetThreadOutput:
+    before = store.decode_message_cursor(params.cursor) if params.cursor is not None else None
     async with ctx.read() as conn:
         row = await store.get(conn, params.thread_id)
-        _check_visible(row, params.thread_id, ctx.now, include_deleted=params.include_deleted)
+        _check_visible(row, params.thread_id, ctx, include_deleted=params.include_deleted)
         assert row is not None
-        rows = await store.recent_messages(
-            conn, params.thread_id, params.limit or MAX_THREAD_READ, include_deleted=params.include_deleted
+        info = thread_info(row)
+        budget = paging.page_budget(ctx.settings, spent=paging.json_size(row.metadata) + paging.ITEM_OVERHEAD)
+        rows, more = await store.message_page(
+            conn,
+            params.thread_id,
+            params.limit or MAX_THREAD_READ,
+            include_deleted=params.include_deleted,
+            before_seq=before,
+            budget=budget,
         )
-    return GetThreadOutput(thread=thread_info(row), messages=[stored_message(r) for r in rows])
+    next_cursor = store.message_cursor(rows[-1].seq) if more and rows else None
+    rows.reverse()  # fetched newest first; a page reads oldest first
+    return GetThreadOutput(thread=info, messages=[stored_message(r) for r in rows], next_cursor=next_cursor)
 
 
-def _check_visible(row: Row[Any] | None, thread_id: str, now: datetime, *, include_deleted: bool) -> None:
-    """Unknown and expired threads are not found; a deleted one only with ``include_deleted``."""
-    if row is None:
-        raise NotFound(f"thread {thread_id} not found", {"thread_id": thread_id})
+def _check_visible(row: Row[Any] | None, thread_id: str, ctx: HandlerContext, *, include_deleted: bool) -> None:
+    """Unknown, unreadable and expired threads are not found; a deleted one only with ``include_deleted``.
+
+    A thread the requester may not read gets the very answer of an unknown id: not even its expiry shows.
+    """
+    now = ctx.now
+    if row is None or not _readable(row, ctx.requester):
+        raise _not_found(thread_id)
     if row.expires_at is not None and row.expires_at <= now:
         raise NotFound(
             f"thread {thread_id} expired", {"thread_id": thread_id, "expires_at": row.expires_at.isoformat()}
@@ -278,6 +352,14 @@ def _check_visible(row: Row[Any] | None, thread_id: str, now: datetime, *, inclu
         raise NotFound(
             f"thread {thread_id} was deleted", {"thread_id": thread_id, "deleted_at": row.deleted_at.isoformat()}
         )
+
+
+def _thread_size(row: Row[Any]) -> int:
+    return paging.json_size(row.metadata) + paging.ITEM_OVERHEAD
+
+
+def _thread_cursor(row: Row[Any]) -> str:
+    return cursor.encode(row.created_at, row.id)
 
 
 async def list_threads(params: ListThreadsParams, ctx: HandlerContext) -> ListThreadsOutput:
@@ -290,7 +372,11 @@ async def list_threads(params: ListThreadsParams, ctx: HandlerContext) -> ListTh
             limit=params.limit,
             after=params.cursor,
             now=ctx.now,
+            requester=ctx.requester,
         )
+    rows, next_cursor = paging.cut_page(
+        rows, next_cursor, budget=paging.page_budget(ctx.settings), size_of=_thread_size, cursor_of=_thread_cursor
+    )
     infos = [thread_info(row) for row in rows]
     return ListThreadsOutput(count=len(infos), threads=infos, next_cursor=next_cursor)
 
@@ -299,12 +385,15 @@ async def list_threads(params: ListThreadsParams, ctx: HandlerContext) -> ListTh
 
 
 async def delete_thread(params: DeleteThreadParams, ctx: HandlerContext) -> DeleteThreadOutput:
-    now = ctx.now
+    """Soft delete by the owner or an admin. Deleting a thread its requester cannot read answers as for an
+    unknown id (``deleted: false``, nothing changed); one it can read but not change is PERMISSION_DENIED."""
+    now, requester = ctx.now, ctx.requester
 
     async def job(conn: AsyncConnection) -> DeleteThreadOutput:
         row = await store.get(conn, params.thread_id, for_update=True)
-        if row is None or not store.is_live(row, now):
+        if row is None or not store.is_live(row, now) or not _readable(row, requester):
             return DeleteThreadOutput(thread_id=params.thread_id, deleted=False)
+        _check_writable(row, params.thread_id, requester, now)
         await store.update_thread(
             conn, params.thread_id, {"deleted_at": now, "updated_at": now, "version": row.version + 1}
         )

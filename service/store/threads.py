@@ -1,22 +1,43 @@
 """Thread queries on Core tables: the locked thread row, message lookups and writes, labels, pages, purges.
 
 Every read of "the last N messages" is a range scan of (thread_id, deleted_at, seq) backwards, and every
-metadata filter a probe of (key, value, thread_id): neither grows with the size of the tables.
+metadata filter a probe of (key, value, thread_id): neither grows with the size of the tables. A listing
+carries the read rule of CONTRACT.md §3 in its WHERE clause, so a page never holds what its reader may not see.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
+import json
 import math
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Row, and_, bindparam, delete, func, insert, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    LargeBinary,
+    Row,
+    Text,
+    and_,
+    bindparam,
+    cast,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    true,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from contracts import InvalidArgument, Visibility
+from service.context import Requester
 from service.store import cursor
 from service.store.models import Thread, ThreadLabel, ThreadMessageRow
 from service.store.prepared import PreparedRead, PreparedWrite
@@ -42,6 +63,9 @@ THREAD_COLUMNS = (
     threads.c.updated_at,
     threads.c.deleted_at,
     threads.c.expires_at,
+    threads.c.owner,
+    threads.c.visibility,
+    threads.c.trace_id,
 )
 MESSAGE_COLUMNS = (
     messages.c.id,
@@ -106,8 +130,10 @@ async def get(conn: AsyncConnection, thread_id: str, *, for_update: bool = False
     return await (_GET_FOR_UPDATE if for_update else _GET_PLAIN).first(conn, {"thread_key": thread_id})  # type: ignore[no-any-return]
 
 
-async def lock(conn: AsyncConnection, thread_id: str, now: datetime) -> tuple[Row[Any], bool]:
-    """The thread row, created empty when missing, locked until commit; True when it was just created.
+async def lock(
+    conn: AsyncConnection, thread_id: str, now: datetime, *, owner: str | None, visibility: str, trace_id: str | None
+) -> tuple[Row[Any], bool]:
+    """The thread row, created empty when missing (owned by ``owner``), locked until commit; True when just created.
 
     An existing thread costs one SELECT ... FOR UPDATE. A missing one is inserted with ON CONFLICT DO
     NOTHING and selected again: two workers on one PostgreSQL saving the same new thread serialise on the
@@ -123,6 +149,9 @@ async def lock(conn: AsyncConnection, thread_id: str, now: datetime) -> tuple[Ro
         "next_seq": 0,
         "created_at": now,
         "updated_at": now,
+        "owner": owner,
+        "visibility": visibility,
+        "trace_id": trace_id,
     }
     dialect = conn.dialect.name
     if dialect == "postgresql":
@@ -201,19 +230,82 @@ async def trim(conn: AsyncConnection, thread_id: str, keep: int, now: datetime) 
     return int(result.rowcount or 0)
 
 
-async def recent_messages(
-    conn: AsyncConnection, thread_id: str, limit: int, *, include_deleted: bool
-) -> list[Row[Any]]:
-    """The most recent ``limit`` messages in chronological (position) order."""
-    query = select(*MESSAGE_COLUMNS).where(messages.c.thread_id == thread_id)
+MESSAGE_OVERHEAD = 256
+"""Bytes a stored message takes on the wire besides its content and metadata: id, role, times, field names."""
+
+
+def _json_bytes(column: Any, dialect: str) -> ColumnElement[int]:
+    """The stored size in bytes of a JSON column (jsonb as text is a little longer than compact JSON)."""
+    if dialect == "sqlite":
+        return func.length(cast(column, LargeBinary))
+    return func.octet_length(cast(column, Text))
+
+
+async def message_page(
+    conn: AsyncConnection,
+    thread_id: str,
+    limit: int,
+    *,
+    include_deleted: bool,
+    before_seq: int | None,
+    budget: int,
+) -> tuple[list[Row[Any]], bool]:
+    """The most recent messages (older than ``before_seq``), up to ``limit`` and ``budget`` bytes, newest first;
+    and whether older ones remain.
+
+    The database sums the sizes newest first and returns only the messages that begin within the budget (the
+    one that crosses it tells that more remain), so a thread of huge messages never loads into the worker:
+    ``limit=10000`` reads at most the budget and one message more.
+    """
+    recent = select(*MESSAGE_COLUMNS).where(messages.c.thread_id == thread_id)
     if not include_deleted:
-        query = query.where(messages.c.deleted_at.is_(None))
-    rows = list((await conn.execute(query.order_by(messages.c.seq.desc()).limit(limit))).all())
-    rows.reverse()
-    return rows
+        recent = recent.where(messages.c.deleted_at.is_(None))
+    if before_seq is not None:
+        recent = recent.where(messages.c.seq < before_seq)
+    newest = recent.order_by(messages.c.seq.desc()).limit(limit + 1).subquery()
+    dialect = conn.dialect.name
+    size = _json_bytes(newest.c.content, dialect) + _json_bytes(newest.c["metadata"], dialect) + MESSAGE_OVERHEAD
+    sized = select(newest, size.label("size_bytes"), func.sum(size).over(order_by=newest.c.seq.desc()).label("upto"))
+    summed = sized.subquery()
+    query = select(summed).where(summed.c.upto - summed.c.size_bytes <= budget).order_by(summed.c.seq.desc())
+    rows = list((await conn.execute(query)).all())
+    kept = 0
+    for row in rows[:limit]:
+        if row.upto > budget and kept:
+            break
+        kept += 1
+    return rows[:kept], len(rows) > kept
+
+
+def message_cursor(seq: int) -> str:
+    """The opaque cursor of the page older than the message at position ``seq``."""
+    return base64.urlsafe_b64encode(json.dumps({"before": seq}).encode()).decode().rstrip("=")
+
+
+def decode_message_cursor(token: str) -> int:
+    try:
+        raw = json.loads(base64.urlsafe_b64decode((token + "=" * (-len(token) % 4)).encode()))
+        seq = raw["before"]
+        if type(seq) is not int or not 0 <= seq < 2**63:
+            raise ValueError("bad cursor shape")
+    except (ValueError, TypeError, KeyError, binascii.Error, UnicodeDecodeError) as exc:
+        raise InvalidArgument("cursor is not one this worker issued", {"field": "cursor"}) from exc
+    return seq
 
 
 # -- listing -----------------------------------------------------------------------------------
+
+
+def readable_by(requester: Requester) -> ColumnElement[bool]:
+    """The read rule of CONTRACT.md §3 in SQL (``identity.can_read``): ownerless legacy threads are public."""
+    if requester.is_admin:
+        return true()
+    rule = [threads.c.visibility == Visibility.PUBLIC.value]
+    if requester.id is not None:
+        rule.append(threads.c.owner == requester.id)
+    if requester.trace_id is not None:
+        rule.append(and_(threads.c.visibility == Visibility.TRACE.value, threads.c.trace_id == requester.trace_id))
+    return or_(*rule)
 
 
 async def list_page(
@@ -225,9 +317,11 @@ async def list_page(
     limit: int,
     after: str | None,
     now: datetime,
+    requester: Requester,
 ) -> tuple[list[Row[Any]], str | None]:
-    """Live threads, newest first, keyset-paged on (created_at, id); each metadata filter is an index probe."""
-    query = select(*THREAD_COLUMNS).where(live_clause(now))
+    """Live threads ``requester`` may read, newest first, keyset-paged on (created_at, id); each metadata filter
+    is an index probe."""
+    query = select(*THREAD_COLUMNS).where(live_clause(now), readable_by(requester))
     for key, value in metadata.items():
         text = label_text(value)
         matching = select(labels.c.thread_id).where(labels.c.key == key, labels.c.value == text)
