@@ -33,7 +33,7 @@ from service.context import HandlerContext, Services
 from service.handlers import HANDLERS
 from service.identity import check_requester, requester_of
 from service.recording import Duplicate, Recorder
-from service.replies import envelope_bytes, error_reply, error_reply_of, result_reply
+from service.replies import bounded_envelope, error_reply, error_reply_of, result_reply
 from service.store import inbox
 from service.store.inbox import StoredReply
 
@@ -228,8 +228,9 @@ class Pipeline:
         correlation_id = delivery.correlation_id or (envelope.id if envelope else _loose_id(delivery.body))
         body = None
         if delivery.reply_to:
-            body = envelope_bytes(
+            reply, body = bounded_envelope(  # never more than STORAGE_MAX_REPLY_BYTES: else an ERROR instead
                 reply,
+                max_bytes=self.settings.max_reply_bytes,
                 source=self.source,
                 correlation_id=correlation_id,
                 subject=envelope.subject if envelope else None,

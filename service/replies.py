@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import json
+import logging
+import re
 import time
+from dataclasses import replace
 from datetime import datetime
 
 from contracts import ERROR_TYPE, RESULT_TYPE, ErrorCode, Output, StorageError, new_id, utc_now
 from service.store.inbox import StoredReply
+
+log = logging.getLogger(__name__)
 
 
 def elapsed_ms(started_monotonic: float) -> int:
@@ -72,3 +77,47 @@ def envelope_bytes(
 
 def _iso(moment: datetime) -> str:
     return moment.isoformat().replace("+00:00", "Z")
+
+
+_ELAPSED = re.compile(r'"execution_time_ms":(\d+)\}$')
+
+
+def bounded_envelope(
+    reply: StoredReply,
+    *,
+    max_bytes: int,
+    source: str,
+    correlation_id: str | None,
+    subject: str | None = None,
+    traceparent: str | None = None,
+) -> tuple[StoredReply, bytes]:
+    """The reply and its CloudEvent, or, when that would exceed ``max_bytes``, an ERROR in its place.
+
+    The last guard of ``STORAGE_MAX_REPLY_BYTES``: paged handlers cut their pages to fit, so only an
+    estimate gone wrong (or a huge ``subject`` echoed back) gets here. RabbitMQ would refuse the message and
+    close the channel, and the command would come back forever; a non-retryable RESOURCE_EXHAUSTED with
+    ``reason: reply_too_large`` ends it instead (a retry would build the same reply).
+    """
+    body = envelope_bytes(reply, source=source, correlation_id=correlation_id, subject=subject, traceparent=traceparent)
+    if len(body) <= max_bytes:
+        return reply, body
+    log.warning(
+        "a %s reply of %d bytes exceeds the %d-byte cap: answered as an error", reply.reply_type, len(body), max_bytes
+    )
+    elapsed = _ELAPSED.search(reply.data_json[-40:])
+    data = {
+        "error": {
+            "code": ErrorCode.RESOURCE_EXHAUSTED.value,
+            "message": f"the reply would be {len(body)} bytes, more than the {max_bytes} allowed; ask for less",
+            "retryable": False,
+            "details": {"reason": "reply_too_large", "size_bytes": len(body), "limit_bytes": max_bytes},
+        },
+        "execution_time_ms": int(elapsed.group(1)) if elapsed else 0,
+    }
+    refusal = replace(reply, reply_type=ERROR_TYPE, data_json=json.dumps(data, separators=(",", ":")))
+    body = envelope_bytes(
+        refusal, source=source, correlation_id=correlation_id, subject=subject, traceparent=traceparent
+    )
+    if len(body) > max_bytes:  # the command's own subject or traceparent is what is too large to echo
+        body = envelope_bytes(refusal, source=source, correlation_id=correlation_id)
+    return refusal, body
