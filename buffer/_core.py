@@ -51,7 +51,11 @@ TransportFactory = Callable[[ClientSettings, Callable[[str], None]], Transport]
 
 def _amqp_transport(settings: ClientSettings, on_event: Callable[[str], None]) -> Transport:
     return RpcTransport(
-        settings.amqp_url, settings.exchange, connect_timeout_s=settings.connect_timeout_s, on_event=on_event
+        settings.amqp_url,
+        settings.exchange,
+        connect_timeout_s=settings.connect_timeout_s,
+        on_event=on_event,
+        user_id=settings.broker_user_id(),
     )
 
 
@@ -83,7 +87,7 @@ class ClientCore:
             self.settings.buffer_dir, max_items=self.settings.buffer_max_items, max_bytes=self.settings.buffer_max_bytes
         )
         self.files = StorageFiles(self.settings.storage_root)
-        self._replayer = Replayer(self.buffer, self._send_replay, self.files)
+        self._replayer = Replayer(self.buffer, self._send_replay, self.files, user_id=self.settings.broker_user_id())
         self._replay_lock = asyncio.Lock()
         self._wake = asyncio.Event()
         self._heartbeat_task: asyncio.Task[None] | None = None
@@ -263,13 +267,15 @@ class ClientCore:
         if self._known_down():
             return True
         report = await self.replay()
-        return report.remaining > 0
+        return report.remaining > report.skipped
 
     async def _spill(self, spec: ActionSpec, envelope: CommandEnvelope, error: StorageError) -> Buffered:
         reason = f"{error.code.value}: {error.message}"
 
         def spill() -> Entry:
-            return self.buffer.spill(envelope, reason, self.files.file_copy(envelope))
+            return self.buffer.spill(
+                envelope, reason, self.files.file_copy(envelope), user_id=self.settings.broker_user_id()
+            )
 
         try:
             entry = await asyncio.to_thread(spill)

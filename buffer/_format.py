@@ -7,6 +7,9 @@ with garbage or written by something else is recognised as not a valid item inst
 A ``register_artifact`` item may have a file copy beside it (``<same name>.blob``): the artifact's bytes,
 so replay can put the file back when the worker's cleanup moved the staged one away during a long outage.
 The header then names the copy's size and sha256, which must be the manifest's checksum.
+
+The header also keeps the AMQP ``user_id`` the command was sent with, if any: AMQP properties are not part
+of the envelope, and a replay must act as the same broker-validated identity as the first attempt.
 """
 
 from __future__ import annotations
@@ -56,6 +59,7 @@ class Header:
     spilled_at: datetime
     reason: str | None
     blob: BlobInfo | None = None
+    user_id: str | None = None
 
 
 def item_name(seq: int, envelope_id: str) -> str:
@@ -90,7 +94,9 @@ def manifest_checksum(envelope: CommandEnvelope) -> str | None:
     return checksum.removeprefix("sha256:")
 
 
-def encode(envelope: CommandEnvelope, reason: str | None, blob: BlobInfo | None = None) -> bytes:
+def encode(
+    envelope: CommandEnvelope, reason: str | None, blob: BlobInfo | None = None, *, user_id: str | None = None
+) -> bytes:
     body = envelope.to_json_bytes()
     header: dict[str, Any] = {
         "magic": MAGIC,
@@ -103,6 +109,8 @@ def encode(envelope: CommandEnvelope, reason: str | None, blob: BlobInfo | None 
         header["reason"] = reason[:500]
     if blob is not None:
         header["blob"] = {"size": blob.size, "sha256": blob.sha256}
+    if user_id is not None:
+        header["user_id"] = user_id
     return json.dumps(header, separators=(",", ":")).encode() + b"\n" + body
 
 
@@ -135,7 +143,11 @@ def decode(raw: bytes) -> tuple[Header, CommandEnvelope]:
         raise NotAnItem(f"action {envelope.data.action!r} is not one the buffer keeps")
     reason = header.get("reason")
     blob = _blob_of(header.get("blob"), envelope)
-    return Header(len(body), header["sha256"], spilled_at, reason if isinstance(reason, str) else None, blob), envelope
+    user_id = header.get("user_id")
+    if user_id is not None and (not isinstance(user_id, str) or not user_id):
+        raise NotAnItem("header's user_id is not a user name")
+    reason_text = reason if isinstance(reason, str) else None
+    return Header(len(body), header["sha256"], spilled_at, reason_text, blob, user_id), envelope
 
 
 def _blob_of(raw: object, envelope: CommandEnvelope) -> BlobInfo | None:

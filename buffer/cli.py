@@ -120,7 +120,10 @@ def _format_status(status: BufferStatus) -> str:
 
 async def _replay(settings: ClientSettings, *, progress: bool) -> int:
     buffer = await asyncio.to_thread(_open, settings)
-    transport = RpcTransport(settings.amqp_url, settings.exchange, connect_timeout_s=settings.connect_timeout_s)
+    user_id = settings.broker_user_id()
+    transport = RpcTransport(
+        settings.amqp_url, settings.exchange, connect_timeout_s=settings.connect_timeout_s, user_id=user_id
+    )
 
     async def send(envelope: CommandEnvelope) -> Reply:
         context = envelope.data.context or {}
@@ -136,7 +139,9 @@ async def _replay(settings: ClientSettings, *, progress: bool) -> int:
         bar.update(done - bar.n)
 
     try:
-        report = await Replayer(buffer, send, StorageFiles(settings.storage_root)).run(progress=advance)
+        report = await Replayer(buffer, send, StorageFiles(settings.storage_root), user_id=user_id).run(
+            progress=advance
+        )
     finally:
         bar.close()
         await transport.close()

@@ -12,6 +12,11 @@ sends its command to ``quarantine/`` instead of a replay that could only fail. I
 the file was not found anyway (it had executed a queued copy of the envelope while the file was away and
 keeps that answer), the file is put back and the registration goes again under a new envelope id and
 idempotency key: the artifact id, which the worker never registers twice, keeps it exactly once.
+
+A command spilled with an AMQP ``user_id`` is replayed only by a client connected as that same broker user
+(and one spilled without it only by a client that sends none): sent under another identity it would run as
+someone else, with other rights and outside the first attempt's deduplication. Any other item is skipped
+and left for its own client (one buffer directory per identity is the intended setup).
 """
 
 from __future__ import annotations
@@ -46,6 +51,8 @@ class ReplayReport:
     """Why the pass stopped early (the service is unavailable); None when it got through."""
     busy: bool = False
     """Another client holds the replay lock; this one did nothing."""
+    skipped: int = 0
+    """Commands spilled under another broker identity (``user_id``): left pending for a client of that identity."""
 
     @property
     def complete(self) -> bool:
@@ -53,11 +60,15 @@ class ReplayReport:
 
 
 class Replayer:
-    def __init__(self, buffer: SpillBuffer, send: Send, files: StorageFiles | None = None) -> None:
+    def __init__(
+        self, buffer: SpillBuffer, send: Send, files: StorageFiles | None = None, *, user_id: str | None = None
+    ) -> None:
         self.buffer = buffer
         self.send = send
         self.files = files
         """Where buffered registrations' files are put back from their copies; None: sent as they are."""
+        self.user_id = user_id
+        """The AMQP ``user_id`` ``send`` publishes with: only items spilled with the same one are replayed."""
 
     async def run(self, *, progress: Progress | None = None) -> ReplayReport:
         with self.buffer.replay_lock() as mine:
@@ -68,11 +79,13 @@ class Replayer:
 
     async def _pass(self, progress: Progress | None) -> ReplayReport:
         entries = await asyncio.to_thread(self.buffer.entries)
-        sent = failed = 0
+        sent = failed = skipped = 0
         stopped: StorageError | None = None
         for settled, entry in enumerate(entries, start=1):
             item = await asyncio.to_thread(self.buffer.load, entry)
-            if item is not None:
+            if item is not None and item.user_id != self.user_id:
+                skipped += 1
+            elif item is not None:
                 try:
                     reply = await self._deliver(item)
                 except CopyDamaged as exc:
@@ -96,15 +109,16 @@ class Replayer:
             if progress is not None:
                 progress(settled, len(entries))
         remaining = len(await asyncio.to_thread(self.buffer.entries))
-        if sent or failed or stopped:
+        if sent or failed or stopped or skipped:
             log.info(
-                "buffer replay: %d sent, %d failed, %d remaining%s",
+                "buffer replay: %d sent, %d failed, %d remaining%s%s",
                 sent,
                 failed,
                 remaining,
+                f" ({skipped} spilled under another broker user_id, left for it)" if skipped else "",
                 f" (stopped: {stopped.message})" if stopped else "",
             )
-        return ReplayReport(sent=sent, failed=failed, remaining=remaining, stopped=stopped)
+        return ReplayReport(sent=sent, failed=failed, remaining=remaining, stopped=stopped, skipped=skipped)
 
     async def _deliver(self, item: Item) -> ResultEnvelope | ErrorEnvelope:
         """Send one item, its file put back first when it has a copy and the staged file is gone."""

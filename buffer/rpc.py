@@ -6,6 +6,10 @@ call gave up, or it is not ours) is dropped and counted, never handed to another
 publisher confirms and ``mandatory``, so a command the broker cannot route fails at once instead of
 waiting out its timeout. The same queue is bound to the worker's lifecycle events, which tell the client
 when a storage node (re)appears.
+
+With ``user_id`` every command carries the AMQP ``user_id`` property. RabbitMQ checks it against the
+connection's user (a mismatch closes the channel with PRECONDITION_FAILED), which is what makes it the one
+identity the worker trusts for admin rights.
 """
 
 from __future__ import annotations
@@ -51,8 +55,11 @@ class RpcTransport:
         connect_timeout_s: float = 5.0,
         reconnect_interval_s: float = 1.0,
         on_event: EventListener | None = None,
+        user_id: str | None = None,
     ) -> None:
         self.amqp_url = amqp_url
+        self.user_id = user_id
+        """Sent as the AMQP ``user_id`` of every command (None: not sent)."""
         self.exchange_name = exchange
         self.connect_timeout_s = connect_timeout_s
         self.reconnect_interval_s = reconnect_interval_s
@@ -175,6 +182,7 @@ class RpcTransport:
             reply_to=self.reply_queue,
             expiration=expiration_s,
             type=envelope.type,
+            user_id=self.user_id,
         )
         try:
             await exchange.publish(message, routing_key=routing_key, mandatory=True)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from buffer import retry, spill
@@ -14,6 +15,19 @@ DEFAULT_STORAGE_ROOT = "file://./.data"
 DEFAULT_CALL_TIMEOUT_S = 10.0
 DEFAULT_HEARTBEAT_S = 10.0
 DEFAULT_CONNECT_TIMEOUT_S = 5.0
+
+
+_SWITCH = {
+    "": False,
+    "0": False,
+    "false": False,
+    "no": False,
+    "off": False,
+    "1": True,
+    "true": True,
+    "yes": True,
+    "on": True,
+}
 
 
 def _env(name: str) -> AliasChoices:
@@ -39,6 +53,15 @@ class ClientSettings(BaseSettings):
         description="the envelope source: the agent's identity unless the broker's user_id says otherwise",
     )
     storage_root: str = Field(default=DEFAULT_STORAGE_ROOT, validation_alias=_env("STORAGE_ROOT"))
+    user_id: bool | str = Field(
+        default=False,
+        validation_alias=_env("STORAGE_USER_ID"),
+        description=(
+            "send the AMQP user_id property: True = the user of amqp_url, a name = that name (RabbitMQ accepts "
+            "only the connection's own user); the worker then acts for this broker-validated identity, the only "
+            "one that can hold admin rights (STORAGE_ADMINS)"
+        ),
+    )
 
     buffer_dir: Path = Field(default=Path(spill.DEFAULT_DIR), validation_alias=_env("STORAGE_BUFFER_DIR"))
     buffer_max_items: int = Field(
@@ -66,6 +89,22 @@ class ClientSettings(BaseSettings):
         default=retry.DEFAULT_MULTIPLIER, ge=1, validation_alias=_env("STORAGE_RETRY_MULTIPLIER")
     )
     retry_max_s: float = Field(default=retry.DEFAULT_MAX_DELAY_S, ge=0, validation_alias=_env("STORAGE_RETRY_MAX"))
+
+    @field_validator("user_id", mode="before")
+    @classmethod
+    def _user_id_switch(cls, value: object) -> object:
+        """``STORAGE_USER_ID=true`` arrives as text: the usual switch words are the switch, anything else a name."""
+        if isinstance(value, str) and value.strip().lower() in _SWITCH:
+            return _SWITCH[value.strip().lower()]
+        return value
+
+    def broker_user_id(self) -> str | None:
+        """The ``user_id`` every command is published with, or None when the option is off."""
+        if self.user_id is False:
+            return None
+        if self.user_id is True:
+            return unquote(urlsplit(self.amqp_url).username or "") or "guest"  # aio-pika's default user
+        return self.user_id
 
     def retry_policy(self) -> retry.RetryPolicy:
         return retry.RetryPolicy(

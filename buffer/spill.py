@@ -91,6 +91,8 @@ class Item:
     blob: Path | None = None
     """The copy of the artifact's bytes kept with a ``register_artifact`` (None: the command alone)."""
     blob_info: BlobInfo | None = None
+    user_id: str | None = None
+    """The AMQP ``user_id`` it was sent with (None: none): only a client connected as that user replays it."""
 
     @property
     def action(self) -> str:
@@ -256,14 +258,25 @@ class SpillBuffer:
 
     # -- writing -------------------------------------------------------------------------------
 
-    def spill(self, envelope: CommandEnvelope, reason: str | None = None, file_copy: FileCopy | None = None) -> Entry:
+    def spill(
+        self,
+        envelope: CommandEnvelope,
+        reason: str | None = None,
+        file_copy: FileCopy | None = None,
+        *,
+        user_id: str | None = None,
+    ) -> Entry:
         """Keep a command durably; returns once it is on disk (then, and only then, the caller may say so).
+
+        ``user_id`` is the AMQP ``user_id`` the command was sent with: kept in the header, so that only a
+        client connected as that same broker user replays it (it runs as that identity, and its retries
+        dedupe against the first attempt only under the same requester).
 
         With ``file_copy`` (a ``register_artifact`` whose file the client can read) the file's bytes are kept
         too, when they fit the byte limit and hash to the manifest's checksum; otherwise the command is kept
         alone, as it would be without a copy, and a warning says why. ``Entry.blob`` tells which happened.
         """
-        data = _format.encode(envelope, reason)
+        data = _format.encode(envelope, reason, user_id=user_id)
         if len(data) > self.max_bytes:
             raise SpillFailed(
                 f"command is {len(data)} bytes, more than the whole buffer ({self.max_bytes} bytes)",
@@ -273,11 +286,11 @@ class SpillBuffer:
             copied = self._copy_in(envelope, file_copy, room=self.max_bytes - len(data)) if file_copy else None
             blob_size = 0
             if copied is not None:
-                data = _format.encode(envelope, reason, copied[1])
+                data = _format.encode(envelope, reason, copied[1], user_id=user_id)
                 blob_size = copied[1].size
                 if len(data) + blob_size > self.max_bytes:  # the header grew by a few bytes: keep the command
                     self._drop_temp(copied[0])
-                    copied, blob_size, data = None, 0, _format.encode(envelope, reason)
+                    copied, blob_size, data = None, 0, _format.encode(envelope, reason, user_id=user_id)
             self._make_room(len(data) + blob_size)
             seq = self._next_seq()
             name = _format.item_name(seq, envelope.id)
@@ -423,7 +436,7 @@ class SpillBuffer:
                     if entry.path.exists():  # not removed by a replayer meanwhile: really damaged
                         self._quarantine(entry.path, problem, companion=blob)
                 return None
-        return Item(entry, envelope, header.spilled_at, header.reason, blob, header.blob)
+        return Item(entry, envelope, header.spilled_at, header.reason, blob, header.blob, header.user_id)
 
     # -- settling ------------------------------------------------------------------------------
 

@@ -13,7 +13,12 @@ MAX_REQUESTER_ID = 255
 
 
 def requester_of(envelope: CommandEnvelope, user_id: str | None, settings: Settings) -> Requester:
-    """The broker-validated ``user_id`` first; the body's claims only when the settings trust them."""
+    """The broker-validated ``user_id`` first; the body's claims only when the settings trust them.
+
+    Admin rights follow the ``user_id`` alone: RabbitMQ refuses a ``user_id`` that is not the connection's
+    user, whereas anyone can write any name into ``source`` or ``context.requester_id``. A body claim of an
+    admin's name is therefore an ordinary agent of that name (it may own data, never run admin actions).
+    """
     context: dict[str, Any] = envelope.data.context or {}
     trace = context.get("requester_trace_id")
     trace_id = str(trace) if trace is not None else None
@@ -26,7 +31,8 @@ def requester_of(envelope: CommandEnvelope, user_id: str | None, settings: Setti
         ident = None
     if ident is None:
         trace_id = None  # an anonymous command's trace is as unverified as its identity: public data only
-    return Requester(id=ident, trace_id=trace_id, is_admin=ident is not None and ident in settings.admins)
+    is_admin = bool(user_id) and user_id in settings.admins
+    return Requester(id=ident, trace_id=trace_id, is_admin=is_admin)
 
 
 def check_requester(requester: Requester) -> None:
@@ -48,8 +54,10 @@ def can_read(visibility: str, owner: str | None, trace_id: str | None, requester
     return is_owner or (requester.trace_id is not None and trace_id == requester.trace_id)
 
 
-def refuse_read(kind: str, item_id: str, visibility: str, owner: str | None, requester: Requester) -> PermissionDenied:
+def refuse_read(kind: str, item_id: str, visibility: str, requester: Requester) -> PermissionDenied:
+    """The refusal names the item, its visibility and who asked; never the owner, which is not the asker's
+    to know (it tells a stranger whose data this is, and whom to impersonate under body identity)."""
     return PermissionDenied(
         f"{kind} {item_id} is {visibility} and not readable by this requester",
-        {kind: item_id, "visibility": visibility, "owner": owner, "requester": requester.id},
+        {kind: item_id, "visibility": visibility, "requester": requester.id},
     )

@@ -11,7 +11,7 @@ import pytest
 
 from service.app import Worker
 from service.settings import Settings
-from tests.support.broker import find_broker
+from tests.support.broker import broker_user, find_broker
 from tests.support.bus import Bus
 from tests.support.databases import create_pg_database, drop_pg_database, pg_available, sqlite_url
 
@@ -59,7 +59,7 @@ def make_settings(amqp_url: str, database_url: str, storage_root: Path, **overri
         "database_url": database_url,
         "storage_root": storage_root.as_uri(),
         "cleanup_interval_s": 0,
-        "admins": frozenset({"admin-agent"}),
+        "admins": frozenset({broker_user(amqp_url)}),  # admin = user_id of the test broker's user (ADMIN_AMQP)
         "migrate_on_start": True,
     }
     values.update(overrides)

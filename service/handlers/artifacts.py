@@ -193,7 +193,7 @@ async def get_artifact(params: GetArtifactParams, ctx: HandlerContext) -> GetArt
 def _check_readable(row: object, ctx: HandlerContext) -> None:
     r = row  # a Row with visibility, owner, trace_id, id
     if not can_read(r.visibility, r.owner, r.trace_id, ctx.requester):  # type: ignore[attr-defined]
-        raise refuse_read("artifact", r.id, r.visibility, r.owner, ctx.requester)  # type: ignore[attr-defined]
+        raise refuse_read("artifact", r.id, r.visibility, ctx.requester)  # type: ignore[attr-defined]
 
 
 async def list_artifacts(params: ListArtifactsParams, ctx: HandlerContext) -> ListArtifactsOutput:

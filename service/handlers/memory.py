@@ -79,14 +79,14 @@ def _may_write(row: Any, requester: Requester) -> bool:
 def _refuse_write(row: Any, requester: Requester, namespace: list[str], key: str) -> PermissionDenied:
     return PermissionDenied(
         "memory item belongs to another requester",
-        {**_where(namespace, key), "owner": row.owner, "requester": requester.id},
+        {**_where(namespace, key), "visibility": row.visibility, "requester": requester.id},
     )
 
 
 def _refuse_read(row: Any, requester: Requester, namespace: list[str], key: str) -> PermissionDenied:
     return PermissionDenied(
         f"memory item is {row.visibility} and not readable by this requester",
-        {**_where(namespace, key), "visibility": row.visibility, "owner": row.owner, "requester": requester.id},
+        {**_where(namespace, key), "visibility": row.visibility, "requester": requester.id},
     )
 
 

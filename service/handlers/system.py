@@ -29,12 +29,13 @@ async def _count(conn: object, table_name: str) -> int:
 
 
 async def get_stats(params: GetStatsParams, ctx: HandlerContext) -> GetStatsOutput:
+    """Store-wide counts for an operator; ``memory`` lists only the namespaces the requester may read."""
     async with ctx.read() as conn:
         artifact_counts = await artifact_store.stats(conn)
         threads = await _count(conn, "threads")
         messages = await _count(conn, "messages")
         inbox_count = await inbox.count(conn)
-        memory = await memory_store.count_by_top_namespace(conn, ctx.now)
+        memory = await memory_store.count_by_top_namespace(conn, ctx.requester, ctx.now)
     files = len(await ctx.files.walk(ARTIFACTS))
     return GetStatsOutput(
         artifacts=ArtifactStats(**artifact_counts),

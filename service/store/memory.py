@@ -192,9 +192,17 @@ async def namespaces(
     return found
 
 
-async def count_by_top_namespace(conn: AsyncConnection, now: datetime | None = None) -> dict[str, int]:
-    """Live items per top-level namespace (what ``get_stats`` reports)."""
-    query = select(items.c.ns_top, func.count()).where(alive(now or utc_now())).group_by(items.c.ns_top)
+async def count_by_top_namespace(
+    conn: AsyncConnection, requester: Requester, now: datetime | None = None
+) -> dict[str, int]:
+    """Live items per top-level namespace (what ``get_stats`` reports), counting only what ``requester``
+    may read: a namespace name is data too (``["alice-private-plans"]``), so another agent's private
+    namespaces appear neither as names nor in the counts. Admins see every namespace."""
+    query = (
+        select(items.c.ns_top, func.count())
+        .where(alive(now or utc_now()), readable_by(requester))
+        .group_by(items.c.ns_top)
+    )
     return {str(top): int(n) for top, n in (await conn.execute(query)).all()}
 
 

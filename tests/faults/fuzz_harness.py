@@ -125,9 +125,10 @@ class FuzzHarness:
         return self.run(self.pipeline.process(delivery))
 
     def call(self, action: str, params: dict[str, Any], *, requester: str = ADMIN) -> ResultEnvelope | ErrorEnvelope:
-        """One well-formed command, as an agent would send it; returns the parsed reply."""
-        envelope = make_command(action, params, source="agent-fuzz", context={"requester_id": requester})
-        outcome = self.process(Delivery(envelope.to_json_bytes(), reply_to="replies"))
+        """One well-formed command, as an agent would send it, with ``requester`` as its broker-validated
+        ``user_id`` (the only identity admin rights come from); returns the parsed reply."""
+        envelope = make_command(action, params, source="agent-fuzz")
+        outcome = self.process(Delivery(envelope.to_json_bytes(), reply_to="replies", user_id=requester))
         assert outcome.reply is not None
         return parse_reply(outcome.reply)
 

@@ -51,8 +51,8 @@ def generate(paths: Paths, count: int) -> list[Case]:
 
 
 async def call(bus: LeanBus, action: str, params: dict[str, Any]) -> dict[str, Any]:
-    envelope = make_command(action, params, source="agent-seed", context={"requester_id": "admin-agent"})
-    await bus.publish(envelope.to_json_bytes(), envelope.id)
+    envelope = make_command(action, params, source="agent-seed")
+    await bus.publish(envelope.to_json_bytes(), envelope.id, **bus.admin)
     assert not await bus.wait_replies([envelope.id], REPLY_TIMEOUT_S), f"{action}: no reply"
     reply = bus.replies[envelope.id][-1]
     assert reply["type"] == "ai.team.result", f"{action}: {reply['data']}"

@@ -39,17 +39,16 @@ async def test_command_failing_inside_handler_gets_error_and_neighbours_complete
     assert not await bus.wait_replies([victim.id], REPLY_TIMEOUT_S), "setup: the victim artifact was not registered"
 
     good = register_commands(worker.storage_root, GOOD, tag="good")
-    bad = make_command(
-        "delete_artifact",
-        {"artifact_id": victim.artifact_id},
-        source="agent-faults",
-        context={"requester_id": "admin-agent"},
-    )
+    bad = make_command("delete_artifact", {"artifact_id": victim.artifact_id}, source="agent-faults")
     stream = [(c.id, c.body) for c in good]
-    stream.insert(random.randrange(len(stream)), (bad.id, bad.to_json_bytes()))
+    at = random.randrange(len(stream))
+    stream.insert(at, (bad.id, bad.to_json_bytes()))
     tally.commands = len(stream)
     pid = worker.pid
-    await bus.publish_many(stream)
+    # In stream order; the bad one as an admin (the broker-validated user_id) so that it reaches its handler.
+    await bus.publish_many(stream[:at])
+    await bus.publish(bad.to_json_bytes(), bad.id, **bus.admin)
+    await bus.publish_many(stream[at + 1 :])
     await bus.publish(b"\x00\xffnot json at all", None, reply=False)
     tally.lost += sorted(await bus.wait_replies([cid for cid, _ in stream], REPLY_TIMEOUT_S))
 

@@ -16,11 +16,11 @@ from service.cli import main
 from service.importer import LEGACY_ID_LABEL, artifact_id
 from tests.conftest import _delete_topology, make_settings
 from tests.importer.legacy_dir import Legacy, build, naive_utc
+from tests.support.broker import ADMIN_AMQP
 from tests.support.bus import Bus, error, output
 from tests.support.databases import sqlite_url
 
 MAX_FILE_BYTES = 4096
-ADMIN = {"requester_id": "admin-agent"}
 
 
 @pytest.fixture
@@ -110,7 +110,7 @@ async def test_import_twice_imports_each_good_record_once_and_skips_the_broken(
     stats = output(await bus.call("get_stats"))
     assert stats["artifacts"]["total"] == len(legacy.good)
     for good in legacy.good:
-        got = output(await bus.call("get_artifact", {"artifact_id": artifact_id(good.legacy_id)}, context=ADMIN))
+        got = output(await bus.call("get_artifact", {"artifact_id": artifact_id(good.legacy_id)}, amqp=ADMIN_AMQP))
         manifest = got["manifest"]
         assert manifest["status"] == "completed"
         assert manifest["visibility"] == good.row["visibility"].lower()
@@ -120,7 +120,7 @@ async def test_import_twice_imports_each_good_record_once_and_skips_the_broken(
         assert Path(manifest["uri"].removeprefix("file://")).read_bytes() == good.data
     for ids in legacy.broken.values():
         for legacy_id in ids:
-            missing = error(await bus.call("get_artifact", {"artifact_id": artifact_id(legacy_id)}, context=ADMIN))
+            missing = error(await bus.call("get_artifact", {"artifact_id": artifact_id(legacy_id)}, amqp=ADMIN_AMQP))
             assert missing["code"] == "NOT_FOUND"
 
 
@@ -131,7 +131,7 @@ async def test_imported_values_are_mapped_to_our_manifest(
     assert (await cli(capsys, "migrate"))[0] == 0
     await cli(capsys, "import", str(legacy.root), "--no-progress")
     bus = await reader()
-    by_label = output(await bus.call("list_artifacts", {"labels": {LEGACY_ID_LABEL: "report-3"}}, context=ADMIN))[
+    by_label = output(await bus.call("list_artifacts", {"labels": {LEGACY_ID_LABEL: "report-3"}}, amqp=ADMIN_AMQP))[
         "artifacts"
     ]
     assert [m["id"] for m in by_label] == [artifact_id("report-3")]
@@ -141,17 +141,17 @@ async def test_imported_values_are_mapped_to_our_manifest(
     for good in successors:
         latest = output(
             await bus.call(
-                "get_artifact", {"artifact_id": artifact_id(good.row["supersedes"]), "latest": True}, context=ADMIN
+                "get_artifact", {"artifact_id": artifact_id(good.row["supersedes"]), "latest": True}, amqp=ADMIN_AMQP
             )
         )
         assert latest["artifact_id"] == artifact_id(good.legacy_id)
         assert latest["manifest"]["version"] == 2
     fed = next(g for g in legacy.good if "input_artifacts" in (g.row["context"] or ""))
-    manifest = output(await bus.call("get_artifact", {"artifact_id": fed.legacy_id}, context=ADMIN))["manifest"]
+    manifest = output(await bus.call("get_artifact", {"artifact_id": fed.legacy_id}, amqp=ADMIN_AMQP))["manifest"]
     wanted = [artifact_id(i) for i in json.loads(fed.row["context"])["input_artifacts"]]
     assert manifest["context"]["input_artifacts"] == wanted
     plain = next(g for g in legacy.good if g.row["id"].startswith("art_") and g.row["retention"] == "30d")
-    got = output(await bus.call("get_artifact", {"artifact_id": plain.legacy_id}, context=ADMIN))["manifest"]
+    got = output(await bus.call("get_artifact", {"artifact_id": plain.legacy_id}, amqp=ADMIN_AMQP))["manifest"]
     assert got["retention"] == "30d"
     assert got["context"]["model_params"] == {"temperature": 0.2, "max_tokens": 512}
 

@@ -13,7 +13,7 @@ from service import __version__
 from service.app import Worker
 from service.handlers import HANDLERS
 from service.store import artifacts as artifact_store
-from tests.integration.wire import ADMIN, path_of, register, register_many
+from tests.integration.wire import ADMIN_AMQP, path_of, register, register_many
 from tests.support.artifacts import manifest_for, new_artifact_id
 from tests.support.bus import Bus, error, output
 
@@ -259,7 +259,7 @@ async def test_delete_removes_the_row_and_moves_the_file_to_orphans(bus: Bus, st
     kept, _ = await register(bus, storage_root, b"kept", visibility="public")
     final = path_of(out["uri"])
 
-    deleted = output(await bus.call("delete_artifact", {"artifact_id": manifest["id"]}, context=ADMIN))
+    deleted = output(await bus.call("delete_artifact", {"artifact_id": manifest["id"]}, amqp=ADMIN_AMQP))
     assert deleted == {"artifact_id": manifest["id"], "deleted": True}
     assert error(await bus.call("get_artifact", {"artifact_id": manifest["id"]}))["code"] == "NOT_FOUND"
     assert await list_ids(bus) == [kept["id"]]
@@ -267,10 +267,10 @@ async def test_delete_removes_the_row_and_moves_the_file_to_orphans(bus: Bus, st
     orphan = storage_root / "orphans" / final.relative_to(storage_root)
     assert orphan.read_bytes() == b"to be deleted"
 
-    again = output(await bus.call("delete_artifact", {"artifact_id": manifest["id"]}, context=ADMIN))
+    again = output(await bus.call("delete_artifact", {"artifact_id": manifest["id"]}, amqp=ADMIN_AMQP))
     assert again == {"artifact_id": manifest["id"], "deleted": False}
     unknown = new_artifact_id()
-    assert output(await bus.call("delete_artifact", {"artifact_id": unknown}, context=ADMIN))["deleted"] is False
+    assert output(await bus.call("delete_artifact", {"artifact_id": unknown}, amqp=ADMIN_AMQP))["deleted"] is False
 
 
 async def test_delete_needs_an_admin(bus: Bus, storage_root: Path) -> None:
@@ -303,7 +303,7 @@ async def test_get_stats_counts_artifacts_files_and_inbox(bus: Bus, worker: Work
     assert stats["files"] == 3
     assert stats["inbox"] == 3, "each executed write command leaves one inbox record; reads leave none"
 
-    await bus.call("delete_artifact", {"artifact_id": first["id"]}, context=ADMIN)
+    await bus.call("delete_artifact", {"artifact_id": first["id"]}, amqp=ADMIN_AMQP)
     after = output(await bus.call("get_stats"))
     assert after["artifacts"]["total"] == 2 and after["files"] == 2 and after["inbox"] == 4
 
@@ -361,12 +361,12 @@ async def test_ill_typed_or_missing_params_name_the_field(bus: Bus, storage_root
         ),
         ("ping", {"verbose": True}, "verbose"),
     ]
-    replies = await asyncio.gather(*(bus.call(action, params, context=ADMIN) for action, params, _ in cases))
+    replies = await asyncio.gather(*(bus.call(action, params, amqp=ADMIN_AMQP) for action, params, _ in cases))
     for (action, params, field), reply in zip(cases, replies, strict=True):
         err = error(reply)
         assert err["code"] == "INVALID_ARGUMENT" and err["retryable"] is False, (action, params, err)
         assert field in err["message"], (action, field, err["message"])
         assert field in [e["field"] for e in err["details"]["errors"]], (action, field, err["details"])
     # None of the refused registrations left an artifact behind, and the file is still waiting in temp/.
-    assert output(await bus.call("list_artifacts", {}, context=ADMIN))["count"] == 0
+    assert output(await bus.call("list_artifacts", {}, amqp=ADMIN_AMQP))["count"] == 0
     assert path_of(manifest["uri"]).read_bytes() == b"x"

@@ -2,22 +2,21 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 from tests.integration.conftest import Workers
-from tests.integration.wire import ADMIN, register
-from tests.support.broker import LOCAL_URL
+from tests.integration.wire import ADMIN_AMQP, BROKER_USER, register
 from tests.support.bus import Bus, error, output
 
 OWNER = {"requester_id": "owner-agent", "requester_trace_id": "trace-A"}
 SAME_TRACE = {"requester_id": "colleague", "requester_trace_id": "trace-A"}
 STRANGER = {"requester_id": "stranger", "requester_trace_id": "trace-B"}
-# RabbitMQ accepts as user_id only the user the connection logged in as: the test broker's user.
-BROKER_USER = unquote(urlsplit(os.environ.get("AMQP_URL", LOCAL_URL)).username or "guest")
+# RabbitMQ accepts as user_id only the user the connection logged in as: the test broker's user. The root
+# test settings make that user the admin (ADMIN_AMQP); tests that need it as an ordinary broker-validated
+# agent start their worker with other admins (NOT_GUEST).
 GUEST = {"user_id": BROKER_USER}
+NOT_GUEST = frozenset({"ops-1"})
 
 
 async def three_visibilities(bus: Bus, root: Path) -> dict[str, str]:
@@ -44,7 +43,7 @@ async def readable(bus: Bus, ids: dict[str, str], context: dict[str, Any], amqp:
         assert err["code"] == "PERMISSION_DENIED" and err["retryable"] is False
         assert err["details"]["artifact"] == artifact_id
         assert err["details"]["visibility"] == visibility
-        assert err["details"]["owner"] == "owner-agent"
+        assert "owner" not in err["details"], "a refusal never names the owner"
         assert "requester" in err["details"]
     return seen
 
@@ -70,16 +69,12 @@ async def test_visibility_decides_who_reads_with_get_and_list(bus: Bus, storage_
         assert await listed(bus, ids, context) == expected, context
 
 
-async def test_refusals_name_artifact_visibility_owner_and_requester(bus: Bus, storage_root: Path) -> None:
-    """A refused read tells the agent exactly which artifact, its visibility, its owner and who asked."""
+async def test_refusals_name_artifact_visibility_and_requester(bus: Bus, storage_root: Path) -> None:
+    """A refused read tells the agent exactly which artifact, its visibility and who asked, never the owner."""
     ids = await three_visibilities(bus, storage_root)
     err = error(await bus.call("get_artifact", {"artifact_id": ids["private"]}, context=SAME_TRACE))
-    assert err["details"] == {
-        "artifact": ids["private"],
-        "visibility": "private",
-        "owner": "owner-agent",
-        "requester": "colleague",
-    }
+    assert err["details"] == {"artifact": ids["private"], "visibility": "private", "requester": "colleague"}
+    assert "owner-agent" not in err["message"]
     uri_err = error(await bus.call("get_artifact_uri", {"artifact_id": ids["trace"]}, context=STRANGER))
     assert uri_err["code"] == "PERMISSION_DENIED" and uri_err["details"]["requester"] == "stranger"
     assert output(await bus.call("get_artifact_uri", {"artifact_id": ids["trace"]}, context=SAME_TRACE))["uri"]
@@ -96,8 +91,9 @@ async def test_latest_checks_the_version_it_returns(bus: Bus, storage_root: Path
     assert err["code"] == "PERMISSION_DENIED" and err["details"]["artifact"] == v2["id"]
 
 
-async def test_the_amqp_user_id_wins_over_the_body(bus: Bus, storage_root: Path) -> None:
+async def test_the_amqp_user_id_wins_over_the_body(workers: Workers, storage_root: Path) -> None:
     """With the broker-validated user_id set, the body's requester_id is ignored, for ownership and for reads."""
+    _, bus = await workers.start(admins=NOT_GUEST)
     mine, out = await register(
         bus, storage_root, b"guest's", visibility="private", command_context={"requester_id": "mallory"}, amqp=GUEST
     )
@@ -112,8 +108,9 @@ async def test_the_amqp_user_id_wins_over_the_body(bus: Bus, storage_root: Path)
     assert err["code"] == "PERMISSION_DENIED" and err["details"]["requester"] == BROKER_USER
     got = await bus.call("get_artifact", {"artifact_id": mine["id"]}, context={"requester_id": "mallory"}, amqp=GUEST)
     assert output(got)["manifest"]["owner"] == BROKER_USER
-    # An admin claim in the body does not lift a broker-validated non-admin user.
-    denied = error(await bus.call("delete_artifact", {"artifact_id": mine["id"]}, context=ADMIN, amqp=GUEST))
+    # An admin's name claimed in the body does not lift a broker-validated non-admin user.
+    claimed_admin = {"requester_id": "ops-1"}
+    denied = error(await bus.call("delete_artifact", {"artifact_id": mine["id"]}, context=claimed_admin, amqp=GUEST))
     assert denied["code"] == "PERMISSION_DENIED" and denied["details"]["requester"] == BROKER_USER
 
 
@@ -121,7 +118,7 @@ async def test_untrusted_body_identity_makes_commands_without_user_id_anonymous(
     workers: Workers, storage_root: Path
 ) -> None:
     """With STORAGE_TRUST_BODY_IDENTITY=false a body claim counts for nothing: anonymous sees public only."""
-    _, bus = await workers.start(trust_body_identity=False)
+    _, bus = await workers.start(trust_body_identity=False, admins=NOT_GUEST)
     _, anonymous = await register(bus, storage_root, b"anon", visibility="public", command_context=OWNER)
     assert anonymous["manifest"].get("owner") is None, "an anonymous upload has no owner"
     private, _ = await register(bus, storage_root, b"p", visibility="private", trace_id="trace-A")
@@ -140,20 +137,23 @@ async def test_untrusted_body_identity_makes_commands_without_user_id_anonymous(
     assert output(await bus.call("get_artifact", {"artifact_id": guests["id"]}, amqp=GUEST))
     listed_ids = {m["id"] for m in output(await bus.call("list_artifacts", {}, context=OWNER))["artifacts"]}
     assert private["id"] not in listed_ids and guests["id"] not in listed_ids
-    denied = error(await bus.call("delete_artifact", {"artifact_id": private["id"]}, context=ADMIN))
+    denied = error(await bus.call("delete_artifact", {"artifact_id": private["id"]}, context={"requester_id": "ops-1"}))
     assert denied["code"] == "PERMISSION_DENIED" and denied["details"]["requester"] is None
 
 
 async def test_admin_actions_need_the_requester_in_storage_admins(workers: Workers, storage_root: Path) -> None:
-    """With STORAGE_ADMINS empty nobody may delete over the bus; listed admins may."""
+    """With STORAGE_ADMINS empty nobody may delete over the bus; a listed broker-validated user may, a listed
+    name claimed in the body may not."""
     closed_worker, closed = await workers.start(admins=frozenset())
     manifest, _ = await register(closed, storage_root, b"x", visibility="public")
-    err = error(await closed.call("delete_artifact", {"artifact_id": manifest["id"]}, context=ADMIN))
-    assert err["code"] == "PERMISSION_DENIED" and err["details"]["requester"] == "admin-agent"
+    err = error(await closed.call("delete_artifact", {"artifact_id": manifest["id"]}, amqp=GUEST))
+    assert err["code"] == "PERMISSION_DENIED" and err["details"]["requester"] == BROKER_USER
     await workers.stop(closed_worker)
 
     _, open_ = await workers.start(admins=frozenset({"ops-1", BROKER_USER}))
-    deleted = await open_.call("delete_artifact", {"artifact_id": manifest["id"]}, context={"requester_id": "ops-1"})
+    claimed = await open_.call("delete_artifact", {"artifact_id": manifest["id"]}, context={"requester_id": "ops-1"})
+    assert error(claimed)["code"] == "PERMISSION_DENIED", "a body claim of an admin's name is no admin"
+    deleted = await open_.call("delete_artifact", {"artifact_id": manifest["id"]}, amqp=GUEST)
     assert output(deleted)["deleted"] is True
     unknown = "art_00000000-0000-0000-0000-000000000000"
     by_guest = await open_.call("delete_artifact", {"artifact_id": unknown}, amqp=GUEST)
@@ -168,7 +168,7 @@ async def test_an_agent_cannot_register_in_someone_elses_name(bus: Bus, storage_
     err = error(await bus.call("register_artifact", {"manifest": manifest}, context=STRANGER))
     assert err["code"] == "PERMISSION_DENIED"
     assert err["details"] == {"field": "manifest.owner", "owner": "owner-agent", "requester": "stranger"}
-    admin_made = output(await bus.call("register_artifact", {"manifest": manifest}, context=ADMIN))
+    admin_made = output(await bus.call("register_artifact", {"manifest": manifest}, amqp=ADMIN_AMQP))
     assert admin_made["manifest"]["owner"] == "owner-agent", "an admin (an importer) may register for others"
 
 

@@ -12,7 +12,7 @@ import pytest
 
 from contracts import CommandEnvelope, make_command, new_id
 from tests.integration.conftest import Outcomes, Workers
-from tests.integration.wire import dead_letters, path_of
+from tests.integration.wire import ADMIN_AMQP, dead_letters, path_of
 from tests.support.artifacts import manifest_for
 from tests.support.bus import Bus, error, output
 
@@ -31,7 +31,7 @@ def body_with_time(envelope: CommandEnvelope, time_text: str) -> bytes:
 
 
 async def artifact_exists(bus: Bus, artifact_id: str) -> bool:
-    reply = await bus.call("get_artifact", {"artifact_id": artifact_id}, context={"requester_id": "admin-agent"})
+    reply = await bus.call("get_artifact", {"artifact_id": artifact_id}, amqp=ADMIN_AMQP)
     return reply["type"] == "ai.team.result"
 
 
@@ -224,7 +224,7 @@ async def test_the_same_envelope_twice_has_one_effect_and_one_reply(bus: Bus, st
         assert reply["id"] == replies[0]["id"]
         assert reply["_amqp"]["message_id"] == replies[0]["id"]
         assert reply["_amqp"]["correlation_id"] == cid == reply["correlationid"]
-    listed = output(await bus.call("list_artifacts", {}, context={"requester_id": "admin-agent"}))
+    listed = output(await bus.call("list_artifacts", {}, amqp=ADMIN_AMQP))
     assert [m["id"] for m in listed["artifacts"]] == [manifest["id"]]
     assert len(list((storage_root / "artifacts").rglob("*"))) == 2  # the trace folder and one file
 
@@ -232,8 +232,9 @@ async def test_the_same_envelope_twice_has_one_effect_and_one_reply(bus: Bus, st
 async def test_a_reused_idempotency_key_returns_the_stored_reply(bus: Bus, storage_root: Path) -> None:
     """A new envelope with an executed idempotency key and the same params gets the first reply, no new effect."""
     manifest = manifest_for(storage_root, b"keyed")
-    first = await bus.call("register_artifact", {"manifest": manifest}, idempotency_key="upload-42")
-    second = await bus.call("register_artifact", {"manifest": manifest}, idempotency_key="upload-42")
+    # One requester throughout (the admin, who alone may delete): keys are per requester.
+    first = await bus.call("register_artifact", {"manifest": manifest}, idempotency_key="upload-42", amqp=ADMIN_AMQP)
+    second = await bus.call("register_artifact", {"manifest": manifest}, idempotency_key="upload-42", amqp=ADMIN_AMQP)
     assert output(first)["registered"] is True
     assert second["data"] == first["data"] and second["id"] == first["id"]
     # The key is per action: the same key on another write is a different command.
@@ -241,7 +242,7 @@ async def test_a_reused_idempotency_key_returns_the_stored_reply(bus: Bus, stora
         "delete_artifact",
         {"artifact_id": manifest["id"]},
         idempotency_key="upload-42",
-        context={"requester_id": "admin-agent"},
+        amqp=ADMIN_AMQP,
     )
     assert output(other)["deleted"] is True
 

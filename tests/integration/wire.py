@@ -9,9 +9,10 @@ from typing import Any
 import aio_pika
 
 from tests.support.artifacts import manifest_for
+from tests.support.broker import ADMIN_AMQP, BROKER_USER
 from tests.support.bus import Bus, output
 
-ADMIN = {"requester_id": "admin-agent"}
+__all__ = ["ADMIN_AMQP", "BROKER_USER", "dead_letters", "path_of", "register", "register_many"]
 
 
 def path_of(uri: str) -> Path:

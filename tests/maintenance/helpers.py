@@ -17,9 +17,9 @@ from contracts import utc_now
 from service.settings import Settings
 from service.store.db import create_engine
 from service.store.models import Artifact, InboxRecord, Thread, ThreadLabel, ThreadMessageRow
+from tests.support.broker import ADMIN_AMQP
 from tests.support.bus import Bus, output
 
-ADMIN = {"requester_id": "admin-agent"}
 artifacts = Artifact.__table__
 threads = Thread.__table__
 messages = ThreadMessageRow.__table__
@@ -72,7 +72,7 @@ async def cleanup(bus: Bus, *scopes: str, dry_run: bool = False) -> dict[str, in
     params: dict[str, Any] = {"dry_run": dry_run}
     if scopes:
         params["scopes"] = list(scopes)
-    out = output(await bus.call("cleanup", params, context=ADMIN, timeout=120))
+    out = output(await bus.call("cleanup", params, amqp=ADMIN_AMQP, timeout=120))
     assert out["dry_run"] is dry_run
     counts: dict[str, int] = out["counts"]
     return counts

@@ -26,6 +26,7 @@ from tests.maintenance.helpers import (
     threads,
 )
 from tests.support.artifacts import manifest_for, new_artifact_id, write_temp
+from tests.support.broker import ADMIN_AMQP
 from tests.support.bus import Bus, error, output
 
 READER = {"requester_trace_id": "trace-1"}
@@ -47,7 +48,7 @@ async def test_cleanup_is_admin_only(bus: Bus) -> None:
 
 async def test_unknown_scope_is_invalid_argument(bus: Bus) -> None:
     """A scope name the contract does not know is INVALID_ARGUMENT naming the scopes field."""
-    failure = error(await bus.call("cleanup", {"scopes": ["everything"]}, context={"requester_id": "admin-agent"}))
+    failure = error(await bus.call("cleanup", {"scopes": ["everything"]}, amqp=ADMIN_AMQP))
     assert failure["code"] == "INVALID_ARGUMENT" and "scopes" in str(failure["details"])
 
 

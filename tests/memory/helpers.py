@@ -9,8 +9,6 @@ from typing import Any
 from contracts import utc_now
 from tests.support.bus import Bus, error, output
 
-ADMIN = {"requester_id": "admin-agent"}
-
 
 def who(agent: str, trace: str | None = None) -> dict[str, Any]:
     context: dict[str, Any] = {"requester_id": agent}

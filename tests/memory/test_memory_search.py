@@ -6,7 +6,8 @@ from sqlalchemy import func, select
 
 from service.app import Worker
 from service.store.models import MemoryLabel, MemoryRecord
-from tests.memory.helpers import ADMIN, put, search, search_all, until
+from tests.memory.helpers import put, search, search_all, until
+from tests.support.broker import ADMIN_AMQP
 from tests.support.bus import Bus, error, output
 
 
@@ -106,11 +107,11 @@ async def test_expired_items_vanish_from_search_and_cleanup_purges_them(bus: Bus
     await put(bus, ["tmp"], "kept", {"i": 9}, labels={"kind": "cache"})
     await until(max(p["expires_at"] for p in short))
     assert [i["key"] for i in await search_all(bus, namespace_prefix=["tmp"])] == ["kept"]
-    assert output(await bus.call("get_stats"))["memory"] == {"tmp": 1}
+    assert output(await bus.call("get_stats", amqp=ADMIN_AMQP))["memory"] == {"tmp": 1}
 
     async def cleanup(dry_run: bool) -> int:
         params = {"scopes": ["expired_memory"], "dry_run": dry_run}
-        return output(await bus.call("cleanup", params, context=ADMIN))["counts"]["expired_memory"]  # type: ignore[no-any-return]
+        return output(await bus.call("cleanup", params, amqp=ADMIN_AMQP))["counts"]["expired_memory"]  # type: ignore[no-any-return]
 
     assert await cleanup(dry_run=True) == 3
     assert await cleanup(dry_run=False) == 3

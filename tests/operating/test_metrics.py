@@ -15,6 +15,7 @@ from service.metrics import Metrics, action_label, record_cleanup
 from service.settings import Settings
 from tests.conftest import make_settings
 from tests.support.artifacts import manifest_for
+from tests.support.broker import ADMIN_AMQP
 from tests.support.bus import Bus, error, output
 from tests.support.operating import Outcomes, http_get, samples
 
@@ -127,11 +128,10 @@ async def test_cleanup_action_counts_handled_items_but_not_dry_runs(
     stale.write_bytes(b"abandoned upload")
     two_hours_ago = time.time() - 7200
     os.utime(stale, (two_hours_ago, two_hours_ago))
-    admin = {"requester_id": "admin-agent"}
-    dry = output(await bus.call("cleanup", {"scopes": ["temp_orphans"], "dry_run": True}, context=admin))
+    dry = output(await bus.call("cleanup", {"scopes": ["temp_orphans"], "dry_run": True}, amqp=ADMIN_AMQP))
     assert dry["dry_run"] is True
     found = samples((await http_get(_port(worker), "/metrics"))[2].decode())
     assert ("storage_cleanup_items_total", (("scope", "temp_orphans"),)) not in found
-    output(await bus.call("cleanup", {"scopes": ["temp_orphans"]}, context=admin))
+    output(await bus.call("cleanup", {"scopes": ["temp_orphans"]}, amqp=ADMIN_AMQP))
     found = samples((await http_get(_port(worker), "/metrics"))[2].decode())
     assert found[("storage_cleanup_items_total", (("scope", "temp_orphans"),))] == 1

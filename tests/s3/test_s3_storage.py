@@ -17,9 +17,8 @@ from service.app import Worker
 from service.maintenance.cleanup import run_cleanup
 from service.maintenance.recovery import recover
 from tests.support.artifacts import new_artifact_id
+from tests.support.broker import ADMIN_AMQP
 from tests.support.bus import Bus, error, output
-
-ADMIN = {"requester_id": "admin-agent"}
 
 
 def _upload(fs: Any, root: str, data: bytes, name: str | None = None) -> str:
@@ -58,11 +57,11 @@ async def test_register_copies_into_artifacts_and_deletes_the_upload(s3_bus: Bus
     assert result["registered"] is True and result["uri"] == expected
     assert agent_fs.cat(expected) == data
     assert not agent_fs.exists(source)
-    stored = output(await s3_bus.call("get_artifact", {"artifact_id": manifest["id"]}, context=ADMIN))
+    stored = output(await s3_bus.call("get_artifact", {"artifact_id": manifest["id"]}, amqp=ADMIN_AMQP))
     assert stored["manifest"]["uri"] == expected and stored["manifest"]["status"] == "completed"
     again = output(await _register(s3_bus, manifest))
     assert again["registered"] is False and again["already_exists"] is True
-    stats = output(await s3_bus.call("get_stats", {}, context=ADMIN))
+    stats = output(await s3_bus.call("get_stats", {}, amqp=ADMIN_AMQP))
     assert stats["files"] == 1 and stats["artifacts"]["total"] == 1
 
 
@@ -100,7 +99,7 @@ async def test_missing_wrong_size_and_wrong_checksum(s3_bus: Bus, s3_root: str, 
 async def test_a_fresh_upload_is_found_after_temp_was_listed(s3_bus: Bus, s3_root: str, agent_fs: Any) -> None:
     """A cleanup walk over temp/ does not leave a stale listing: an upload made just after registers fine."""
     _upload(agent_fs, s3_root, b"an older upload")
-    counts = output(await s3_bus.call("cleanup", {"dry_run": True, "scopes": ["temp_orphans"]}, context=ADMIN))
+    counts = output(await s3_bus.call("cleanup", {"dry_run": True, "scopes": ["temp_orphans"]}, amqp=ADMIN_AMQP))
     assert counts["dry_run"] is True
     data = b"uploaded after the walk"
     result = output(await _register(s3_bus, _manifest(_upload(agent_fs, s3_root, data), data)))
@@ -116,7 +115,9 @@ async def test_get_artifact_uri_returns_a_presigned_url_that_downloads(
     output(await _register(s3_bus, manifest))
     before = utc_now()
     reply = output(
-        await s3_bus.call("get_artifact_uri", {"artifact_id": manifest["id"], "expires_in_seconds": 600}, context=ADMIN)
+        await s3_bus.call(
+            "get_artifact_uri", {"artifact_id": manifest["id"], "expires_in_seconds": 600}, amqp=ADMIN_AMQP
+        )
     )
     assert reply["signed"] is True and reply["uri"].startswith("http://127.0.0.1:")
     expires_at = datetime.fromisoformat(reply["expires_at"])
@@ -136,7 +137,7 @@ async def test_delete_and_cleanup_move_objects_through_orphans(
     data = b"soon deleted"
     manifest = _manifest(_upload(agent_fs, s3_root, data), data)
     placed = output(await _register(s3_bus, manifest))["uri"]
-    assert output(await s3_bus.call("delete_artifact", {"artifact_id": manifest["id"]}, context=ADMIN))["deleted"]
+    assert output(await s3_bus.call("delete_artifact", {"artifact_id": manifest["id"]}, amqp=ADMIN_AMQP))["deleted"]
     assert not agent_fs.exists(placed)
     assert agent_fs.cat(placed.replace("/artifacts/", "/orphans/artifacts/")) == data
 

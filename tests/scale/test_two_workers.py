@@ -24,6 +24,7 @@ from service.store.db import create_engine
 from service.store.models import Artifact, InboxRecord, Thread, ThreadMessageRow
 from tests.conftest import _delete_topology, make_settings
 from tests.support.artifacts import manifest_for
+from tests.support.broker import ADMIN_AMQP
 from tests.support.bus import Bus, output
 
 UNIQUE_ARTIFACTS = 1500
@@ -219,7 +220,7 @@ async def _page_all(settings: Settings, action: str, items: str, id_field: str) 
     try:
         while True:
             params: dict[str, Any] = {"limit": 100, **({"cursor": cursor} if cursor else {})}
-            page = output(await bus.call(action, params, context={"requester_id": "admin-agent"}))
+            page = output(await bus.call(action, params, amqp=ADMIN_AMQP))
             assert page["count"] == len(page[items])
             found.extend(item[id_field] for item in page[items])
             if (cursor := page["next_cursor"]) is None:

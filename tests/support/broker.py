@@ -6,8 +6,24 @@ import os
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
+from urllib.parse import unquote, urlsplit
 
 LOCAL_URL = "amqp://guest:guest@localhost:5672/"
+
+
+def broker_user(url: str) -> str:
+    """The user an AMQP URL logs in as (aio-pika's default is guest): the one ``user_id`` RabbitMQ accepts
+    on that connection, and so the one broker-validated identity a test can act as."""
+    return unquote(urlsplit(url).username or "") or "guest"
+
+
+BROKER_USER = broker_user(os.environ.get("AMQP_URL") or LOCAL_URL)
+"""The test broker's user (a testcontainers broker logs in as guest too). The root test settings list it in
+STORAGE_ADMINS, so a command sent with ``user_id`` = this user is an admin's."""
+
+ADMIN_AMQP: dict[str, str] = {"user_id": BROKER_USER}
+"""AMQP properties that make a command an admin's: ``bus.call(..., amqp=ADMIN_AMQP)``. Admin rights come
+only from the broker-validated ``user_id`` (CONTRACT.md §3); a body claim never grants them."""
 
 
 def _port_open(host: str, port: int) -> bool:

@@ -18,6 +18,7 @@ import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange, AbstractIncomingMessage, AbstractQueue
 
 from contracts import topology
+from tests.support.broker import broker_user
 
 PUBLISH_WINDOW = 256
 
@@ -50,6 +51,12 @@ class LeanBus:
     async def __aexit__(self, *exc_info: object) -> None:
         if self._conn is not None:
             await self._conn.close()
+
+    @property
+    def admin(self) -> dict[str, str]:
+        """AMQP properties that make a command an admin's: ``publish(..., **bus.admin)`` sends the
+        broker-validated ``user_id`` of this connection's user (in STORAGE_ADMINS of test workers)."""
+        return {"user_id": broker_user(self.url)}
 
     @property
     def reply_to(self) -> str:

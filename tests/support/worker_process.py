@@ -18,6 +18,8 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.support.broker import broker_user
+
 READY_MARK = " consuming "
 START_TIMEOUT_S = 60.0
 LINE_LIMIT_BYTES = 8 * 1024 * 1024
@@ -53,7 +55,7 @@ def worker_env(amqp_url: str, folder: Path, **overrides: str) -> dict[str, str]:
         "DATABASE_URL": f"sqlite+aiosqlite:///{folder / 'storage.db'}",
         "STORAGE_ROOT": (folder / "files").resolve().as_uri(),
         "STORAGE_CLEANUP_INTERVAL": "0",
-        "STORAGE_ADMINS": "admin-agent",
+        "STORAGE_ADMINS": broker_user(amqp_url),  # admin = a command with user_id = the broker's user
         "STORAGE_LOG_LEVEL": "INFO",
     }
     env.update(overrides)
