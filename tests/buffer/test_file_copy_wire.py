@@ -24,8 +24,8 @@ async def run_temp_orphans(worker: Worker, tmp_path: Path, staged: Path) -> None
     """Age the staged file past the hour and let the worker's own temp_orphans cleanup move it to orphans/."""
     old = time.time() - TWO_HOURS_S
     os.utime(staged, (old, old))
-    admin = client_settings(worker, tmp_path / "admin-buffer")
-    async with StorageClient(**admin, context={"requester_id": "admin-agent"}) as storage:
+    admin = client_settings(worker, tmp_path / "admin-buffer", user_id=True)  # the broker's user: an admin
+    async with StorageClient(**admin) as storage:
         cleaned = await storage.cleanup(scopes=["temp_orphans"])
     assert cleaned.counts.get("temp_orphans") == 1, cleaned.counts
     assert not staged.exists()
