@@ -28,10 +28,12 @@ from contracts import (
     RegisterArtifactParams,
     parse_retention,
 )
+from service import paging
 from service.context import HandlerContext, Requester
 from service.files import TEMP
 from service.identity import can_read, refuse_read
 from service.store import artifacts as store
+from service.store import cursor
 
 log = logging.getLogger(__name__)
 
@@ -199,6 +201,13 @@ def _check_readable(row: object, ctx: HandlerContext) -> None:
 async def list_artifacts(params: ListArtifactsParams, ctx: HandlerContext) -> ListArtifactsOutput:
     async with ctx.read() as conn:
         rows, next_cursor = await store.list_page(conn, params, ctx.requester)
+    rows, next_cursor = paging.cut_page(  # within STORAGE_MAX_REPLY_BYTES; the manifest is its stored JSON text
+        rows,
+        next_cursor,
+        budget=paging.page_budget(ctx.settings),
+        size_of=lambda row: paging.text_size(row.manifest) + paging.ITEM_OVERHEAD,
+        cursor_of=lambda row: cursor.encode(row.created_at, row.id),
+    )
     manifests = [store.manifest_of(row) for row in rows]
     return ListArtifactsOutput(count=len(manifests), artifacts=manifests, next_cursor=next_cursor)
 

@@ -30,11 +30,12 @@ from contracts import (
     SearchMemoryParams,
     Unauthenticated,
 )
+from service import paging
 from service.context import HandlerContext, Requester
 from service.identity import can_read
 from service.maintenance import CleanupRun, register_scope
+from service.store import cursor, memory_keys
 from service.store import memory as store
-from service.store import memory_keys
 
 MAX_TTL = timedelta(days=365 * 1000)
 
@@ -199,8 +200,20 @@ async def search_memory(params: SearchMemoryParams, ctx: HandlerContext) -> Sear
             limit=params.limit,
             after=params.cursor,
         )
+    rows, next_cursor = paging.cut_page(  # within STORAGE_MAX_REPLY_BYTES
+        rows, next_cursor, budget=paging.page_budget(ctx.settings), size_of=_item_size, cursor_of=_item_cursor
+    )
     found = [store.to_item(row) for row in rows]
     return SearchMemoryOutput(count=len(found), items=found, next_cursor=next_cursor)
+
+
+def _item_size(row: Any) -> int:
+    parts = paging.json_size(row.value) + paging.json_size(row.labels) + paging.json_size(row.ns_path)
+    return parts + paging.json_size(row.key) + paging.ITEM_OVERHEAD
+
+
+def _item_cursor(row: Any) -> str:
+    return cursor.encode(row.updated_at, row.id)
 
 
 async def list_namespaces(params: ListNamespacesParams, ctx: HandlerContext) -> ListNamespacesOutput:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import logging
+import math
 import re
+import time
+import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -14,8 +17,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError, TimeoutError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from contracts import InvalidArgument, Unavailable
-from service.store.sqlite_driver import BEGIN_WRITE, lean_connector
+from contracts import DeadlineExceeded, InvalidArgument, Unavailable
+from service.store.sqlite_driver import BEGIN_WRITE, LeanConnection, lean_connector
 from service.store.types import serialize_json
 
 log = logging.getLogger(__name__)
@@ -59,8 +62,9 @@ def _sqlite_savepoint(conn: Connection, _name: str) -> None:
         conn.exec_driver_sql(BEGIN_WRITE)
 
 
-def create_engine(url: str, *, pool_size: int = 8) -> AsyncEngine:
-    """An async engine with the pragmas and pool sizes the worker relies on."""
+def create_engine(url: str, *, pool_size: int = 8, read_timeout_ms: int | None = None) -> AsyncEngine:
+    """An async engine with the pragmas and pool sizes the worker relies on; with ``read_timeout_ms``, every
+    ``read_connection`` statement is stopped after that long (DEADLINE_EXCEEDED)."""
     if path := sqlite_path(url):
         path.parent.mkdir(parents=True, exist_ok=True)
     if path is not None:
@@ -80,6 +84,8 @@ def create_engine(url: str, *, pool_size: int = 8) -> AsyncEngine:
             url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True, json_serializer=serialize_json
         )
     _plain_savepoints(engine)
+    if read_timeout_ms is not None:
+        _READ_TIMEOUTS[engine.sync_engine] = read_timeout_ms
     return engine
 
 
@@ -175,13 +181,103 @@ def translate_value_error(exc: BaseException) -> InvalidArgument | None:
     return None
 
 
+_READ_TIMEOUTS: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
+"""The statement time limit of each engine's reads (``STORAGE_READ_TIMEOUT_MS``); engines without one read freely."""
+QUERY_CANCELED = "57014"
+"""PostgreSQL's query_canceled: what ``statement_timeout`` raises."""
+SQLITE_PROGRESS_STEPS = 10_000
+"""Virtual machine steps between two looks at the clock of a SQLite read: microseconds apart."""
+_LIMIT_KEY = "storage_read_timeout_ms"
+_DEADLINE_KEY = "storage_read_deadline"
+
+
+class _Deadline:
+    """When the read running on one SQLite connection must stop; never, outside ``read_connection``.
+
+    The progress handler stays on the connection for its life, so a connection the pool later lends to the
+    writer or to the point lookups is never interrupted: its deadline is infinite between reads.
+    """
+
+    __slots__ = ("at", "fired")
+
+    def __init__(self) -> None:
+        self.at = math.inf
+        self.fired = False
+
+    def start(self, timeout_ms: int) -> None:
+        self.at = time.monotonic() + timeout_ms / 1000
+        self.fired = False
+
+    def passed(self) -> bool:
+        """sqlite3's progress handler: a true answer interrupts the running statement."""
+        if time.monotonic() > self.at:
+            self.fired = True
+            return True
+        return False
+
+
+async def _limit_reads(conn: AsyncConnection, timeout_ms: int) -> _Deadline | None:
+    """Put this pooled connection under the read limit, once per connection (no round trip per read)."""
+    info = conn.info
+    if conn.dialect.name == "sqlite":
+        deadline = info.get(_DEADLINE_KEY)
+        if deadline is None:
+            driver = (await conn.get_raw_connection()).driver_connection
+            if not isinstance(driver, LeanConnection):  # only the worker's file connections are shared by threads
+                return None
+            deadline = info[_DEADLINE_KEY] = _Deadline()
+            driver.sqlite_connection.set_progress_handler(deadline.passed, SQLITE_PROGRESS_STEPS)
+        deadline.start(timeout_ms)
+        return deadline  # type: ignore[no-any-return]
+    if info.get(_LIMIT_KEY) != timeout_ms:
+        # Straight to the driver, before SQLAlchemy begins the read's transaction: a SET inside it would be
+        # undone by the rollback that returns the connection to the pool.
+        driver = (await conn.get_raw_connection()).driver_connection
+        await driver.execute(f"SET statement_timeout = {int(timeout_ms)}")
+        info[_LIMIT_KEY] = timeout_ms
+    return None
+
+
+async def unlimited(conn: AsyncConnection) -> None:
+    """Lift the read limit from a connection the writer takes from the pool: writes are not reads.
+
+    (A SQLite connection needs nothing: its deadline is infinite outside a read.)"""
+    if conn.dialect.name == "postgresql" and conn.info.get(_LIMIT_KEY) is not None:
+        driver = (await conn.get_raw_connection()).driver_connection
+        await driver.execute("SET statement_timeout = 0")
+        conn.info.pop(_LIMIT_KEY, None)
+
+
+def _read_timed_out(exc: BaseException, deadline: _Deadline | None) -> bool:
+    if not isinstance(exc, DBAPIError):
+        return False
+    if getattr(exc.orig, "sqlstate", None) == QUERY_CANCELED:
+        return True
+    return deadline is not None and deadline.fired and "interrupted" in str(exc.orig)
+
+
 @asynccontextmanager
 async def read_connection(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
-    """A pooled read connection; database failures surface as UNAVAILABLE."""
+    """A pooled read connection; database failures surface as UNAVAILABLE, a read past the engine's time
+    limit as DEADLINE_EXCEEDED (not retryable: the same read would run as long again)."""
+    timeout_ms = _READ_TIMEOUTS.get(engine.sync_engine)
+    deadline: _Deadline | None = None
     try:
         async with engine.connect() as conn:
-            yield conn
+            try:
+                if timeout_ms is not None:
+                    deadline = await _limit_reads(conn, timeout_ms)
+                yield conn
+            finally:
+                if deadline is not None:
+                    deadline.at = math.inf
     except Exception as exc:
+        if timeout_ms is not None and _read_timed_out(exc, deadline):
+            raise DeadlineExceeded(
+                f"the read ran longer than the {timeout_ms} ms a read may take; narrow it down",
+                {"reason": "read_timeout", "timeout_ms": timeout_ms},
+                retryable=False,
+            ) from exc
         if (unavailable := translate_db_error(exc)) is not None:
             raise unavailable from exc
         if (refusal := translate_value_error(exc)) is not None:

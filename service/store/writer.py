@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from contracts import StorageError, Unavailable
-from service.store.db import is_conflict, is_lock_timeout, translate_db_error, translate_value_error
+from service.store.db import is_conflict, is_lock_timeout, translate_db_error, translate_value_error, unlimited
 from service.store.savepoint import group_transaction
 
 log = logging.getLogger(__name__)
@@ -142,6 +142,7 @@ class SingleWriter:
     async def _connection(self) -> AsyncConnection:
         if self._conn is None or self._conn.closed or self._conn.invalidated:
             self._conn = await self._engine.connect()
+            await unlimited(self._conn)  # a pooled connection may have served reads, under their time limit
         return self._conn
 
     async def _close_connection(self) -> None:
