@@ -214,7 +214,9 @@ async def test_a_replayed_save_adds_its_messages_once(bus: Bus) -> None:
     """The same save_thread envelope delivered twice (a client replaying its buffer) appends its messages once."""
     thread_id = _thread_id()
     command = make_command(
-        "save_thread", {"thread_id": thread_id, "messages": [{"role": "user", "content": "only once"}]}, source="agent-test"
+        "save_thread",
+        {"thread_id": thread_id, "messages": [{"role": "user", "content": "only once"}]},
+        source="agent-test",
     )
     first = output(await bus.send(command.to_json_bytes(), command.id))
     again = output(await bus.send(command.to_json_bytes(), f"{command.id}-again"))
