@@ -1,15 +1,19 @@
 """CloudEvents 1.0 envelopes (structured JSON) and the four MindBus data shapes.
 
-``time`` accepts ``Z``, an offset or a naive value (read as UTC) and always comes back aware.
+``time`` accepts ``Z``, an offset or a naive value (read as UTC) and always comes back aware; one that cannot
+be represented in UTC is a validation error. Building an envelope in code fills in ``specversion``, the
+class's ``type``, a fresh ``id`` and the current ``time``; validating a received one (``model_validate_json``,
+``model_validate``) never does: CloudEvents requires the first three, and exactly-once keys on the id.
 """
 
 from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
-from typing import Annotated, Any, Final, Literal
+from typing import Annotated, Any, Final, Literal, Self
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic_core import InitErrorDetails
 
 from contracts.errors import ErrorCode
 
@@ -20,7 +24,12 @@ EVENT_TYPE: Final = "ai.team.event"
 
 
 def _as_utc(value: datetime) -> datetime:
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:  # pydantic turns only ValueError into a validation error: this one would escape it
+        raise ValueError("datetime is out of range once converted to UTC") from None
 
 
 UtcDatetime = Annotated[datetime, AfterValidator(_as_utc)]
@@ -76,6 +85,10 @@ class EventData(_Model):
     tags: list[str] = Field(default_factory=list)
 
 
+RECEIPT_REQUIRED: Final = ("specversion", "type", "id")
+"""Attributes a received envelope must carry itself: their defaults are for building envelopes only."""
+
+
 class CloudEvent(_Model):
     specversion: Literal["1.0"] = "1.0"
     type: str = Field(min_length=1)
@@ -91,6 +104,36 @@ class CloudEvent(_Model):
 
     def to_json_bytes(self) -> bytes:
         return self.model_dump_json(exclude_none=True).encode()
+
+    @classmethod
+    def model_validate_json(cls, json_data: str | bytes | bytearray, **options: Any) -> Self:
+        """Validate a received envelope: see ``_as_received``."""
+        return cls._as_received(super().model_validate_json(json_data, **options))
+
+    @classmethod
+    def model_validate(cls, obj: Any, **options: Any) -> Self:
+        """Validate a received envelope (as a Python object): see ``_as_received``. An envelope built in code
+        passes as it is."""
+        if isinstance(obj, cls):
+            return super().model_validate(obj, **options)
+        return cls._as_received(super().model_validate(obj, **options))
+
+    @classmethod
+    def _as_received(cls, event: Self) -> Self:
+        """Refuse an envelope without ``specversion``, ``type`` or ``id``; leave a missing ``time`` unset.
+
+        The field defaults serve code building envelopes. A received envelope without an id must not get a
+        fresh one (a redelivered copy would get another, and run twice), and one without a ``time`` must not
+        look sent just now (its age then counts from the AMQP ``timestamp``). One set check per envelope.
+        """
+        given = event.model_fields_set
+        if "time" not in given:
+            event.__dict__["time"] = None
+        missing = [name for name in RECEIPT_REQUIRED if name not in given]
+        if missing:
+            errors = [InitErrorDetails(type="missing", loc=(name,), input=None) for name in missing]
+            raise ValidationError.from_exception_data(cls.__name__, errors)
+        return event
 
 
 class CommandEnvelope(CloudEvent):
@@ -123,5 +166,5 @@ def make_command(
     source: str,
     **data: Any,
 ) -> CommandEnvelope:
-    """Build a COMMAND envelope the way agents send them."""
+    """Build a COMMAND envelope the way agents send them: a fresh id, the current time."""
     return CommandEnvelope(source=source, data=CommandData(action=action, params=params or {}, **data))

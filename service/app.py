@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from datetime import UTC, datetime
 from typing import Protocol
 
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue
@@ -122,7 +125,7 @@ class Worker:
         if (db_file := sqlite_path(s.database_url)) is not None:
             self._lock = DatabaseLock(db_file)
             self._lock.acquire()
-        engine = create_engine(s.database_url, read_timeout_ms=s.read_timeout_ms)
+        engine = create_engine(s.database_url)
         try:  # a new embedded SQLite database gets its schema; anything else migrates only when asked to
             await prepare(engine, migrate_on_start=s.migrate_on_start, create_if_empty=is_sqlite(s.database_url))
         except BaseException:
@@ -221,8 +224,8 @@ class Worker:
         self._acks.taken(raw)
         try:
             await self._handle(raw, _BulkSettler(self._acks, raw))
-        except Exception:  # left unacked, as FastStream's manual ack policy leaves it: redelivered later
-            log.exception("command %s could not be handled", raw.message_id or raw.correlation_id)
+        except Exception:  # only the ack itself failed (the channel is gone): the broker redelivers it
+            log.exception("command %s could not be settled", raw.message_id or raw.correlation_id)
         finally:
             self.in_flight -= 1
             if not self.in_flight:
@@ -240,16 +243,26 @@ class Worker:
             self.in_flight -= 1
 
     async def _handle(self, raw: AbstractIncomingMessage, settler: _Settler) -> None:
-        """One command: pipeline, reply, then ack (or reject) through ``settler``: the message as consumed."""
-        expiration = raw.expiration
-        delivery = Delivery(
-            body=raw.body,
-            reply_to=raw.reply_to,
-            correlation_id=raw.correlation_id,
-            user_id=raw.user_id,
-            expiration_ms=expiration * 1000 if expiration is not None else None,
-        )
+        """One command: pipeline, reply, then ack (or reject) through ``settler``: the message as consumed.
+
+        Every delivery settles: the pipeline answers an unexpected failure INTERNAL instead of raising, and a
+        reply that cannot be published is replaced by an INTERNAL one (``_reply_or_internal``). Only a
+        failing ack (the channel is gone) leaves the message to the broker, which then redelivers it.
+        """
         assert self.pipeline is not None
+        try:
+            expiration = raw.expiration
+            delivery = Delivery(
+                body=raw.body,
+                reply_to=raw.reply_to,
+                correlation_id=raw.correlation_id,
+                user_id=raw.user_id,
+                expiration_ms=expiration * 1000 if expiration is not None else None,
+                timestamp=_aware(raw.timestamp),
+            )
+        except Exception:  # properties aio-pika could not turn into values: the body alone is what we know
+            log.exception("command %s has unreadable AMQP properties", raw.message_id or raw.correlation_id)
+            delivery = Delivery(body=raw.body, reply_to=raw.reply_to, correlation_id=raw.correlation_id)
         started = asyncio.get_running_loop().time()
         # When the connection drops, aiormq cancels the delivery's task. A command past its commit must still
         # finish what follows the commit (the file move, the inbox record), so it runs in its own task; only
@@ -259,7 +272,7 @@ class Worker:
         execution.add_done_callback(self._executing.discard)
         outcome = await asyncio.shield(execution)
         if outcome.reply is not None and outcome.reply_to:
-            await self._reply(raw, outcome)
+            outcome = await self._reply_or_internal(raw, delivery, outcome)
             self.pipeline.services.faults.hit("after_reply")
         if outcome.settle is Settle.REJECT:
             await settler.reject(requeue=False)
@@ -268,6 +281,30 @@ class Worker:
         elapsed = asyncio.get_running_loop().time() - started
         for observer in self.on_outcome:
             observer(outcome, elapsed)
+
+    async def _reply_or_internal(self, raw: AbstractIncomingMessage, delivery: Delivery, outcome: Outcome) -> Outcome:
+        """Publish the reply; if that fails while the channel lives on, publish an INTERNAL one in its place.
+
+        A closed channel is let through: nothing can be published or acked on it, and the broker redelivers.
+        """
+        try:
+            await self._reply(raw, outcome)
+            return outcome
+        except Exception:
+            if raw.channel.is_closed:
+                raise
+            log.exception("the reply to command %s could not be published", outcome.envelope_id)
+        assert self.pipeline is not None
+        crashed = self.pipeline.crashed(delivery, time.monotonic())
+        fallback = replace(outcome, reply=crashed.reply, reply_id=crashed.reply_id, code=crashed.code)
+        if fallback.reply is not None:
+            try:
+                await self._reply(raw, fallback)
+            except Exception:
+                if raw.channel.is_closed:
+                    raise
+                log.exception("not even an INTERNAL reply to command %s could be published", outcome.envelope_id)
+        return fallback
 
     async def _reply(self, raw: AbstractIncomingMessage, outcome: Outcome) -> None:
         """Publish the reply and wait for the broker's confirm: it is durable before the command is acked.
@@ -304,3 +341,10 @@ class Worker:
         await raw.channel.basic_publish(
             outcome.reply, exchange="", routing_key=outcome.reply_to, properties=properties, mandatory=False, wait=False
         )
+
+
+def _aware(moment: datetime | None) -> datetime | None:
+    """The AMQP ``timestamp`` as an aware UTC time (pamqp decodes it aware; be sure of it)."""
+    if moment is None or moment.tzinfo is not None:
+        return moment
+    return moment.replace(tzinfo=UTC)

@@ -1,11 +1,13 @@
 """What a handler gets besides its params: who asks, a read connection, the writer, the files.
 
 Handlers know nothing of AMQP. ``write`` is the commit point: the pipeline wraps the job so the inbox
-record of the command commits in the same transaction as its effect.
+record of the command commits in the same transaction as its effect. It is also where the command's own
+``timeout_seconds`` stops applying: a write that starts in time runs to its end, post-commit work included.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
@@ -15,7 +17,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from contracts import utc_now
+from contracts import DeadlineExceeded, utc_now
 from service.faults import FaultHooks
 from service.files import FileStore
 from service.settings import Settings
@@ -68,6 +70,8 @@ class HandlerContext:
     requester: Requester
     now: datetime = field(default_factory=utc_now)
     recorder: Recorder | None = None
+    deadline: asyncio.Timeout | None = None
+    """The command's ``timeout_seconds``, as the ``asyncio.timeout`` the pipeline runs the handler under."""
 
     @property
     def settings(self) -> Settings:
@@ -85,12 +89,42 @@ class HandlerContext:
         return self.services.lookup()
 
     async def write(self, job: Callable[[AsyncConnection], Awaitable[T]]) -> T:
-        """Commit ``job`` through the single writer; with a recorder, the inbox record commits with it."""
+        """Commit ``job`` through the single writer; with a recorder, the inbox record commits with it.
+
+        Under a deadline the job first checks it, inside the writer: run out (the handler was told
+        DEADLINE_EXCEEDED while the job waited in the queue) → it raises, its savepoint rolls back and
+        nothing commits; still running → it disarms it, and the command runs to its end whatever the clock.
+        """
+        if self.deadline is not None:
+            job = _within(job, self.deadline)
         if self.recorder is None:
             return await self.services.writer.submit(job)
         if self.services.faults.raises_in(self.recorder.action):
             job = _failing(job, self.services.faults, self.recorder.action)
         return await self.recorder.write(self.services.writer, job)
+
+
+def _within(
+    job: Callable[[AsyncConnection], Awaitable[T]], deadline: asyncio.Timeout
+) -> Callable[[AsyncConnection], Awaitable[T]]:
+    """The job, if it starts before ``deadline`` fired; from its start on, the deadline no longer cancels.
+
+    Both happen on the event loop, so "fired" and "started" never overlap: the timeout either cancelled the
+    handler before the writer reached the job (the job refuses) or finds itself disarmed. A job the writer
+    runs again (a conflict rolled its group back) finds the deadline disarmed and runs again.
+    """
+
+    async def within(conn: AsyncConnection) -> T:
+        if not deadline.expired():
+            try:
+                deadline.reschedule(None)
+            except RuntimeError:  # the handler left its timeout some other way: nobody waits for this write
+                pass
+            else:
+                return await job(conn)
+        raise DeadlineExceeded("the command's own timeout ran out before its write could start")
+
+    return within
 
 
 def _failing(

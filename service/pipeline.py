@@ -2,6 +2,8 @@
 
 The pipeline turns a delivery into an ``Outcome``: the reply bytes (or none) and how to settle the
 message. It knows AMQP only as the handful of properties it reads; the transport does the I/O.
+``process`` never raises: whatever goes wrong unexpectedly is answered INTERNAL and the message settles,
+so no input can leave a delivery unacked (redelivered forever, holding a prefetch slot each time).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import logging
 import re
 import time
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from enum import Enum
 from typing import Any
 
@@ -21,12 +24,16 @@ from contracts import (
     ACTIONS,
     CommandEnvelope,
     DeadlineExceeded,
+    ErrorBody,
     ErrorCode,
+    ErrorData,
+    ErrorEnvelope,
     FailedPrecondition,
     InvalidArgument,
     PermissionDenied,
     StorageError,
     Unimplemented,
+    new_id,
     utc_now,
 )
 from service.context import HandlerContext, Services
@@ -55,6 +62,8 @@ class Delivery:
     correlation_id: str | None = None
     user_id: str | None = None
     expiration_ms: float | None = None
+    timestamp: datetime | None = None
+    """The AMQP ``timestamp`` (aware): what ``expiration`` counts from when the envelope has no ``time``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +92,15 @@ class Pipeline:
         self.source = services.settings.node_name
 
     async def process(self, delivery: Delivery) -> Outcome:
+        """The delivery's outcome; an unexpected exception at any stage is answered INTERNAL, never raised."""
         started = time.monotonic()
+        try:
+            return await self._process(delivery, started)
+        except Exception:
+            log.exception("a delivery failed unexpectedly (correlation id %r)", delivery.correlation_id)
+            return self.crashed(delivery, started)
+
+    async def _process(self, delivery: Delivery, started: float) -> Outcome:
         envelope, refusal = self._parse(delivery)
         if envelope is None:
             assert refusal is not None
@@ -130,12 +147,26 @@ class Pipeline:
                 "message body holds unpaired UTF-16 surrogate escapes: not valid Unicode",
                 {"reason": "invalid_unicode"},
             )
+        if _has_non_finite_numbers(delivery.body):
+            return None, InvalidArgument(
+                "message body holds NaN or Infinity: not JSON (RFC 8259)",
+                {"reason": "non_finite_number"},
+            )
+        if envelope.time is not None and envelope.time - utc_now() > MAX_CLOCK_AHEAD:
+            return None, InvalidArgument(
+                f"envelope time is more than {int(MAX_CLOCK_AHEAD.total_seconds())} s in the future",
+                {"reason": "time_in_future", "field": "time"},
+            )
         return envelope, None
 
     def _gate(self, envelope: CommandEnvelope, delivery: Delivery) -> StorageError | None:
-        """Expiry and target node: a command that fails either is answered but not executed."""
-        if delivery.expiration_ms is not None and envelope.time is not None:
-            age_ms = (utc_now() - envelope.time).total_seconds() * 1000
+        """Expiry and target node: a command that fails either is answered but not executed.
+
+        The age counts from the envelope ``time``, else from the AMQP ``timestamp``; with neither it is unknown.
+        """
+        sent = envelope.time or delivery.timestamp
+        if delivery.expiration_ms is not None and sent is not None:
+            age_ms = (utc_now() - sent).total_seconds() * 1000
             if age_ms > delivery.expiration_ms:
                 return DeadlineExceeded(
                     "command expired before it could be executed",
@@ -179,7 +210,10 @@ class Pipeline:
                     {"action": data.action, "supported": sorted(HANDLERS)},
                 )
             if data.timeout_seconds is not None:
-                async with asyncio.timeout(data.timeout_seconds):
+                # Cancels the handler only until its write starts: ``HandlerContext.write`` disarms it there (or
+                # refuses the write if it already fired), so a commit is never cut off from what follows it.
+                async with asyncio.timeout(data.timeout_seconds) as deadline:
+                    ctx.deadline = deadline
                     output = await handler(params, ctx)
             else:
                 output = await handler(params, ctx)
@@ -215,6 +249,41 @@ class Pipeline:
             return await recorder.record(self.services.writer, reply)
         except StorageError as exc:
             return error_reply(exc, started)
+
+    def crashed(self, delivery: Delivery, started: float) -> Outcome:
+        """The last resort after an unexpected exception: ERROR INTERNAL (no trace) and a settled message.
+
+        Acked when the body reads as a COMMAND envelope (the failure was ours, after reading it), else
+        dead-lettered. The reply is built by a path of its own, the contract's ``ErrorEnvelope``, so a bug
+        in the usual reply building cannot take it down too; if even that fails, the message settles
+        without a reply rather than not at all.
+        """
+        envelope: CommandEnvelope | None = None
+        try:
+            envelope, _ = self._parse(delivery)
+        except Exception:
+            envelope = None
+        settle = Settle.REJECT if envelope is None else Settle.ACK
+        action = envelope.data.action if envelope is not None else "-"
+        correlation_id = delivery.correlation_id or (envelope.id if envelope else None)
+        reply_id = new_id()
+        body = None
+        if delivery.reply_to:
+            try:
+                if correlation_id is None:
+                    correlation_id = _loose_id(delivery.body)
+                body = ErrorEnvelope(
+                    id=reply_id,
+                    source=self.source,
+                    correlationid=correlation_id,
+                    data=ErrorData(
+                        error=ErrorBody(code=ErrorCode.INTERNAL, message="internal error", retryable=False),
+                        execution_time_ms=max(0, int((time.monotonic() - started) * 1000)),
+                    ),
+                ).to_json_bytes()
+            except Exception:
+                log.exception("not even an INTERNAL reply could be built: the message settles unanswered")
+        return Outcome(settle, body, delivery.reply_to, correlation_id, reply_id, action, ErrorCode.INTERNAL.value)
 
     def _finish(
         self,
@@ -268,6 +337,36 @@ def _summary(exc: ValidationError) -> str:
     field = ".".join(str(p) for p in first["loc"]) or "(params)"
     more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
     return f"invalid params: {field}: {first['msg']}{more}"
+
+
+MAX_CLOCK_AHEAD = timedelta(minutes=5)
+"""How far in the future an envelope ``time`` may be (clock skew); beyond, the envelope is invalid."""
+
+
+def _has_non_finite_numbers(body: bytes) -> bool:
+    """``NaN``, ``Infinity`` or ``-Infinity``: pydantic's JSON parser takes them as floats; they are not JSON.
+
+    RFC 8259 has no such values: PostgreSQL refuses them in a JSON column, SQLite would store null, and a
+    reply carrying one no strict parser reads. Two substring searches (memchr speed) clear almost every
+    body; only one holding the words (in a string, say) is parsed again to look at its tokens.
+    """
+    if b"NaN" not in body and b"Infinity" not in body:
+        return False
+    try:
+        json.loads(body, parse_constant=_refuse_constant)
+    except _NonFinite:
+        return True
+    except (ValueError, RecursionError):
+        return False
+    return False
+
+
+class _NonFinite(Exception):
+    """A ``NaN`` or ``Infinity`` token met while parsing."""
+
+
+def _refuse_constant(token: str) -> float:
+    raise _NonFinite(token)
 
 
 def _loose_id(body: bytes) -> str | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import ColumnElement, Row, Select, and_, or_
@@ -20,13 +20,20 @@ def encode(moment: datetime, item_id: str) -> str:
 
 
 def decode(cursor: str) -> tuple[datetime, str]:
+    """The cursor's (time, id), the time in UTC; anything else (a forgery, a time UTC cannot hold) is refused.
+
+    The conversion to UTC happens here, where its overflow (year 1 at +14:00) is the sender's error: left
+    to the database driver it would surface as an internal failure.
+    """
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
         moment, item_id = json.loads(base64.urlsafe_b64decode(padded.encode()))
         parsed = datetime.fromisoformat(moment)
         if not isinstance(item_id, str) or parsed.tzinfo is None:
             raise ValueError("bad cursor shape")
-    except (ValueError, TypeError, binascii.Error, UnicodeDecodeError) as exc:
+        parsed = parsed.astimezone(UTC)
+        item_id.encode()  # a lone surrogate hidden in the base64 (UnicodeEncodeError is a ValueError)
+    except (ValueError, TypeError, OverflowError, RecursionError, binascii.Error, UnicodeDecodeError) as exc:
         raise InvalidArgument("cursor is not one this worker issued", {"field": "cursor"}) from exc
     return parsed, item_id
 
