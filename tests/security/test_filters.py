@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import text
@@ -55,11 +56,11 @@ async def test_more_than_32_filters_are_refused_at_once(bus: Bus, storage_root: 
     output(await bus.call("register_artifact", {"manifest": registered}, context=MALLORY))
 
 
-SEEDED = 200_000
+SEEDED = 300_000
 
 
 async def _seed_private_threads(database_url: str) -> None:
-    """Alice's 200,000 private threads, written straight to the database (faster than 200,000 commands).
+    """Alice's 300,000 private threads, written straight to the database (faster than 300,000 commands).
 
     (Before threads had owners, the same rows are plain threads: the listing then has nothing to stop it.)"""
     owned = "owner" in Thread.__table__.c
@@ -90,22 +91,33 @@ async def _seed_private_threads(database_url: str) -> None:
 
 
 async def test_a_read_past_the_time_limit_is_stopped_not_retried(workers: Workers, database_url: str) -> None:
-    """Mallory lists threads among 200,000 she may not read: the scan is stopped at the read limit with a final
+    """Mallory lists threads among 300,000 she may not read: the scan is stopped at the read limit with a final
     DEADLINE_EXCEEDED, and the worker still serves reads and writes right after."""
-    _, bus = await workers.start(read_timeout_ms=10)
+    _, bus = await workers.start(read_timeout_ms=20)
     await _seed_private_threads(database_url)
 
     started = time.monotonic()
     failure = error(await bus.call("list_threads", {"limit": 10}, context=MALLORY, timeout=60))
     assert failure["code"] == "DEADLINE_EXCEEDED" and failure["retryable"] is False, failure
-    assert failure["details"] == {"reason": "read_timeout", "timeout_ms": 10}
+    assert failure["details"] == {"reason": "read_timeout", "timeout_ms": 20}
     assert time.monotonic() - started < 5
 
     mine = f"after-{uuid.uuid4().hex[:8]}"
     output(await bus.call("save_thread", {"thread_id": mine, "messages": [{"role": "user", "content": "hi"}]}))
-    assert output(await bus.call("get_thread", {"thread_id": mine}))["messages"][0]["content"] == "hi"
-    assert output(await bus.call("list_threads", {"limit": 1}, context=ALICE))["count"] == 1  # found at once
+    assert (await _read(bus, "get_thread", {"thread_id": mine}))["messages"][0]["content"] == "hi"
+    assert (await _read(bus, "list_threads", {"limit": 1}, context=ALICE))["count"] == 1  # found at once
     assert await bus.dlq_messages() == []
+
+
+async def _read(bus: Bus, action: str, params: dict[str, Any], **data: Any) -> dict[str, Any]:
+    """A cheap read under the test's tiny limit. The limit is wall-clock time, and this machine is shared by
+    whole test suites: a millisecond read can be descheduled past 20 ms now and then, so it gets three tries."""
+    for _ in range(2):
+        reply = await bus.call(action, params, **data)
+        if reply["type"] == "ai.team.result":
+            return output(reply)
+        assert error(reply)["code"] == "DEADLINE_EXCEEDED", reply
+    return output(await bus.call(action, params, **data))
 
 
 COUNT_TO = "WITH RECURSIVE c(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM c WHERE n < {n}) SELECT count(*) FROM c"
