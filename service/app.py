@@ -125,7 +125,7 @@ class Worker:
         if (db_file := sqlite_path(s.database_url)) is not None:
             self._lock = DatabaseLock(db_file)
             self._lock.acquire()
-        engine = create_engine(s.database_url)
+        engine = create_engine(s.database_url, read_timeout_ms=s.read_timeout_ms)
         try:  # a new embedded SQLite database gets its schema; anything else migrates only when asked to
             await prepare(engine, migrate_on_start=s.migrate_on_start, create_if_empty=is_sqlite(s.database_url))
         except BaseException:
