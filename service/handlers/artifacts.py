@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import logging
+from datetime import datetime
+from typing import Any
 
+from sqlalchemy import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from contracts import (
@@ -30,7 +33,7 @@ from contracts import (
 )
 from service import paging
 from service.context import HandlerContext, Requester
-from service.files import TEMP
+from service.files import Upload
 from service.identity import can_read, refuse_read
 from service.store import artifacts as store
 from service.store import cursor
@@ -54,36 +57,51 @@ async def register_artifact(params: RegisterArtifactParams, ctx: HandlerContext)
         return _already_registered(existing, manifest, requester)
 
     files = ctx.files
-    source = files.resolve_incoming(manifest.uri)
+    source = files.resolve_upload(manifest.uri)
     limit = ctx.settings.max_file_bytes
     try:
-        info, actual = await files.inspect(source, expected_size=manifest.size_bytes, max_bytes=limit)
+        upload = await files.stage(source, manifest.uri, expected_size=manifest.size_bytes, max_bytes=limit)
     except NotFound as missing:
         return await _twin_or_raise(ctx, manifest, missing)
-    if info.size > limit:
+    try:  # the upload holds the hashed file open until it is placed: closed whatever happens
+        _check_upload(upload, manifest, limit)
+        return await _commit_and_place(ctx, manifest, upload)
+    finally:
+        upload.close()
+
+
+def _check_upload(upload: Upload, manifest: ArtifactManifest, limit: int) -> None:
+    """Size cap, size, checksum; the errors give what the agent claimed, never what the file holds.
+
+    A refused file stays where it is: anyone can name any temp file, so a refusal must not consume it.
+    """
+    if upload.size > limit:
         raise OutOfRange(
-            f"file is {info.size} bytes, at most {limit} allowed",
-            {"size_bytes": info.size, "limit_bytes": limit, "uri": manifest.uri},
+            f"file is larger than the limit of {limit} bytes",
+            {"field": "manifest.uri", "limit_bytes": limit, "uri": manifest.uri},
         )
-    if info.size != manifest.size_bytes:
+    if upload.size != manifest.size_bytes:
         raise InvalidArgument(
             "size_bytes does not match the file",
-            {"field": "manifest.size_bytes", "expected": manifest.size_bytes, "actual": info.size},
+            {"field": "manifest.size_bytes", "expected": manifest.size_bytes},
         )
-    if actual != manifest.checksum:
-        if files.in_folder(source, TEMP):
-            await files.remove(source)
+    if upload.checksum != manifest.checksum:
         raise InvalidArgument(
             "checksum does not match the file",
-            {"field": "manifest.checksum", "expected": manifest.checksum, "actual": actual},
+            {"field": "manifest.checksum", "expected": manifest.checksum},
         )
 
-    dest = files.artifact_path(manifest.trace_id, manifest.id, source)
+
+async def _commit_and_place(ctx: HandlerContext, manifest: ArtifactManifest, upload: Upload) -> RegisterArtifactOutput:
+    """The commit point, then the move: a crash between them is repaired by recovery from temp/."""
+    files = ctx.files
+    requester = ctx.requester
+    dest = files.artifact_path(manifest.trace_id, manifest.id, upload.path)
     final = manifest.model_copy(
         update={
             "status": ArtifactStatus.COMPLETED,
             "uri": files.url(dest),
-            "owner": manifest.owner or ctx.requester.id,
+            "owner": manifest.owner or requester.id,
         }
     )
     retention = parse_retention(final.retention)
@@ -93,7 +111,7 @@ async def register_artifact(params: RegisterArtifactParams, ctx: HandlerContext)
         if final.supersedes is not None:  # a twin that won meanwhile is already the successor: answer as it
             if (raced := await store.get(conn, final.id)) is not None:
                 return _already_registered(raced, manifest, requester)
-            await _check_supersedes(conn, final)
+            await _check_supersedes(conn, final, requester, ctx.now)
         if not await store.insert_artifact(conn, final, expires_at=expires_at, now=ctx.now):
             return await _lost_race(conn, final, manifest, requester)
         return RegisterArtifactOutput(
@@ -108,8 +126,16 @@ async def register_artifact(params: RegisterArtifactParams, ctx: HandlerContext)
     output = await ctx.write(commit)
     if output.registered:
         ctx.services.faults.hit("after_commit")
-        await files.place(source, dest)
+        if not await files.place(upload, dest):
+            await _fail_tampered(ctx, final.id, manifest.uri)
     return output
+
+
+async def _fail_tampered(ctx: HandlerContext, artifact_id: str, uri: str) -> None:
+    """The upload was written to after it was hashed: no file holds the registered bytes, so the committed
+    artifact is ``failed``, as the missing_files scope marks one whose file is gone."""
+    log.warning("artifact %s: %s changed after it was hashed; nothing placed, marked failed", artifact_id, uri)
+    await ctx.services.writer.submit(lambda conn: store.set_status(conn, [artifact_id], ArtifactStatus.FAILED.value))
 
 
 async def _twin_or_raise(ctx: HandlerContext, manifest: ArtifactManifest, missing: NotFound) -> RegisterArtifactOutput:
@@ -121,11 +147,11 @@ async def _twin_or_raise(ctx: HandlerContext, manifest: ArtifactManifest, missin
     return _already_registered(twin, manifest, ctx.requester)
 
 
-def _already_registered(row: object, manifest: ArtifactManifest, requester: Requester) -> RegisterArtifactOutput:
+def _already_registered(row: Row[Any], manifest: ArtifactManifest, requester: Requester) -> RegisterArtifactOutput:
     """A retry of a registration gets the stored result; anything else about that id is a conflict."""
-    stored = store.manifest_of(row)  # type: ignore[arg-type]
-    if not can_read(stored.visibility, stored.owner, stored.trace_id, requester):
+    if not _readable(row, requester):  # a bare conflict: nothing of someone else's artifact is told
         raise AlreadyExists(f"artifact {manifest.id} is already registered", {"artifact_id": manifest.id})
+    stored = store.manifest_of(row)
     if stored.checksum != manifest.checksum:
         raise AlreadyExists(
             f"artifact {manifest.id} is already registered with another checksum",
@@ -148,24 +174,37 @@ async def _lost_race(
     if (twin := await store.get(conn, final.id)) is not None:
         return _already_registered(twin, requested, requester)
     if final.supersedes is not None and (successor := await store.successor_of(conn, final.supersedes)) is not None:
-        raise _successor_exists(final.supersedes, successor.id)
+        raise _successor_exists(final.supersedes, successor, requester)
     raise Aborted("the artifact raced with a concurrent change, retry", {"artifact_id": final.id})
 
 
-def _successor_exists(supersedes: str, successor_id: str) -> AlreadyExists:
-    return AlreadyExists(
-        f"artifact {supersedes} already has a successor",
-        {"supersedes": supersedes, "existing_successor": successor_id},
-    )
+def _successor_exists(supersedes: str, successor: Row[Any], requester: Requester) -> AlreadyExists:
+    """The chain would fork; the existing successor is named only to a requester who may read it."""
+    details = {"supersedes": supersedes}
+    if _readable(successor, requester):
+        details["existing_successor"] = successor.id
+    return AlreadyExists(f"artifact {supersedes} already has a successor", details)
 
 
-async def _check_supersedes(conn: AsyncConnection, manifest: ArtifactManifest) -> None:
+async def _check_supersedes(
+    conn: AsyncConnection, manifest: ArtifactManifest, requester: Requester, now: datetime
+) -> None:
+    """Only the predecessor's owner (or an admin) extends its chain.
+
+    A predecessor that is unknown, expired or unreadable gets one and the same NOT_FOUND, so the answer
+    says nothing of an artifact the requester may not see: not that it exists, not its version.
+    """
     assert manifest.supersedes is not None
     previous = await store.get(conn, manifest.supersedes)
-    if previous is None:
-        raise FailedPrecondition(
+    if previous is None or _expired(previous, now) or not _readable(previous, requester):
+        raise NotFound(
             f"supersedes names unknown artifact {manifest.supersedes}",
             {"field": "manifest.supersedes", "supersedes": manifest.supersedes},
+        )
+    if not requester.is_admin and (requester.id is None or previous.owner != requester.id):
+        raise PermissionDenied(
+            f"only the owner of artifact {manifest.supersedes} may register its successor",
+            {"field": "manifest.supersedes", "supersedes": manifest.supersedes, "requester": requester.id},
         )
     if manifest.version != previous.version + 1:
         raise FailedPrecondition(
@@ -174,33 +213,54 @@ async def _check_supersedes(conn: AsyncConnection, manifest: ArtifactManifest) -
         )
     successor = await store.successor_of(conn, manifest.supersedes)
     if successor is not None:
-        raise _successor_exists(manifest.supersedes, successor.id)
+        raise _successor_exists(manifest.supersedes, successor, requester)
 
 
 async def get_artifact(params: GetArtifactParams, ctx: HandlerContext) -> GetArtifactOutput:
+    """With ``latest``: the newest version reachable through successors that are live and readable by the
+    requester; the walk stops before the first one that is not (it is not the requester's to see)."""
     async with ctx.lookup() as conn:
         row = await store.get(conn, params.artifact_id)
-        if row is None:
-            raise NotFound(f"artifact {params.artifact_id} not found", {"artifact_id": params.artifact_id})
+        row = _live(row, params.artifact_id, ctx)
+        _check_readable(row, ctx)
         if params.latest:
             for _ in range(MAX_CHAIN):
                 newer = await store.successor_of(conn, row.id)
-                if newer is None:
+                if newer is None or _expired(newer, ctx.now) or not _readable(newer, ctx.requester):
                     break
                 row = newer
-    _check_readable(row, ctx)
     return GetArtifactOutput(artifact_id=row.id, manifest=store.manifest_of(row))
 
 
-def _check_readable(row: object, ctx: HandlerContext) -> None:
-    r = row  # a Row with visibility, owner, trace_id, id
-    if not can_read(r.visibility, r.owner, r.trace_id, ctx.requester):  # type: ignore[attr-defined]
-        raise refuse_read("artifact", r.id, r.visibility, ctx.requester)  # type: ignore[attr-defined]
+def _readable(row: Row[Any], requester: Requester) -> bool:
+    return can_read(row.visibility, row.owner, row.trace_id, requester)
+
+
+def _expired(row: Row[Any], now: datetime) -> bool:
+    return row.expires_at is not None and row.expires_at <= now
+
+
+def _live(row: Row[Any] | None, artifact_id: str, ctx: HandlerContext) -> Row[Any]:
+    """NOT_FOUND for an unknown artifact and for one past its retention, gone at once for every read even
+    before cleanup removes its row; only a requester who could read it learns that it expired."""
+    if row is None:
+        raise NotFound(f"artifact {artifact_id} not found", {"artifact_id": artifact_id})
+    if _expired(row, ctx.now):
+        details = {"artifact_id": artifact_id}
+        if _readable(row, ctx.requester):
+            details["reason"] = "expired"
+        raise NotFound(f"artifact {artifact_id} not found", details)
+    return row
+
+
+def _check_readable(row: Row[Any], ctx: HandlerContext) -> None:
+    if not _readable(row, ctx.requester):
+        raise refuse_read("artifact", row.id, row.visibility, ctx.requester)
 
 
 async def list_artifacts(params: ListArtifactsParams, ctx: HandlerContext) -> ListArtifactsOutput:
     async with ctx.read() as conn:
-        rows, next_cursor = await store.list_page(conn, params, ctx.requester)
+        rows, next_cursor = await store.list_page(conn, params, ctx.requester, now=ctx.now)
     rows, next_cursor = paging.cut_page(  # within STORAGE_MAX_REPLY_BYTES; the manifest is its stored JSON text
         rows,
         next_cursor,
@@ -215,10 +275,9 @@ async def list_artifacts(params: ListArtifactsParams, ctx: HandlerContext) -> Li
 async def get_artifact_uri(params: GetArtifactUriParams, ctx: HandlerContext) -> GetArtifactUriOutput:
     async with ctx.read() as conn:
         row = await store.get(conn, params.artifact_id)
-    if row is None:
-        raise NotFound(f"artifact {params.artifact_id} not found", {"artifact_id": params.artifact_id})
+    row = _live(row, params.artifact_id, ctx)
     _check_readable(row, ctx)
-    path = ctx.files.resolve_incoming(row.uri)
+    path = ctx.files.resolve_stored(row.uri)
     uri, signed, expires_at = await ctx.files.sign(path, params.expires_in_seconds)
     return GetArtifactUriOutput(artifact_id=row.id, uri=uri, signed=signed, expires_at=expires_at)
 
@@ -235,7 +294,7 @@ async def delete_artifact(params: DeleteArtifactParams, ctx: HandlerContext) -> 
 
     output = await ctx.write(commit)
     for uri in removed:
-        await ctx.files.to_orphans(ctx.files.resolve_incoming(uri))
+        await ctx.files.to_orphans(ctx.files.resolve_stored(uri))
     return output
 
 

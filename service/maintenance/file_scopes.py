@@ -22,7 +22,7 @@ from sqlalchemy import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from contracts import ARTIFACT_ID_PATTERN, CleanupScope, StorageError
-from service.files import ARTIFACTS, ORPHANS, TEMP, FileStore
+from service.files import ARTIFACTS, ORPHANS, TEMP, FileStore, Upload
 from service.maintenance.cleanup import (
     ORPHAN_FILE_MIN_AGE,
     ORPHAN_KEEP,
@@ -122,7 +122,7 @@ def _points_at(files: FileStore, uri: str | None, path: str) -> bool:
     if uri is None:
         return False
     try:
-        return files.resolve_incoming(uri) == path
+        return files.resolve_stored(uri) == path
     except StorageError:
         return False
 
@@ -136,32 +136,39 @@ def _quoted_url(files: FileStore, path: str) -> str:
 
 @dataclass(slots=True)
 class TempBytes:
-    """temp/ indexed by size; hashed lazily, each file handed out once."""
+    """temp/ indexed by size; each candidate staged (opened without following a link, hashed) lazily, handed
+    out once, and only as the very file that was hashed."""
 
     files: FileStore
+    max_bytes: int
     by_size: dict[int, list[str]] = field(default_factory=lambda: defaultdict(list))
-    digests: dict[str, str] = field(default_factory=dict)
+    digests: dict[str, str | None] = field(default_factory=dict)
 
     @classmethod
     async def scan(cls, files: FileStore, max_bytes: int, chunk: int) -> TempBytes:
-        index = cls(files)
+        index = cls(files, max_bytes)
         async for entries in walk(files, TEMP, chunk):
             for entry in entries:
                 if entry.size <= max_bytes:
                     index.by_size[entry.size].append(entry.path)
         return index
 
-    async def take(self, checksum: str, size: int) -> str | None:
+    async def take(self, checksum: str, size: int) -> Upload | None:
+        """A staged temp file holding these bytes (the caller places and closes it), or None."""
         for path in list(self.by_size.get(size, ())):
-            if path not in self.digests:
-                try:
-                    self.digests[path] = await self.files.sha256(path)
-                except StorageError:
-                    self.by_size[size].remove(path)
-                    continue
-            if self.digests[path] == checksum:
+            if path in self.digests and self.digests[path] != checksum:
+                continue  # hashed for another row already: other bytes
+            try:
+                uri = self.files.url(path)
+                upload = await self.files.stage(path, uri, expected_size=size, max_bytes=self.max_bytes)
+            except StorageError:  # gone, a link, not a regular file: never a candidate
                 self.by_size[size].remove(path)
-                return path
+                continue
+            if upload.checksum == checksum:
+                self.by_size[size].remove(path)
+                return upload
+            self.digests[path] = upload.checksum
+            upload.close()
         return None
 
 
@@ -215,24 +222,29 @@ def _absent(files: FileStore, rows: Sequence[Row[Any]]) -> list[tuple[Row[Any], 
     found = []
     for row in rows:
         try:
-            path = files.resolve_incoming(row.uri)
+            path = files.resolve_stored(row.uri)
         except StorageError:
             continue  # a uri outside this storage root cannot be checked from here
-        if not files.fs.exists(path):
+        if not files.holds_file(path):  # a link where the file should be is not the file
             found.append((row, path))
     return found
 
 
 async def _repair(files: FileStore, temp: TempBytes, row: Row[Any], dest: str) -> bool:
-    source = await temp.take(row.checksum, row.size_bytes)
-    if source is None:
+    upload = await temp.take(row.checksum, row.size_bytes)
+    if upload is None:
         return False
     try:
-        await files.place(source, dest)
+        placed = await files.place(upload, dest)
     except StorageError as exc:
-        log.warning("artifact %s: moving %s into place failed: %s", row.id, files.url(source), exc.message)
+        log.warning("artifact %s: moving %s into place failed: %s", row.id, upload.uri, exc.message)
         return False
-    log.warning("artifact %s: its file was still in temp/, moved %s to %s", row.id, files.url(source), row.uri)
+    finally:
+        upload.close()
+    if not placed:
+        log.warning("artifact %s: %s changed while it was moved into place: not used", row.id, upload.uri)
+        return False
+    log.warning("artifact %s: its file was still in temp/, moved %s to %s", row.id, upload.uri, row.uri)
     return True
 
 

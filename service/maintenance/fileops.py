@@ -1,49 +1,33 @@
 """File work for cleanup and recovery: walking a folder in bounded chunks, retiring files to orphans/.
 
 Walks go directory by directory in a thread, so a folder of a million files is never listed at once and
-the event loop keeps serving commands. A file that vanishes mid-walk (an agent or a command moved it) is
-simply skipped: maintenance never fails because the world changed under it.
+the event loop keeps serving commands. They never follow a symbolic link: a link in temp/, artifacts/ or
+orphans/ is an entry like a file, retired or removed as the link it is, and what it points at is never
+touched (an agent could otherwise have cleanup move or delete another agent's file). A file that vanishes
+mid-walk (an agent or a command moved it) is simply skipped: maintenance never fails because the world
+changed under it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import posixpath
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
 from datetime import datetime
 
 from contracts import StorageError
-from service.files import FileStore, modified_time
+from service.files import FileInfo, FileStore
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
-class Entry:
-    path: str
-    size: int
-    modified: datetime | None
-
-
-def _walk(files: FileStore, folder: str) -> Iterator[list[Entry]]:
-    base = files.join(folder)
-    if not files.fs.exists(base):
-        return
-    for root, _dirs, found in files.fs.walk(base, detail=True):
-        entries = [
-            Entry(posixpath.join(root, name), int(d.get("size") or 0), modified_time(d))
-            for name, d in found.items()
-            if d.get("type") == "file"
-        ]
-        if entries:
-            yield entries
+Entry = FileInfo
+"""One walked entry: a file, or a link as itself (its own size and mtime; never what it points at)."""
 
 
 async def walk(files: FileStore, folder: str, chunk: int) -> AsyncIterator[list[Entry]]:
     """Every file under a top-level folder of the storage root, in lists of at most ``chunk``."""
-    directories = _walk(files, folder)
+    directories = files.walk_batches(folder)
     done = object()
     while True:
         try:
@@ -63,7 +47,7 @@ def older_than(entry: Entry, cutoff: datetime) -> bool:
 
 
 async def retire(files: FileStore, path: str, *, reason: str) -> str | None:
-    """Move a file to orphans/ and start its orphan clock now; None when it was already gone."""
+    """Move a file (a link as a link) to orphans/ and start its orphan clock now; None when already gone."""
     try:
         dest = await files.to_orphans(path)
     except StorageError as exc:

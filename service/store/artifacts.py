@@ -10,7 +10,7 @@ from typing import Any, NamedTuple
 from sqlalchemy import Row, Select, Text, and_, bindparam, cast, delete, exists, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from contracts import ArtifactManifest, ArtifactStatus, ListArtifactsParams, Visibility
+from contracts import ArtifactManifest, ArtifactStatus, ListArtifactsParams, Visibility, utc_now
 from service.context import Requester
 from service.store import cursor
 from service.store.conflicts import prepared_insert_or_skip
@@ -32,9 +32,11 @@ ROW_COLUMNS = (
     artifacts.c.uri,
     artifacts.c.status,
     artifacts.c.created_at,
+    artifacts.c.expires_at,
     cast(artifacts.c.manifest, Text).label("manifest"),
 )
-"""The columns reads need; the manifest comes as its stored JSON text, for pydantic to parse in one pass."""
+"""The columns reads need; the manifest comes as its stored JSON text, for pydantic to parse in one pass.
+``expires_at`` is there because an artifact past it is gone for every read, before cleanup removes the row."""
 
 
 # Hot-path statements are built once: SQLAlchemy computes a statement's cache key per object, so a
@@ -131,9 +133,13 @@ _SCALAR_FILTERS = ("trace_id", "artifact_type", "created_by", "step_id", "status
 
 
 async def list_page(
-    conn: AsyncConnection, params: ListArtifactsParams, requester: Requester
+    conn: AsyncConnection, params: ListArtifactsParams, requester: Requester, *, now: datetime | None = None
 ) -> tuple[list[Row[Any]], str | None]:
-    """One page, newest first, keyset-paged on (created_at, id) so deep pages cost what the first does."""
+    """One page, newest first, keyset-paged on (created_at, id) so deep pages cost what the first does.
+
+    Artifacts past their retention at ``now`` (default: the current time) are left out, as if cleanup had
+    removed them already; the cursor is unaffected (it names a position, not a row that must still exist).
+    """
     scalars = {
         "trace_id": params.trace_id,
         "artifact_type": params.artifact_type,
@@ -157,6 +163,7 @@ async def list_page(
     if requester.trace_id is not None:
         values["requester_trace"] = requester.trace_id
     values["page_limit"] = params.limit + 1
+    values["now"] = now if now is not None else utc_now()
     shape = _ListShape(
         present,
         len(params.labels),
@@ -190,18 +197,29 @@ class _ListShape(NamedTuple):
     requester_trace: bool
 
 
+def _live(table: Any, now: Any) -> Any:
+    """Not past its retention: checked per row on the index the listing walks, no index of its own needed."""
+    return or_(table.c.expires_at.is_(None), table.c.expires_at > now)
+
+
+def _read_rule(table: Any, shape: _ListShape) -> Any:
+    """The read rule of CONTRACT.md §3 (as readable_by() states it) over ``table``, values as parameters."""
+    rule = [table.c.visibility == Visibility.PUBLIC.value]
+    if shape.requester_id:
+        rule.append(table.c.owner == bindparam("requester_id"))
+    if shape.requester_trace:
+        trace = table.c.trace_id == bindparam("requester_trace")
+        rule.append(and_(table.c.visibility == Visibility.TRACE.value, trace))
+    return or_(*rule)
+
+
 @lru_cache(maxsize=512)
 def _list_statement(shape: _ListShape) -> Select[Any]:
     """The listing for one shape of request, built once: building it costs more than running it."""
-    query = select(*ROW_COLUMNS)
-    if not shape.admin:  # the read rule of CONTRACT.md §3, as readable_by() states it
-        rule = [artifacts.c.visibility == Visibility.PUBLIC.value]
-        if shape.requester_id:
-            rule.append(artifacts.c.owner == bindparam("requester_id"))
-        if shape.requester_trace:
-            trace = artifacts.c.trace_id == bindparam("requester_trace")
-            rule.append(and_(artifacts.c.visibility == Visibility.TRACE.value, trace))
-        query = query.where(or_(*rule))
+    now = bindparam("now", type_=artifacts.c.expires_at.type)
+    query = select(*ROW_COLUMNS).where(_live(artifacts, now))
+    if not shape.admin:
+        query = query.where(_read_rule(artifacts, shape))
     for name in shape.filters:
         query = query.where(artifacts.c[name] == bindparam(f"filter_{name}"))
     for index in range(shape.labels):
@@ -216,9 +234,12 @@ def _list_statement(shape: _ListShape) -> Select[Any]:
         query = query.where(artifacts.c.created_at > bindparam("created_after"))
     if shape.before:
         query = query.where(artifacts.c.created_at < bindparam("created_before"))
-    if shape.latest_only:
+    if shape.latest_only:  # latest as get_artifact's ``latest`` sees it: no live successor the requester may read
         newer = artifacts.alias("newer")
-        query = query.where(~exists().where(newer.c.supersedes == artifacts.c.id))
+        successor = [newer.c.supersedes == artifacts.c.id, _live(newer, now)]
+        if not shape.admin:
+            successor.append(_read_rule(newer, shape))
+        query = query.where(~exists().where(*successor))
     if shape.cursor:
         after_time = bindparam("cursor_time", type_=artifacts.c.created_at.type)
         query = query.where(

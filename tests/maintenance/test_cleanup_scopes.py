@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import time
 import uuid
 from datetime import timedelta
 from pathlib import Path
@@ -72,7 +74,8 @@ async def test_retention_sets_the_expiry_from_its_grammar(bus: Bus, storage_root
 async def test_expired_artifact_is_removed_and_its_file_orphaned(
     bus: Bus, storage_root: Path, settings: Settings
 ) -> None:
-    """Past its retention an artifact is NOT_FOUND and its file is under orphans/; a dry run changes nothing."""
+    """Past its retention an artifact is NOT_FOUND at once; cleanup then moves its file under orphans/, and a dry
+    run moves nothing."""
     expired = await _register(bus, storage_root, b"old report", retention="30d")
     kept = await _register(bus, storage_root, b"new report", retention="30d")
     await execute(
@@ -80,7 +83,8 @@ async def test_expired_artifact_is_removed_and_its_file_orphaned(
     )
 
     assert (await cleanup(bus, "expired_artifacts", dry_run=True)) == {"expired_artifacts": 1}
-    assert output(await bus.call("get_artifact", {"artifact_id": expired["artifact_id"]}, context=READER))
+    before = error(await bus.call("get_artifact", {"artifact_id": expired["artifact_id"]}, context=READER))
+    assert before["code"] == "NOT_FOUND" and before["details"]["reason"] == "expired"
     assert _path(expired["uri"]).exists()
 
     assert (await cleanup(bus, "expired_artifacts")) == {"expired_artifacts": 1}
@@ -282,3 +286,64 @@ async def test_inbox_records_past_retention_are_purged(bus: Bus, settings: Setti
     assert (await cleanup(bus, "inbox")) == {"inbox": 1}
     assert await count(settings, inbox, inbox.c.id == oldest) == 0
     assert await count(settings, inbox, inbox.c.id == recent) == 1
+
+
+def _age_link(path: Path, **delta: float) -> None:
+    """Make a link itself look old (its own mtime; what it points at keeps its own)."""
+    moment = time.time() - timedelta(**delta).total_seconds()
+    os.utime(path, (moment, moment), follow_symlinks=False)
+
+
+async def test_no_scope_ever_follows_a_link(bus: Bus, storage_root: Path, settings: Settings) -> None:
+    """Links planted in temp/, artifacts/ and orphans/, and one standing in for an expired artifact's file, are
+    moved or deleted as links by every scope; the registered file they all point at keeps its place and bytes."""
+    victim_out = await _register(bus, storage_root, b"the victim's report", retention="infinite")
+    victim = _path(victim_out["uri"])
+    victim_stat = victim.stat()
+    in_temp = storage_root / "temp" / "bait.bin"
+    stray = storage_root / "artifacts" / "trace-x" / f"{new_artifact_id()}.bin"
+    stray.parent.mkdir(parents=True, exist_ok=True)
+    old_orphan = storage_root / "orphans" / "temp" / "old-link.bin"
+    old_orphan.parent.mkdir(parents=True, exist_ok=True)
+    for link in (in_temp, stray, old_orphan):
+        link.symlink_to(victim)
+    _age_link(in_temp, hours=2)
+    _age_link(stray, days=2)
+    _age_link(old_orphan, days=8)
+    expiring = await _register(bus, storage_root, b"expiring", retention="30d")
+    expiring_file = _path(expiring["uri"])
+    expiring_file.unlink()
+    expiring_file.symlink_to(victim)
+    await execute(
+        settings, update(artifacts).where(artifacts.c.id == expiring["artifact_id"]).values(expires_at=ago(seconds=1))
+    )
+
+    counts = await cleanup(bus, "temp_orphans", "orphan_files", "old_orphans", "expired_artifacts", "missing_files")
+    assert counts["temp_orphans"] == 1 and counts["orphan_files"] == 1 and counts["old_orphans"] == 1
+    assert counts["expired_artifacts"] == 1
+    assert victim.read_bytes() == b"the victim's report", "no scope moved or deleted what a link points at"
+    assert victim.stat().st_ino == victim_stat.st_ino and victim.stat().st_mtime == victim_stat.st_mtime
+    assert (storage_root / "orphans" / "temp" / "bait.bin").is_symlink()
+    assert (storage_root / "orphans" / stray.relative_to(storage_root)).is_symlink()
+    assert (storage_root / "orphans" / expiring_file.relative_to(storage_root)).is_symlink()
+    assert not os.path.lexists(old_orphan)
+    got = output(await bus.call("get_artifact", {"artifact_id": victim_out["artifact_id"]}, context=READER))
+    assert got["manifest"]["status"] == "completed"
+
+
+async def test_a_link_in_place_of_a_file_is_a_missing_file(bus: Bus, storage_root: Path, settings: Settings) -> None:
+    """A completed artifact whose file was replaced by a link is missing its file: failed, the link's target
+    untouched."""
+    victim = write_temp(storage_root, b"not the artifact's bytes", "victim.bin")
+    registered = await _register(bus, storage_root, b"replaced by a link")
+    final = _path(registered["uri"])
+    final.unlink()
+    final.symlink_to(victim)
+    await execute(
+        settings,
+        update(artifacts).where(artifacts.c.id == registered["artifact_id"]).values(registered_at=ago(hours=2)),
+    )
+    assert (await cleanup(bus, "missing_files")) == {"missing_files": 1}
+    got = output(await bus.call("get_artifact", {"artifact_id": registered["artifact_id"]}, context=READER))
+    assert got["manifest"]["status"] == "failed"
+    assert victim.read_bytes() == b"not the artifact's bytes"
