@@ -31,7 +31,7 @@ async def expired_artifacts(run: CleanupRun) -> int:
         removed = await run.write(job)
         for artifact_id, uri in removed:
             try:
-                path = run.files.resolve_incoming(uri)
+                path = run.files.resolve_stored(uri)
             except StorageError:
                 log.warning("expired artifact %s removed; its uri %s is outside the storage root", artifact_id, uri)
                 continue
