@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import re
 import time
 from dataclasses import dataclass
@@ -149,7 +150,7 @@ class Pipeline:
             )
         if _has_non_finite_numbers(delivery.body):
             return None, InvalidArgument(
-                "message body holds NaN or Infinity: not JSON (RFC 8259)",
+                "message body holds NaN, Infinity or a number beyond a double: not JSON a peer can keep (RFC 8259)",
                 {"reason": "non_finite_number"},
             )
         if envelope.time is not None and envelope.time - utc_now() > MAX_CLOCK_AHEAD:
@@ -344,21 +345,34 @@ MAX_CLOCK_AHEAD = timedelta(minutes=5)
 
 
 def _has_non_finite_numbers(body: bytes) -> bool:
-    """``NaN``, ``Infinity`` or ``-Infinity``: pydantic's JSON parser takes them as floats; they are not JSON.
+    """``NaN``, ``Infinity``, ``-Infinity`` or a number beyond a double (``1e400``): pydantic reads them as floats.
 
-    RFC 8259 has no such values: PostgreSQL refuses them in a JSON column, SQLite would store null, and a
-    reply carrying one no strict parser reads. Two substring searches (memchr speed) clear almost every
-    body; only one holding the words (in a string, say) is parsed again to look at its tokens.
+    None is JSON a peer can keep (RFC 8259 has no such values; a double cannot hold 1e400): PostgreSQL refuses
+    them in a JSON column, SQLite stores null or the bare word, a reply carrying one no strict parser reads.
+    The cheap part runs on every body: two substring searches, and one ``bytes.translate`` that folds digits
+    and exponent marks so that three more searches find any 3-digit exponent or 309-digit run. Only a body
+    that might hold such a number (a hex string can look like one) is parsed again to look at its numbers.
     """
     if b"NaN" not in body and b"Infinity" not in body:
-        return False
+        folded = body.translate(_NUMBER_SHAPE)
+        if b"0e000" not in folded and b"0e+000" not in folded and _LONG_DIGITS not in folded:
+            return False
     try:
-        json.loads(body, parse_constant=_refuse_constant)
+        json.loads(body, parse_constant=_refuse_constant, parse_float=_finite_float)
     except _NonFinite:
         return True
     except (ValueError, RecursionError):
         return False
     return False
+
+
+_NUMBER_SHAPE = bytes(
+    ord("0") if chr(i).isdigit() else ord("e") if chr(i) in "eE" else ord("+") if chr(i) in "+-" else ord(" ")
+    for i in range(256)
+)
+"""Digits → ``0``, ``e``/``E`` → ``e``, signs → ``+``, the rest → a space: number shapes, whatever the digits."""
+_LONG_DIGITS = b"0" * 309
+"""A number with 309 digits before its exponent may exceed a double (1.8e308), even without an exponent."""
 
 
 class _NonFinite(Exception):
@@ -367,6 +381,13 @@ class _NonFinite(Exception):
 
 def _refuse_constant(token: str) -> float:
     raise _NonFinite(token)
+
+
+def _finite_float(token: str) -> float:
+    value = float(token)
+    if math.isinf(value):
+        raise _NonFinite(token)
+    return value
 
 
 def _loose_id(body: bytes) -> str | None:

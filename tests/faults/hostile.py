@@ -3,19 +3,23 @@
 A case is a ``Delivery`` (body bytes and the AMQP properties the pipeline reads) built from one of:
 raw bytes, arbitrary JSON, an envelope with fields dropped or of the wrong type, or a well-formed command
 for a real action whose params are a mix of plausible and hostile values (wrong types, huge and deeply
-nested JSON, unicode edge cases, NaN and Infinity, path tricks in URIs, SQL and LIKE metacharacters).
+nested JSON, unicode edge cases, NaN and Infinity, numbers beyond a double or a 64-bit int, times that
+overflow once converted to UTC or lie in the future, forged cursors, path tricks in URIs, SQL and LIKE
+metacharacters).
 ``register_artifact`` commands may ask for a real staged file (``Case.stage``) so hostile trace ids and
 labels reach the commit and the file move, not only validation.
 """
 
 from __future__ import annotations
 
+import base64
 import functools
 import json
 import math
+import re
 import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 from hypothesis import strategies as st
@@ -86,13 +90,37 @@ def tricky_text(max_size: int = 40) -> st.SearchStrategy[str]:
     )
 
 
+RAW_NUMBERS = [
+    "NaN",
+    "Infinity",
+    "-Infinity",
+    "1e400",
+    "-1E+400",
+    "1e0400",
+    "2.5e308",
+    "1" + "0" * 400 + ".5",
+    "1e-400",
+    "1" + "0" * 400,
+    "-0",
+    "1E2",
+]
+"""Number tokens written as is (``raw_number``): overflowing doubles, underflow, huge integers, NaN words."""
+_RAW = re.compile(r'"@@raw:([^"@]*)@@"')
+
+
+def raw_number(token: str) -> str:
+    """A placeholder ``_dumps`` replaces with ``token`` unquoted: JSON numbers ``json.dumps`` never writes."""
+    return f"@@raw:{token}@@"
+
+
 def numbers() -> st.SearchStrategy[Any]:
     return st.one_of(
         st.integers(),
         st.integers(min_value=-(10**40), max_value=10**40),
-        st.sampled_from([0, -1, 1, 2**31, 2**63, -(2**63) - 1, 10**100]),
+        st.sampled_from([0, -1, 1, 2**31, 2**63, -(2**63) - 1, 2**64, 10**100, 10**400]),
         st.floats(allow_nan=True, allow_infinity=True),
-        st.sampled_from([math.nan, math.inf, -math.inf, -0.0, 1e308, 5e-324]),
+        st.sampled_from([math.nan, math.inf, -math.inf, -0.0, 1e308, 5e-324, 1.7976931348623157e308]),
+        st.sampled_from(RAW_NUMBERS).map(raw_number),
     )
 
 
@@ -169,12 +197,74 @@ class Case:
     """Params built to pass validation: the command reaches its handler and the SQL."""
 
 
+OVERFLOWING_TIMES = [
+    "0001-01-01T00:00:00+14:00",
+    "0001-01-01T00:00:00+23:59",
+    "0001-01-01T00:59:59.999999+01:00",
+    "9999-12-31T23:59:59-14:00",
+    "9999-12-31T23:59:59.999999-00:01",
+    "9999-12-31T23:59:59+14:00",
+    "0001-01-01T00:00:00Z",
+    "9999-12-31T23:59:59.999999Z",
+    "0001-01-01T00:00:00",
+    "9999-12-31T23:59:59.999999",
+]
+"""Times at (and past) the ends of what a datetime holds, once an offset is applied."""
+FUTURE_SECONDS = [-(10**8), -86_400, -60, 0, 30, 240, 360, 3_600, 10**8]
+"""Offsets from now (seconds) of envelope times: well inside or well outside the 5 minutes of allowed skew."""
+
+
+def offset_datetimes() -> st.SearchStrategy[str]:
+    """Any datetime at any UTC offset (±23:59): converting some of them to UTC overflows."""
+    offsets = st.integers(-1439, 1439).map(lambda minutes: timezone(timedelta(minutes=minutes)))
+    return st.builds(lambda moment, zone: moment.replace(tzinfo=zone).isoformat(), st.datetimes(), offsets)
+
+
+def around_now() -> st.SearchStrategy[str]:
+    """Times from long ago to years ahead, with a random offset: future ones beyond skew must be refused."""
+    zones = st.sampled_from([UTC, timezone(timedelta(hours=14)), timezone(timedelta(hours=-12))])
+    return st.builds(
+        lambda seconds, zone: (datetime.now(UTC) + timedelta(seconds=seconds)).astimezone(zone).isoformat(),
+        st.sampled_from(FUTURE_SECONDS),
+        zones,
+    )
+
+
 def _datetimes() -> st.SearchStrategy[Any]:
     return st.one_of(
         st.datetimes(timezones=st.just(UTC)).map(lambda d: d.isoformat()),
         st.datetimes().map(lambda d: d.isoformat()),
-        st.sampled_from(["0000-00-00T00:00:00Z", "9999-12-31T23:59:59+14:00", "2024-02-30", "now", "", "T"]),
+        offset_datetimes(),
+        around_now(),
+        st.sampled_from(OVERFLOWING_TIMES),
+        st.sampled_from(["0000-00-00T00:00:00Z", "2024-02-30", "now", "", "T", "2024-01-01T00:00:00+24:00"]),
         numbers(),
+    )
+
+
+def _b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def cursors() -> st.SearchStrategy[Any]:
+    """Forged cursors: the worker's shape ([time, id] or {"before": seq}, base64url JSON) with hostile insides,
+    broken base64 and padding, other JSON, and plain hostile text."""
+    inside = st.one_of(
+        st.tuples(_datetimes(), st.one_of(tricky_text(), numbers(), st.none())).map(list),
+        st.fixed_dictionaries({"before": st.one_of(numbers(), tricky_text(), st.none())}),
+        json_values(4),
+    )
+    encoded = inside.map(lambda value: _b64(json.dumps(value, allow_nan=True).encode()))
+    return st.one_of(
+        encoded,
+        encoded,
+        encoded.map(lambda token: token + "=="),
+        encoded.map(lambda token: token[: len(token) // 2]),
+        st.binary(max_size=60).map(_b64),
+        st.binary(max_size=60).map(lambda b: b.hex()),
+        st.just(_b64(b"[" * 700)),
+        tricky_text(),
+        json_values(2),
     )
 
 
@@ -280,7 +370,7 @@ PLAUSIBLE: dict[str, Any] = {
     "key": lambda: st.one_of(st.just("k"), tricky_text()),
     "created_after": _datetimes,
     "created_before": _datetimes,
-    "cursor": lambda: st.one_of(tricky_text(), st.binary(max_size=60).map(lambda b: b.hex())),
+    "cursor": cursors,
     "limit": lambda: st.one_of(st.integers(1, 5), numbers()),
     "max_depth": numbers,
     "expires_in_seconds": numbers,
@@ -484,8 +574,9 @@ def _delivery(body: bytes, props: dict[str, Any]) -> Delivery:
 
 
 def _dumps(value: Any) -> bytes:
-    """JSON as a sloppy sender would write it: NaN and Infinity included, lone surrogates escaped."""
-    return json.dumps(value, allow_nan=True).encode()
+    """JSON as a sloppy sender would write it: NaN and Infinity included, lone surrogates escaped, and the
+    ``raw_number`` placeholders written as the bare number tokens they stand for."""
+    return _RAW.sub(lambda found: found.group(1), json.dumps(value, allow_nan=True)).encode()
 
 
 @st.composite

@@ -3,7 +3,10 @@
 Every message with a ``reply_to`` must get a reply that parses as the contract's RESULT or ERROR envelope
 (strict JSON: no NaN), never an exception and never ``INTERNAL`` (the pipeline's name for an exception it
 caught) or ``UNAVAILABLE`` (the database is healthy here: a retryable answer to bad input would make an
-agent retry it forever). Only what is not a command is rejected to the dead-letter queue. No path trick
+agent retry it forever). Only what is not a command is rejected to the dead-letter queue: a body over the
+size limit, not RFC 8259 JSON (NaN, Infinity, a number no double holds), not a valid COMMAND envelope (a
+missing id, specversion or type; a time UTC cannot hold or over 5 minutes ahead). After the run the
+worker still answers ``ping``. No path trick
 registers a file outside the root, and the data seeded before the run is unchanged after it.
 Filters must match literally: ``%`` and ``_`` in a label, a metadata value or a namespace match only
 themselves.
@@ -11,9 +14,12 @@ themselves.
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import uuid
 from collections import Counter
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -54,12 +60,40 @@ def pg_reachable() -> bool:
 
 
 def is_command(body: bytes, limit: int) -> bool:
+    """What the contract calls a readable COMMAND envelope (anything else is refused to the DLQ)."""
     if len(body) > limit:
         return False
     try:
-        CommandEnvelope.model_validate_json(body)
+        envelope = CommandEnvelope.model_validate_json(body)
     except ValueError:
         return False
+    if not strict_json(body):
+        return False
+    return envelope.time is None or envelope.time - datetime.now(UTC) <= timedelta(minutes=5)
+
+
+class _NotJson(Exception):
+    pass
+
+
+def _refuse(token: str) -> float:
+    raise _NotJson(token)
+
+
+def _finite(token: str) -> float:
+    if math.isinf(value := float(token)):
+        raise _NotJson(token)
+    return value
+
+
+def strict_json(body: bytes) -> bool:
+    """RFC 8259 JSON whose numbers a double holds: no NaN, Infinity or 1e400."""
+    try:
+        json.loads(body, parse_constant=_refuse, parse_float=_finite)
+    except _NotJson:
+        return False
+    except (ValueError, RecursionError):
+        return True  # not JSON at all: pydantic refused it already
     return True
 
 
@@ -107,6 +141,8 @@ def test_hostile_messages_always_get_a_valid_reply(backend: str, tmp_path: Path)
 
         each()
         tally.unexpected += harness.damage()
+        if not isinstance(harness.call("ping", {}), ResultEnvelope):
+            tally.unexpected.append("ping is no longer answered after the hostile run")
     tally.figures.update(
         results=sum(v for k, v in kinds.items() if k.endswith("RESULT")), outcomes=dict(kinds.most_common(12))
     )

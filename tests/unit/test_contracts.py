@@ -233,6 +233,49 @@ def test_command_envelope_requirements() -> None:
             CommandEnvelope.model_validate(broken)
 
 
+@pytest.mark.parametrize("attribute", ["id", "specversion", "type"])
+def test_a_received_envelope_must_carry_its_cloudevents_attributes(attribute: str) -> None:
+    """Receipt never fills in id, specversion or type (an id-less command would get a fresh id on every delivery)."""
+    good = {"specversion": "1.0", "type": "ai.team.command", "source": "a", "id": "1", "data": {"action": "ping"}}
+    broken = {k: v for k, v in good.items() if k != attribute}
+    for validate in (
+        CommandEnvelope.model_validate,
+        lambda body: CommandEnvelope.model_validate_json(json.dumps(body)),
+    ):
+        with pytest.raises(ValidationError) as refused:
+            validate(broken)
+        assert [e["loc"] for e in refused.value.errors()] == [(attribute,)]
+
+
+def test_a_received_envelope_without_time_has_none_and_a_built_one_has_now() -> None:
+    """Receipt leaves a missing time unset (expiry then counts from the AMQP timestamp); builders stamp it."""
+    body = {"specversion": "1.0", "type": "ai.team.command", "source": "a", "id": "1", "data": {"action": "ping"}}
+    assert CommandEnvelope.model_validate_json(json.dumps(body)).time is None
+    built = make_command("ping", source="a")
+    assert built.time is not None and abs(built.time - datetime.now(UTC)) < timedelta(seconds=5)
+    assert CommandEnvelope(source="a", data=CommandData(action="ping")).id
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "0001-01-01T00:00:00+14:00",
+        "0001-01-01T00:59:59+01:00",
+        "9999-12-31T23:59:59-14:00",
+        "9999-12-31T23:59:59-00:01",
+    ],
+)
+def test_a_time_no_utc_datetime_holds_is_a_validation_error(text: str) -> None:
+    """Converting to UTC overflows: a ValidationError naming the field, never an OverflowError escaping pydantic."""
+    body = {"specversion": "1.0", "type": "ai.team.command", "source": "a", "id": "1", "time": text}
+    with pytest.raises(ValidationError) as refused:
+        CommandEnvelope.model_validate_json(json.dumps({**body, "data": {"action": "ping"}}))
+    assert [e["loc"] for e in refused.value.errors()] == [("time",)]
+    with pytest.raises(ValidationError) as in_params:
+        ListArtifactsParams.model_validate({"created_after": text})
+    assert [e["loc"] for e in in_params.value.errors()] == [("created_after",)]
+
+
 def test_make_command_round_trips_through_json() -> None:
     """A command built by make_command parses back identical, extensions and all."""
     command = make_command("get_artifact", {"artifact_id": GOOD_ID}, source="agent", idempotency_key="k")
