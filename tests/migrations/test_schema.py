@@ -30,7 +30,7 @@ from contracts import utc_now
 from service.app import Worker
 from service.store import schema
 from service.store.db import create_engine
-from service.store.models import Artifact, ArtifactLabel, Base, InboxRecord
+from service.store.models import NAMING, Artifact, ArtifactLabel, Base, InboxRecord
 from service.store.types import UtcDateTime
 from tests.conftest import _delete_topology, make_settings
 from tests.support.databases import create_pg_database, drop_pg_database, pg_available
@@ -89,7 +89,7 @@ async def test_concurrent_migrations_upgrade_once(engine: AsyncEngine) -> None:
 
 LEGACY_INBOX = Table(
     "inbox",
-    MetaData(),
+    MetaData(naming_convention=NAMING),
     Column("id", String(255), primary_key=True),
     Column("action", String(100), nullable=False),
     Column("idempotency_key", String(255)),
@@ -100,7 +100,8 @@ LEGACY_INBOX = Table(
     Column("created_at", UtcDateTime(), nullable=False),
     UniqueConstraint("action", "idempotency_key", name="uq_inbox_action_idempotency_key"),
 )
-"""The inbox as the pre-Alembic worker made it (keyed by envelope id alone; revision 0006 adds the requester)."""
+"""The inbox as the pre-Alembic worker's ``create_all`` made it (named by the models' convention, keyed by
+envelope id alone; revision 0006 adds the requester)."""
 
 
 async def test_database_made_before_migrations_is_adopted(engine: AsyncEngine) -> None:
