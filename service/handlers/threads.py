@@ -48,6 +48,7 @@ from contracts import (
     StoredMessage,
     ThreadInfo,
     ThreadMessage,
+    Unauthenticated,
     Visibility,
 )
 from contracts.threads import MAX_THREAD_READ
@@ -251,9 +252,9 @@ async def save_thread(params: SaveThreadParams, ctx: HandlerContext) -> SaveThre
     _check_request(params)
     now, requester = ctx.now, ctx.requester
     if requester.id is None and not requester.is_admin:
-        raise PermissionDenied(
+        raise Unauthenticated(  # as for memory items: ownership needs an identity
             "an anonymous requester cannot save a thread: a thread belongs to the requester that creates it",
-            {"thread_id": params.thread_id, "reason": "anonymous_requester", "requester": None},
+            {"thread_id": params.thread_id, "reason": "anonymous_requester"},
         )
     visibility = (params.visibility or Visibility.PRIVATE).value
 

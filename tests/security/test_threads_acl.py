@@ -138,7 +138,7 @@ async def test_an_anonymous_requester_cannot_create_a_thread(workers: Workers) -
     _, agent = await workers.start(trust_body_identity=False)
     thread_id = _thread_id()
     refused = error(await _save(agent, ALICE, thread_id, "who am I"))
-    assert refused["code"] == "PERMISSION_DENIED" and refused["details"]["reason"] == "anonymous_requester"
+    assert refused["code"] == "UNAUTHENTICATED" and refused["details"]["reason"] == "anonymous_requester"
     unknown = error(await agent.call("get_thread", {"thread_id": thread_id}, amqp=ADMIN_AMQP))
     assert unknown["code"] == "NOT_FOUND"
 
