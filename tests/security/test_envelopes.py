@@ -101,9 +101,9 @@ async def test_an_id_less_command_sent_twice_runs_never(workers: Workers) -> Non
     assert got["messages"] == []
 
 
-@pytest.mark.parametrize("token", ["NaN", "Infinity", "-Infinity"])
+@pytest.mark.parametrize("token", ["NaN", "Infinity", "-Infinity", "1e400", "-1E+400"])
 async def test_nan_and_infinity_are_not_json(workers: Workers, token: str) -> None:
-    """A NaN or Infinity token in params is INVALID_ARGUMENT non_finite_number + DLQ; nothing is stored."""
+    """NaN, Infinity or a number no double holds, in params: INVALID_ARGUMENT non_finite_number + DLQ, no write."""
     _, bus = await workers.start()
     key = f"k-{uuid.uuid4().hex[:8]}"
     body = envelope("put_memory", {"namespace": ["mallory"], "key": key, "value": {"score": "__N__"}})
