@@ -131,7 +131,7 @@ async def test_supersedes_rules(make_ctx: MakeContext, storage_root: Path) -> No
 
 
 async def test_get_applies_visibility(make_ctx: MakeContext, storage_root: Path) -> None:
-    """A private artifact reads for its owner and an admin, and is refused to others naming it, its visibility and the requester (never the owner)."""
+    """A private artifact reads for its owner and an admin, and is refused to others without naming the owner."""
     out = await register(make_ctx("alice"), storage_root, visibility="private")
     params = GetArtifactParams(artifact_id=out.artifact_id)
     assert (await get_artifact(params, make_ctx("alice"))).manifest.owner == "alice"
