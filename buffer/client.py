@@ -349,9 +349,13 @@ class StorageClient(ClientCore):
         prefix: Sequence[str] = (),
         max_depth: int | None = None,
         limit: int = 100,
+        cursor: str | None = None,
         **options: Unpack[CallOptions],
     ) -> ListNamespacesOutput:
-        params = validated(ListNamespacesParams, _drop_none(prefix=list(prefix), max_depth=max_depth, limit=limit))
+        params = validated(
+            ListNamespacesParams,
+            _drop_none(prefix=list(prefix), max_depth=max_depth, limit=limit, cursor=cursor),
+        )
         return await self._read("list_namespaces", params, options, ListNamespacesOutput)
 
     async def delete_memory(

@@ -85,11 +85,14 @@ class ListNamespacesParams(Params):
     prefix: NamespacePrefix = Field(default_factory=list)
     max_depth: int | None = Field(default=None, ge=1, le=MAX_NAMESPACE_DEPTH)
     limit: PageLimit = DEFAULT_PAGE
+    cursor: str | None = Field(default=None, max_length=4096)
 
 
 class ListNamespacesOutput(Output):
     count: int
     namespaces: list[list[str]]
+    next_cursor: str | None = None
+    """Where the next page starts (the same ``prefix`` and ``max_depth``); null on the last page."""
 
 
 class DeleteMemoryParams(Params):

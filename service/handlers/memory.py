@@ -218,6 +218,7 @@ def _item_cursor(row: Any) -> str:
 
 async def list_namespaces(params: ListNamespacesParams, ctx: HandlerContext) -> ListNamespacesOutput:
     prefix = _path(params.prefix, "prefix")
+    after = None if params.cursor is None else cursor.decode_key(params.cursor, max_len=memory_keys.MAX_PATH_BYTES)
     async with ctx.read() as conn:
         paths = await store.namespaces(
             conn,
@@ -225,9 +226,25 @@ async def list_namespaces(params: ListNamespacesParams, ctx: HandlerContext) -> 
             max_depth=params.max_depth,
             requester=ctx.requester,
             now=ctx.now,
-            limit=params.limit,
+            limit=params.limit + 1,  # one more than asked: whether there is a next page
+            after=after,
         )
-    return ListNamespacesOutput(count=len(paths), namespaces=[memory_keys.decode(p) for p in paths])
+    more = len(paths) > params.limit
+    paths = paths[: params.limit]
+    paths, next_cursor = paging.cut_page(  # within STORAGE_MAX_REPLY_BYTES
+        paths,
+        cursor.encode_key(paths[-1]) if more else None,
+        budget=paging.page_budget(ctx.settings),
+        size_of=_namespace_size,
+        cursor_of=cursor.encode_key,
+    )
+    return ListNamespacesOutput(
+        count=len(paths), namespaces=[memory_keys.decode(p) for p in paths], next_cursor=next_cursor
+    )
+
+
+def _namespace_size(path: str) -> int:
+    return paging.json_size(memory_keys.decode(path)) + 8  # the list's brackets and separators
 
 
 async def delete_memory(params: DeleteMemoryParams, ctx: HandlerContext) -> DeleteMemoryOutput:

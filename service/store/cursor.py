@@ -38,6 +38,23 @@ def decode(cursor: str) -> tuple[datetime, str]:
     return parsed, item_id
 
 
+def encode_key(key: str) -> str:
+    """A cursor over a plain key order (namespace paths): the last key of the page, base64url."""
+    return base64.urlsafe_b64encode(key.encode()).decode().rstrip("=")
+
+
+def decode_key(cursor: str, *, max_len: int) -> str:
+    """The key of an ``encode_key`` cursor; a forgery that is not even one (or too long) is refused."""
+    try:
+        padded = (cursor + "=" * (-len(cursor) % 4)).encode()
+        key = base64.b64decode(padded, altchars=b"-_", validate=True).decode()
+    except (ValueError, binascii.Error) as exc:  # UnicodeDecodeError is a ValueError
+        raise InvalidArgument("cursor is not one this worker issued", {"field": "cursor"}) from exc
+    if not key or len(key) > max_len or "\x00" in key:  # PostgreSQL text cannot even compare with a NUL
+        raise InvalidArgument("cursor is not one this worker issued", {"field": "cursor"})
+    return key
+
+
 def after(time_column: ColumnElement[datetime], id_column: ColumnElement[str], token: str) -> ColumnElement[bool]:
     """The condition for "older than the cursor's item" in newest-first (time, id) order."""
     after_time, after_id = decode(token)

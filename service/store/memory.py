@@ -161,10 +161,26 @@ async def search_page(
     return await cursor.newest_first_page(conn, query, items.c.updated_at, items.c.id, token=after, limit=limit)
 
 
+def _past(path: str, max_depth: int | None) -> tuple[str, bool]:
+    """Where the scan goes on after answering ``path``: past its whole subtree when it was truncated."""
+    if max_depth is not None and path.count(memory_keys.SEPARATOR) >= max_depth:
+        next_start = memory_keys.upper_bound(memory_keys.truncate(path, max_depth))
+        assert next_start is not None
+        return next_start, True
+    return path, False
+
+
 async def namespaces(
-    conn: AsyncConnection, *, prefix: str, max_depth: int | None, requester: Requester, now: datetime, limit: int
+    conn: AsyncConnection,
+    *,
+    prefix: str,
+    max_depth: int | None,
+    requester: Requester,
+    now: datetime,
+    limit: int,
+    after: str | None = None,
 ) -> list[str]:
-    """Distinct namespace paths under ``prefix`` (cut to ``max_depth`` parts), in path order.
+    """Distinct namespace paths under ``prefix`` (cut to ``max_depth`` parts), in path order, after ``after``.
 
     A loose index scan: each step asks the index for the first live, readable path past the previous
     answer's whole subtree (or past the path itself when not truncating), so the cost follows the number
@@ -173,6 +189,8 @@ async def namespaces(
     found: list[str] = []
     upper = memory_keys.upper_bound(prefix)
     start, inclusive = prefix, True
+    if after is not None and after >= prefix:  # a cursor from before the prefix never widens it
+        start, inclusive = _past(after, max_depth)
     while len(found) < limit:
         lower = items.c.ns_path >= start if inclusive else items.c.ns_path > start
         query = select(items.c.ns_path).where(lower, alive(now), readable_by(requester))
@@ -181,13 +199,9 @@ async def namespaces(
         path = (await conn.execute(query.order_by(items.c.ns_path).limit(1))).scalar()
         if path is None:
             break
-        if max_depth is not None and path.count(memory_keys.SEPARATOR) >= max_depth:
+        start, inclusive = _past(path, max_depth)
+        if max_depth is not None:
             path = memory_keys.truncate(path, max_depth)  # its whole subtree answers as this one path
-            next_start = memory_keys.upper_bound(path)
-            assert next_start is not None
-            start, inclusive = next_start, True
-        else:
-            start, inclusive = path, False
         found.append(path)
     return found
 

@@ -96,6 +96,20 @@ async def test_list_namespaces_with_prefix_and_max_depth(bus: Bus) -> None:
     assert await names(prefix=["a"], max_depth=2) == [["a", "x"], ["a", "y"]]
     assert await names(max_depth=1) == [["a"], ["ab"], ["b"]]
     assert await names(max_depth=1, limit=2) == [["a"], ["ab"]]
+    pages, params = [], {"prefix": ["a"], "limit": 1}  # every namespace once, a page at a time
+    while True:
+        page = output(await bus.call("list_namespaces", params, context={"requester_id": "agent-a"}))
+        pages.append(page["namespaces"])
+        if page["next_cursor"] is None:
+            break
+        params["cursor"] = page["next_cursor"]
+    assert pages == [[["a", "x"]], [["a", "x", "1"]], [["a", "x", "2"]], [["a", "y"]]]
+    first = output(await bus.call("list_namespaces", {"max_depth": 1, "limit": 2}, context={"requester_id": "agent-a"}))
+    rest = {"max_depth": 1, "limit": 2, "cursor": first["next_cursor"]}
+    last = output(await bus.call("list_namespaces", rest, context={"requester_id": "agent-a"}))
+    assert (last["namespaces"], last["next_cursor"]) == ([["b"]], None)
+    forged = error(await bus.call("list_namespaces", {"cursor": "%%%"}, context={"requester_id": "agent-a"}))
+    assert forged["code"] == "INVALID_ARGUMENT" and forged["details"]["field"] == "cursor"
     assert await names(prefix=["zzz"]) == []
     other = output(await bus.call("list_namespaces", {}, context={"requester_id": "agent-b"}))
     assert other["namespaces"] == []  # agent-b may read none of these private items
