@@ -93,7 +93,7 @@ async def test_missing_wrong_size_and_wrong_checksum(s3_bus: Bus, s3_root: str, 
     bad = _manifest(source, data, checksum="sha256:" + "0" * 64)
     failure = error(await _register(s3_bus, bad))
     assert failure["code"] == "INVALID_ARGUMENT" and failure["details"]["field"] == "manifest.checksum"
-    assert not agent_fs.exists(source), "a temp file with the wrong checksum is deleted"
+    assert agent_fs.exists(source), "a refused registration leaves the temp file for temp_orphans"
 
 
 async def test_a_fresh_upload_is_found_after_temp_was_listed(s3_bus: Bus, s3_root: str, agent_fs: Any) -> None:
