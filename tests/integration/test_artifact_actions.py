@@ -33,8 +33,8 @@ def at(minutes: float) -> str:
     return (T0 + timedelta(minutes=minutes)).isoformat().replace("+00:00", "Z")
 
 
-async def list_ids(bus: Bus, **params: Any) -> list[str]:
-    out = output(await bus.call("list_artifacts", params))
+async def list_ids(bus: Bus, *, context: dict[str, Any] | None = None, **params: Any) -> list[str]:
+    out = output(await bus.call("list_artifacts", params, context=context or {}))
     assert out["count"] == len(out["artifacts"])
     return [m["id"] for m in out["artifacts"]]
 
@@ -110,6 +110,26 @@ async def test_get_latest_follows_the_supersedes_chain(bus: Bus, storage_root: P
         assert latest["manifest"]["version"] == 3
         plain = output(await bus.call("get_artifact", {"artifact_id": asked["id"]}))
         assert plain["artifact_id"] == asked["id"]
+
+
+async def test_latest_stops_before_a_version_the_requester_cannot_read(bus: Bus, storage_root: Path) -> None:
+    """``latest`` follows successors only while the requester may read them: a stranger's latest of v1 is v1 when
+    v2 is private, the owner's is v3; ``latest_only`` listings agree with it."""
+    bob = {"requester_id": "bob"}
+    v1, _ = await register(bus, storage_root, b"v1", visibility="public", command_context=bob)
+    v2, _ = await register(
+        bus, storage_root, b"v2", visibility="private", supersedes=v1["id"], version=2, command_context=bob
+    )
+    v3, _ = await register(
+        bus, storage_root, b"v3", visibility="public", supersedes=v2["id"], version=3, command_context=bob
+    )
+    stranger = {"requester_id": "carol"}
+    seen = output(await bus.call("get_artifact", {"artifact_id": v1["id"], "latest": True}, context=stranger))
+    assert seen["artifact_id"] == v1["id"]
+    owned = output(await bus.call("get_artifact", {"artifact_id": v1["id"], "latest": True}, context=bob))
+    assert owned["artifact_id"] == v3["id"]
+    assert set(await list_ids(bus, latest_only=True, context=stranger)) == {v1["id"], v3["id"]}
+    assert await list_ids(bus, latest_only=True, context=bob) == [v3["id"]]
 
 
 # -- list_artifacts ---------------------------------------------------------------------------------------
