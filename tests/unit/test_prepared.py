@@ -46,7 +46,15 @@ async def test_direct_and_sqlalchemy_executions_store_the_same_values(template_d
         engine.sync_engine, "before_cursor_execute", lambda *args: through_sqlalchemy.append(args[2].split("(")[0])
     )
     prepared = PreparedWrite(insert(messages))
-    thread = {"metadata": {}, "version": 1, "message_count": 0, "next_seq": 0, "created_at": WHEN, "updated_at": WHEN}
+    thread = {
+        "metadata": {},
+        "version": 1,
+        "message_count": 0,
+        "next_seq": 0,
+        "created_at": WHEN,
+        "updated_at": WHEN,
+        "visibility": "private",
+    }
     contents: list[object] = ["text", {"parts": [1, None, "ü"]}, None, [1, 2]]
     direct = [message("direct", i, c) for i, c in enumerate(contents)]
     usual = [dict(row, id=uuid.uuid4(), thread_id="usual") for row in direct]
@@ -85,7 +93,15 @@ async def test_a_prepared_lookup_reads_what_sqlalchemy_reads(template_db: Path, 
     shutil.copyfile(template_db, tmp_path / "storage.db")
     engine = create_engine(sqlite_url(tmp_path))
     lookup = select(threads).where(threads.c.id == bindparam("thread_key"))
-    row = {"id": "t", "metadata": {"ключ": [1, None]}, "version": 3, "message_count": 2, "next_seq": 2}
+    row = {
+        "id": "t",
+        "metadata": {"ключ": [1, None]},
+        "version": 3,
+        "message_count": 2,
+        "next_seq": 2,
+        "owner": "agent-a",
+        "visibility": "private",
+    }
     try:
         async with engine.begin() as conn:
             await conn.execute(insert(threads), dict(row, created_at=WHEN, updated_at=WHEN, expires_at=None))

@@ -51,6 +51,7 @@ def write_row(key: str, then: BaseException | None = None) -> Job:
     async def job(conn: AsyncConnection) -> str:
         await conn.execute(
             insert(inbox).values(
+                requester="test-agent",
                 id=key,
                 action="test",
                 idempotency_key=None,
