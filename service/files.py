@@ -135,8 +135,7 @@ class FileStore:
                 "uri must point under the storage root's temp/ folder",
                 {"uri": uri, "allowed": [self.url(self._temp) + "/"]},
             )
-        too_long = [part for part in path.split("/") if len(part.encode("utf-8", "surrogatepass")) > NAME_MAX_BYTES]
-        if too_long:
+        if _segment_too_long(path):
             raise InvalidArgument(
                 f"a name in the uri is longer than {NAME_MAX_BYTES} bytes",
                 {"field": "manifest.uri", "uri": uri, "limit_bytes": NAME_MAX_BYTES},
@@ -470,6 +469,12 @@ class FileStore:
         except NotImplementedError:
             return self.url(path), False, None
         return str(signed), True, datetime.now(UTC) + timedelta(seconds=expires_in_s)
+
+
+def _segment_too_long(path: str) -> bool:
+    """A segment over NAME_MAX_BYTES: the whole path in UTF-8 first, so a usual path is one C-level encode."""
+    whole = path.encode("utf-8", "surrogatepass")
+    return len(whole) > NAME_MAX_BYTES and any(len(part) > NAME_MAX_BYTES for part in whole.split(b"/"))
 
 
 def _same_file(arrived: os.stat_result, hashed: os.stat_result) -> bool:

@@ -187,6 +187,8 @@ class Importer:
             if exc.retryable:
                 raise  # the database or storage is out: stop, a re-run continues where this one stopped
             reason = REASON_OF_CODE.get(exc.code, exc.code.value.lower())
+            if (exc.details or {}).get("field") == "manifest.supersedes":  # an unknown predecessor is NOT_FOUND
+                reason = "broken_chain"
             raise Skip(reason, f"{exc.code.value}: {exc.message} {exc.details or ''}".strip()) from None
         except BaseException:
             await files.remove(temp)

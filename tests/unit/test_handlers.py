@@ -87,19 +87,15 @@ async def test_register_checks_in_order(make_ctx: MakeContext, storage_root: Pat
         assert not raised.value.retryable
     size_error, checksum_error = cases[3][0], cases[4][0]
     assert local(size_error["uri"]).exists()
-    assert not local(checksum_error["uri"]).exists(), "a checksum mismatch deletes the temp file"
+    assert local(checksum_error["uri"]).exists(), "a refused registration never deletes the temp file"
 
 
 async def test_checksum_mismatch_details(make_ctx: MakeContext, storage_root: Path) -> None:
-    """The checksum refusal names the field and both sums."""
+    """The checksum refusal names the field and the claimed sum, never the file's."""
     manifest = manifest_for(storage_root, b"abc", checksum=checksum(b"abd"))
     with pytest.raises(InvalidArgument) as raised:
         await register_artifact(RegisterArtifactParams.model_validate({"manifest": manifest}), make_ctx())
-    assert raised.value.details == {
-        "field": "manifest.checksum",
-        "expected": checksum(b"abd"),
-        "actual": checksum(b"abc"),
-    }
+    assert raised.value.details == {"field": "manifest.checksum", "expected": checksum(b"abd")}
 
 
 async def test_existing_id_answers_by_checksum_only(make_ctx: MakeContext, storage_root: Path) -> None:
@@ -115,10 +111,10 @@ async def test_existing_id_answers_by_checksum_only(make_ctx: MakeContext, stora
 
 
 async def test_supersedes_rules(make_ctx: MakeContext, storage_root: Path) -> None:
-    """Unknown predecessor and wrong version are FAILED_PRECONDITION; a fork names the existing successor."""
+    """An unknown predecessor is NOT_FOUND, a wrong version FAILED_PRECONDITION; a fork names the existing successor."""
     ctx = make_ctx()
     v1 = await register(ctx, storage_root, b"v1")
-    with pytest.raises(FailedPrecondition):
+    with pytest.raises(NotFound):
         await register(ctx, storage_root, b"u", supersedes=new_artifact_id(), version=2)
     with pytest.raises(FailedPrecondition):
         await register(ctx, storage_root, b"w", supersedes=v1.artifact_id, version=3)
