@@ -112,6 +112,8 @@ async def seed(database_url: str, total: int) -> int:
                         "next_seq": size,
                         "created_at": start,
                         "updated_at": start,
+                        "owner": "bench-agent",  # the requester of the wire calls below
+                        "visibility": "private",
                     }
                     for thread_id, size in plan
                 ],

@@ -37,6 +37,8 @@ async def _seed_expired_threads(worker: Worker) -> None:
                         "updated_at": now,
                         "deleted_at": None,
                         "expires_at": expired,
+                        "owner": "agent-test",
+                        "visibility": "private",
                     }
                     for i in ids
                 ],
