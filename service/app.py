@@ -16,7 +16,7 @@ from faststream.rabbit import Channel, RabbitBroker, RabbitMessage
 from pamqp.commands import Basic
 
 from contracts import topology as names
-from service import maintenance, operating, topology
+from service import amqp_decoding, maintenance, operating, topology
 from service.acks import BulkAcks
 from service.context import Services
 from service.files import FileStore
@@ -74,6 +74,7 @@ class Worker:
     """One storage node. ``start()`` returns once it consumes; ``stop()`` drains in-flight commands first."""
 
     def __init__(self, settings: Settings | None = None) -> None:
+        amqp_decoding.install()  # before any connection: no property an agent sends can kill it
         self.settings = settings or Settings()
         s = self.settings
         self.broker = RabbitBroker(
