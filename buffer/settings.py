@@ -37,58 +37,58 @@ def _env(name: str) -> AliasChoices:
 class ClientSettings(BaseSettings):
     """Everything an agent's storage client needs; ``StorageClient(**overrides)`` builds one."""
 
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore", populate_by_name=True)
+    model_config = SettingsConfigDict(
+        env_file=".env", extra="ignore", populate_by_name=True, use_attribute_docstrings=True
+    )
 
     amqp_url: str = Field(default=topology.DEFAULT_AMQP_URL, validation_alias=_env("AMQP_URL"))
+    """The broker the worker consumes from; its user is the one ``user_id=True`` sends."""
     exchange: str = Field(default=topology.EXCHANGE, validation_alias=_env("STORAGE_EXCHANGE"))
-    target_node: str | None = Field(
-        default=None,
-        validation_alias=_env("STORAGE_TARGET_NODE"),
-        description="send to cmd.storage.<node> instead of cmd.storage.any",
-    )
-    agent_id: str = Field(
-        default="agent",
-        min_length=1,
-        validation_alias=_env("STORAGE_AGENT_ID"),
-        description="the envelope source: the agent's identity unless the broker's user_id says otherwise",
-    )
+    """The worker's topic exchange: commands are published there, node events are heard there."""
+    target_node: str | None = Field(default=None, validation_alias=_env("STORAGE_TARGET_NODE"))
+    """Send to ``cmd.storage.<node>`` instead of ``cmd.storage.any``."""
+    agent_id: str = Field(default="agent", min_length=1, validation_alias=_env("STORAGE_AGENT_ID"))
+    """The envelope ``source``: the agent's identity unless the broker's ``user_id`` says otherwise."""
     storage_root: str = Field(default=DEFAULT_STORAGE_ROOT, validation_alias=_env("STORAGE_ROOT"))
-    user_id: bool | str = Field(
-        default=False,
-        validation_alias=_env("STORAGE_USER_ID"),
-        description=(
-            "send the AMQP user_id property: True = the user of amqp_url, a name = that name (RabbitMQ accepts "
-            "only the connection's own user); the worker then acts for this broker-validated identity, the only "
-            "one that can hold admin rights (STORAGE_ADMINS)"
-        ),
-    )
+    """The worker's fsspec root, as this agent reaches it: uploads are staged under its ``temp/``."""
+    user_id: bool | str = Field(default=False, validation_alias=_env("STORAGE_USER_ID"))
+    """Send the AMQP ``user_id`` property: true = the user of ``AMQP_URL``, a name = that name (RabbitMQ accepts
+    only the connection's own user). The worker then acts for this broker-validated identity, the only one that
+    can hold admin rights (``STORAGE_ADMINS``)."""
 
     buffer_dir: Path = Field(default=Path(spill.DEFAULT_DIR), validation_alias=_env("STORAGE_BUFFER_DIR"))
+    """The spill buffer: writes that could not be delivered wait here, one fsynced file per command."""
     buffer_max_items: int = Field(
         default=spill.DEFAULT_MAX_ITEMS, ge=1, validation_alias=_env("STORAGE_BUFFER_MAX_ITEMS")
     )
+    """Most commands the buffer keeps; beyond it the oldest is evicted with a warning."""
     buffer_max_bytes: int = Field(
         default=spill.DEFAULT_MAX_BYTES, ge=1, validation_alias=_env("STORAGE_BUFFER_MAX_BYTES")
     )
+    """Most bytes the buffer keeps (commands and file copies); beyond it the oldest is evicted with a warning."""
     heartbeat_s: float = Field(default=DEFAULT_HEARTBEAT_S, gt=0, validation_alias=_env("STORAGE_BUFFER_HEARTBEAT"))
-    keep_order: bool = Field(
-        default=True,
-        validation_alias=_env("STORAGE_BUFFER_KEEP_ORDER"),
-        description="while commands wait in the buffer, new writes queue behind them instead of overtaking",
-    )
+    """How often buffered commands are replayed (also on start and when a storage node announces itself)."""
+    keep_order: bool = Field(default=True, validation_alias=_env("STORAGE_BUFFER_KEEP_ORDER"))
+    """While commands wait in the buffer, new writes queue behind them instead of overtaking."""
 
     call_timeout_s: float = Field(default=DEFAULT_CALL_TIMEOUT_S, gt=0, validation_alias=_env("STORAGE_CALL_TIMEOUT"))
+    """How long one attempt waits for its reply; also the command's AMQP ``expiration``."""
     connect_timeout_s: float = Field(
         default=DEFAULT_CONNECT_TIMEOUT_S, gt=0, validation_alias=_env("STORAGE_CONNECT_TIMEOUT")
     )
+    """How long one attempt to connect to the broker may take."""
     retries: int = Field(default=retry.DEFAULT_RETRIES, ge=0, validation_alias=_env("STORAGE_RETRIES"))
+    """Attempts after the first for retryable failures; then a write is buffered, anything else raises."""
     retry_initial_s: float = Field(
         default=retry.DEFAULT_INITIAL_DELAY_S, ge=0, validation_alias=_env("STORAGE_RETRY_INITIAL")
     )
+    """Wait before the first retry."""
     retry_multiplier: float = Field(
         default=retry.DEFAULT_MULTIPLIER, ge=1, validation_alias=_env("STORAGE_RETRY_MULTIPLIER")
     )
+    """Each further wait is the previous one times this (5, 10, 20 s by default)."""
     retry_max_s: float = Field(default=retry.DEFAULT_MAX_DELAY_S, ge=0, validation_alias=_env("STORAGE_RETRY_MAX"))
+    """Longest wait between two attempts."""
 
     @field_validator("user_id", mode="before")
     @classmethod
