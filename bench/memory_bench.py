@@ -39,15 +39,15 @@ import asyncpg
 from sqlalchemy import event, insert, text
 
 from contracts import GetMemoryParams, SearchMemoryParams, utc_now
-from service.context import HandlerContext, Requester, Services
+from service.core.context import HandlerContext, Requester, Services
 from service.files import FileStore
 from service.handlers.memory import get_memory, search_memory
 from service.settings import Settings
 from service.store import memory_keys
-from service.store.db import create_engine
+from service.store.engine.db import create_engine
+from service.store.engine.schema import migrate
+from service.store.engine.writer import SingleWriter
 from service.store.models import MemoryLabel, MemoryRecord
-from service.store.schema import migrate
-from service.store.writer import SingleWriter
 
 PER_AGENT = 1_000
 SUBS = ("facts", "cache", "notes")

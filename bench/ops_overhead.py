@@ -22,8 +22,8 @@ from typing import Any
 import aio_pika
 
 from contracts import make_command, topology
-from service.app import Worker
 from service.settings import Settings
+from service.transport.worker import Worker
 
 CONFIGS: dict[str, dict[str, Any]] = {
     "off": {"command_log": False, "node_registry": False, "metrics_port": None, "otel": False},

@@ -26,8 +26,8 @@ def settings_for(amqp_url: str, names: Names, database_url: str, storage_root: s
 
 
 async def start(values: dict[str, object]) -> Callable[[], Awaitable[None]]:
-    from service.app import Worker
     from service.settings import Settings
+    from service.transport.worker import Worker
 
     logging.basicConfig(level=logging.WARNING)
     worker = Worker(Settings(**values))  # type: ignore[arg-type]
@@ -36,8 +36,8 @@ async def start(values: dict[str, object]) -> Callable[[], Awaitable[None]]:
 
 
 def main(values: dict[str, object], ready: Connection) -> None:
-    from service import loop
     from service.settings import Settings
+    from service.transport import loop
 
     choice = Settings(**values).event_loop  # type: ignore[arg-type]
     serve_until_terminated(lambda: start(values), ready, lambda main: loop.run(main, choice=choice))

@@ -20,15 +20,15 @@ from pathlib import Path
 from typing import Any
 
 from bench.commands import Workload, build
-from service.context import Services
+from service.core.context import Services
+from service.core.pipeline import Delivery, Pipeline
 from service.files import FileStore
-from service.loop import run as run_loop
-from service.pipeline import Delivery, Pipeline
 from service.settings import Settings
-from service.store.db import create_engine
-from service.store.lookups import PointLookups
-from service.store.schema import prepare
-from service.store.writer import SingleWriter
+from service.store.engine.db import create_engine
+from service.store.engine.lookups import PointLookups
+from service.store.engine.schema import prepare
+from service.store.engine.writer import SingleWriter
+from service.transport.loop import run as run_loop
 
 ACTIONS = ("get_artifact", "register_artifact", "list_artifacts", "save_thread")
 

@@ -31,13 +31,13 @@ from sqlalchemy import insert
 
 from contracts import GetThreadParams, SaveThreadParams, make_command, utc_now
 from contracts import topology as names
-from service.app import Worker
-from service.context import SYSTEM, HandlerContext
+from service.core.context import SYSTEM, HandlerContext
 from service.handlers.threads import get_thread, save_thread
 from service.settings import Settings
-from service.store.db import create_engine
+from service.store.engine.db import create_engine
+from service.store.engine.schema import migrate
 from service.store.models import Thread, ThreadMessageRow
-from service.store.schema import migrate
+from service.transport.worker import Worker
 
 THREAD = "bench-thread"
 THREAD_MESSAGES = 10_000

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from contracts import CommandEnvelope, InvalidArgument, PermissionDenied, Visibility
-from service.context import Requester
+from service.core.context import Requester
 from service.settings import Settings
 
 MAX_REQUESTER_ID = 255

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from service.app import Worker
 from service.settings import Settings
+from service.transport.worker import Worker
 from tests.support.broker import broker_user, find_broker
 from tests.support.bus import Bus
 from tests.support.databases import create_pg_database, drop_pg_database, pg_available, sqlite_url

@@ -31,8 +31,8 @@ from contracts import (
     RegisterArtifactParams,
     parse_retention,
 )
-from service import paging
-from service.context import HandlerContext, Requester
+from service.core import paging
+from service.core.context import HandlerContext, Requester
 from service.files import Upload
 from service.identity import can_read, refuse_read
 from service.store import artifacts as store

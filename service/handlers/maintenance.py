@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from contracts import CleanupOutput, CleanupParams
-from service.context import HandlerContext
+from service.core.context import HandlerContext
 from service.maintenance import run_cleanup
 
 

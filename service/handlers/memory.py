@@ -30,8 +30,8 @@ from contracts import (
     SearchMemoryParams,
     Unauthenticated,
 )
-from service import paging
-from service.context import HandlerContext, Requester
+from service.core import paging
+from service.core.context import HandlerContext, Requester
 from service.identity import can_read
 from service.maintenance import CleanupRun, register_scope
 from service.store import cursor, memory_keys

@@ -8,7 +8,7 @@ from sqlalchemy import func, select
 
 from contracts import ArtifactStats, GetStatsOutput, GetStatsParams, PingOutput, PingParams
 from service import __version__
-from service.context import HandlerContext
+from service.core.context import HandlerContext
 from service.files import ARTIFACTS
 from service.store import artifacts as artifact_store
 from service.store import inbox

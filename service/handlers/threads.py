@@ -52,8 +52,8 @@ from contracts import (
     Visibility,
 )
 from contracts.threads import MAX_THREAD_READ
-from service import paging
-from service.context import HandlerContext, Requester
+from service.core import paging
+from service.core.context import HandlerContext, Requester
 from service.identity import can_read
 from service.store import cursor
 from service.store import threads as store

@@ -1,4 +1,4 @@
-"""Import of pre-worker MindBus storage data: ``storage-worker import DIR`` (see ``service.importer.cli``)."""
+"""Import of pre-worker MindBus storage data: ``storage-worker import DIR`` (see ``service.cli.importer``)."""
 
 from service.importer.legacy import NotLegacyLayout
 from service.importer.mapping import LEGACY_ID_LABEL, LEGACY_ID_NAMESPACE, artifact_id

@@ -20,13 +20,13 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from contracts import ErrorCode, RegisterArtifactParams, StorageError
-from service.context import SYSTEM, HandlerContext, Services
+from service.core.context import SYSTEM, HandlerContext, Services
 from service.files import TEMP, safe_segment
 from service.handlers.artifacts import register_artifact
 from service.importer import legacy
 from service.importer.mapping import Mapped, Skip, map_row
 from service.store import artifacts as artifact_store
-from service.store.db import read_connection
+from service.store.engine.db import read_connection
 
 log = logging.getLogger(__name__)
 

@@ -30,10 +30,10 @@ from typing import TypeVar
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from contracts import CleanupScope, Unimplemented, utc_now
-from service.context import Services
+from service.core.context import Services
 from service.files import FileStore
 from service.settings import Settings
-from service.store.db import read_connection
+from service.store.engine.db import read_connection
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +154,7 @@ async def run_cleanup(
                     time.monotonic() - started,
                 )
             if not dry_run:
-                from service.metrics import record_cleanup  # here: metrics imports the handlers, which import us
+                from service.ops.metrics import record_cleanup  # here: metrics imports the handlers, which import us
 
                 record_cleanup(services, scope.value, counts[scope.value])
     return counts

@@ -12,7 +12,7 @@ from service.maintenance.cleanup import run_cleanup
 from service.maintenance.recovery import recover
 
 if TYPE_CHECKING:
-    from service.app import Worker
+    from service.transport.worker import Worker
 
 log = logging.getLogger(__name__)
 

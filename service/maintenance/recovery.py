@@ -17,7 +17,7 @@ import time
 from datetime import timedelta
 
 from contracts import utc_now
-from service.context import Services
+from service.core.context import Services
 from service.maintenance.cleanup import CleanupRun
 from service.maintenance.data_scopes import stale_uploading
 from service.maintenance.file_scopes import FileCheck, check_completed, temp_orphans

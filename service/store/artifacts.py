@@ -11,12 +11,12 @@ from sqlalchemy import Row, Select, Text, and_, bindparam, cast, delete, exists,
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from contracts import ArtifactManifest, ArtifactStatus, ListArtifactsParams, Visibility, utc_now
-from service.context import Requester
+from service.core.context import Requester
 from service.store import cursor
-from service.store.conflicts import prepared_insert_or_skip
+from service.store.engine.conflicts import prepared_insert_or_skip
+from service.store.engine.prepared import PreparedRead, PreparedWrite
+from service.store.engine.sqlite_driver import point_lookup
 from service.store.models import Artifact, ArtifactLabel
-from service.store.prepared import PreparedRead, PreparedWrite
-from service.store.sqlite_driver import point_lookup
 from service.store.types import RawJSON
 
 artifacts = Artifact.__table__

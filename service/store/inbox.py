@@ -15,10 +15,10 @@ from typing import Any
 from sqlalchemy import bindparam, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from service.store.conflicts import prepared_insert_or_skip
+from service.store.engine.conflicts import prepared_insert_or_skip
+from service.store.engine.prepared import PreparedRead
+from service.store.engine.sqlite_driver import point_lookup
 from service.store.models import InboxRecord
-from service.store.prepared import PreparedRead
-from service.store.sqlite_driver import point_lookup
 
 _inbox = InboxRecord.__table__
 _REPLY_COLUMNS = (

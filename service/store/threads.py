@@ -37,11 +37,11 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from contracts import InvalidArgument, Visibility
-from service.context import Requester
+from service.core.context import Requester
 from service.store import cursor
+from service.store.engine.prepared import PreparedRead, PreparedWrite
+from service.store.engine.sqlite_driver import point_lookup
 from service.store.models import Thread, ThreadLabel, ThreadMessageRow
-from service.store.prepared import PreparedRead, PreparedWrite
-from service.store.sqlite_driver import point_lookup
 
 threads = Thread.__table__
 messages = ThreadMessageRow.__table__

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from service.app import Worker
+from service.transport.worker import Worker
 
 FAST_RETRIES: dict[str, Any] = {"retries": 3, "retry_initial_s": 0.01, "retry_multiplier": 2.0, "heartbeat_s": 3600}
 

@@ -11,7 +11,7 @@ import pytest
 
 from buffer import Buffered, SpillBuffer, StorageClient
 from buffer.cli import main
-from service.app import Worker
+from service.transport.worker import Worker
 from tests.buffer.conftest import client_settings
 from tests.buffer.helpers import command
 

@@ -13,7 +13,7 @@ import pytest
 
 from buffer import BrokerUnavailable, Buffered, CallTimeout, NotFound, ReplayReport, StorageClient, Unroutable
 from contracts import RESULT_TYPE, ResultData, ResultEnvelope
-from service.app import Worker
+from service.transport.worker import Worker
 from tests.buffer.conftest import FAST_RETRIES, client_settings
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from buffer import StorageClient
-from service.app import Worker
+from service.transport.worker import Worker
 from tests.buffer.conftest import client_settings
 
 REPO = Path(__file__).resolve().parents[2]

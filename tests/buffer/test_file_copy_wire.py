@@ -10,7 +10,7 @@ from buffer import Buffered, CallTimeout, Replayer, StorageClient
 from buffer.restage import StorageFiles
 from buffer.rpc import Reply, RpcTransport
 from contracts import CommandEnvelope
-from service.app import Worker
+from service.transport.worker import Worker
 from tests.buffer.conftest import client_settings
 
 TWO_HOURS_S = 2 * 3600

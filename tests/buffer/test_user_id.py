@@ -14,7 +14,7 @@ import pytest
 from buffer import Buffered, PermissionDenied, Replayer, SpillBuffer, StorageClient
 from buffer.settings import ClientSettings
 from contracts import CommandEnvelope
-from service.app import Worker
+from service.transport.worker import Worker
 from tests.buffer.conftest import client_settings
 from tests.buffer.helpers import FakeTransport, command, result
 from tests.support.broker import broker_user

@@ -17,13 +17,13 @@ from pathlib import Path
 from typing import Any
 
 from contracts import ErrorEnvelope, ResultEnvelope, make_command
-from service.context import Services
+from service.core.context import Services
+from service.core.pipeline import Delivery, Outcome, Pipeline
 from service.files import FileStore
-from service.pipeline import Delivery, Outcome, Pipeline
 from service.settings import Settings
-from service.store.db import create_engine
-from service.store.schema import migrate
-from service.store.writer import SingleWriter
+from service.store.engine.db import create_engine
+from service.store.engine.schema import migrate
+from service.store.engine.writer import SingleWriter
 from tests.faults.hostile import FUZZ_ARTIFACTS, OUTSIDE_FILE, Paths
 from tests.support.databases import create_pg_database, drop_pg_database, sqlite_url
 

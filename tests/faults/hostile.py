@@ -25,7 +25,7 @@ from typing import Any
 from hypothesis import strategies as st
 
 from contracts import ACTIONS, COMMAND_TYPE
-from service.pipeline import Delivery
+from service.core.pipeline import Delivery
 
 METACHARS = "%_\\'\";-*?[]^$.()/|&<>{}!#~`"
 TRICKY_STRINGS = [

@@ -14,7 +14,7 @@ from sqlalchemy.dialects.postgresql import asyncpg as dialect
 from sqlalchemy.exc import DBAPIError
 
 from contracts import InvalidArgument, Unavailable
-from service.store.db import translate_db_error, translate_value_error
+from service.store.engine.db import translate_db_error, translate_value_error
 
 pytestmark = pytest.mark.faults
 

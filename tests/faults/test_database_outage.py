@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from service.store.db import SQLITE_BUSY_TIMEOUT_MS
+from service.store.engine.db import SQLITE_BUSY_TIMEOUT_MS
 from tests.faults.conftest import SpawnWorker
 from tests.faults.load import ClientLoad, client_for
 from tests.faults.report import Tally

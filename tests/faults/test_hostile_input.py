@@ -28,7 +28,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from contracts import CommandEnvelope, ResultEnvelope
-from service.pipeline import Settle
+from service.core.pipeline import Settle
 from tests.faults.fuzz_harness import FuzzHarness, parse_reply
 from tests.faults.hostile import Case, cases, stage_into
 from tests.faults.report import Tally

@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from service.app import Worker
 from service.cli import main
 from service.importer import LEGACY_ID_LABEL, artifact_id
+from service.transport.worker import Worker
 from tests.conftest import _delete_topology, make_settings
 from tests.importer.legacy_dir import Legacy, build, naive_utc
 from tests.support.broker import ADMIN_AMQP

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from service.app import Worker
-from service.pipeline import Outcome
+from service.core.pipeline import Outcome
+from service.transport.worker import Worker
 from tests.conftest import _delete_topology, make_settings
 from tests.support.bus import Bus
 

@@ -11,9 +11,9 @@ from pathlib import Path
 import aio_pika
 import pytest
 
-from service.app import Worker
 from service.settings import Settings
-from service.store.lock import DatabaseLocked
+from service.store.engine.lock import DatabaseLocked
+from service.transport.worker import Worker
 from tests.conftest import _delete_topology, make_settings
 from tests.support.databases import sqlite_url
 

@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from contracts import utc_now
 from service.settings import Settings
-from service.store.db import create_engine
+from service.store.engine.db import create_engine
 from service.store.models import Artifact, InboxRecord, Thread, ThreadLabel, ThreadMessageRow
 from tests.support.broker import ADMIN_AMQP
 from tests.support.bus import Bus, output

@@ -11,8 +11,8 @@ from pathlib import Path
 
 from sqlalchemy import update
 
-from service.app import Worker
 from service.settings import Settings
+from service.transport.worker import Worker
 from tests.conftest import _delete_topology, make_settings
 from tests.maintenance.helpers import ago, count, execute, messages, threads
 from tests.support.bus import Bus, output

@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import insert, select, update
 
 from contracts import make_command
-from service.app import Worker
+from service.transport.worker import Worker
 from tests.conftest import _delete_topology, make_settings
 from tests.maintenance.helpers import age_file, ago, artifacts, cleanup, delete_topology, execute, scalar
 from tests.support.artifacts import manifest_for, write_temp

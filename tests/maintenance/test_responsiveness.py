@@ -9,7 +9,7 @@ import uuid
 from sqlalchemy import insert
 
 from contracts import utc_now
-from service.app import Worker
+from service.transport.worker import Worker
 from tests.maintenance.helpers import ago, cleanup, count, database, messages, threads
 from tests.support.bus import Bus, output
 

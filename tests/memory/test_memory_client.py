@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from buffer import Buffered, NotFound, PermissionDenied, StorageClient
-from service.app import Worker
+from service.transport.worker import Worker
 from tests.buffer.conftest import client_settings
 
 

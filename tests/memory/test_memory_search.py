@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from sqlalchemy import func, select
 
-from service.app import Worker
 from service.store.models import MemoryLabel, MemoryRecord
+from service.transport.worker import Worker
 from tests.memory.helpers import put, search, search_all, until
 from tests.support.broker import ADMIN_AMQP
 from tests.support.bus import Bus, error, output

@@ -27,11 +27,11 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from contracts import utc_now
-from service.app import Worker
-from service.store import schema
-from service.store.db import create_engine
+from service.store.engine import schema
+from service.store.engine.db import create_engine
 from service.store.models import NAMING, Artifact, ArtifactLabel, Base, InboxRecord
 from service.store.types import UtcDateTime
+from service.transport.worker import Worker
 from tests.conftest import _delete_topology, make_settings
 from tests.support.databases import create_pg_database, drop_pg_database, pg_available
 

@@ -9,7 +9,7 @@ from urllib.parse import unquote
 import pytest
 
 from contracts import ACTIONS, topology
-from service import asyncapi
+from service.ops import asyncapi
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +36,7 @@ def _refs(node: Any) -> list[str]:
 def test_committed_document_matches_the_code() -> None:
     """Adding or changing an action, its params or its output without regenerating the document fails here."""
     assert asyncapi.DOCUMENT.read_text() == asyncapi.render(asyncapi.build()), (
-        "docs/asyncapi.json is stale: run `python -m service.asyncapi` and commit the result"
+        "docs/asyncapi.json is stale: run `python -m service.ops.asyncapi` and commit the result"
     )
 
 
@@ -91,7 +91,7 @@ def test_every_reference_resolves(committed: dict[str, Any]) -> None:
 
 
 def test_check_mode_reports_a_stale_document(tmp_path: Any) -> None:
-    """``python -m service.asyncapi --check`` exits 1 on a stale file and 0 on a fresh one, as CI needs."""
+    """``python -m service.ops.asyncapi --check`` exits 1 on a stale file and 0 on a fresh one, as CI needs."""
     target = tmp_path / "asyncapi.json"
     target.write_text("{}\n")
     assert asyncapi.main(["--check", "--output", str(target)]) == 1

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from contracts import make_command
-from service.app import Worker
-from service.commandlog import LOGGER_NAME, otel_trace_id
 from service.logs import JsonFormatter
+from service.ops.commandlog import LOGGER_NAME, otel_trace_id
+from service.transport.worker import Worker
 from tests.conftest import _delete_topology, make_settings
 from tests.support.bus import Bus, error, output
 from tests.support.databases import sqlite_url

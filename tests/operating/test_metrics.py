@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from contracts import make_command
-from service.app import Worker
-from service.metrics import Metrics, action_label, record_cleanup
+from service.ops.metrics import Metrics, action_label, record_cleanup
 from service.settings import Settings
+from service.transport.worker import Worker
 from tests.conftest import make_settings
 from tests.support.artifacts import manifest_for
 from tests.support.broker import ADMIN_AMQP

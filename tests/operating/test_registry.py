@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 
 from contracts import EventEnvelope, PingOutput, PingParams, make_command
-from service.app import Worker
-from service.context import HandlerContext
+from service.core.context import HandlerContext
 from service.handlers import HANDLERS
-from service.registry import capabilities
+from service.ops.registry import capabilities
+from service.transport.worker import Worker
 from tests.conftest import _delete_topology, make_settings
 from tests.support.bus import Bus, output
 from tests.support.databases import sqlite_url

@@ -9,9 +9,9 @@ import pytest
 
 from buffer.spill import SpillBuffer
 from contracts import make_command
-from service.app import Worker
+from service.cli.top import BufferState, QueueDepth, Sampler, Snapshot, read_buffer, render, top
 from service.settings import Settings
-from service.top import BufferState, QueueDepth, Sampler, Snapshot, read_buffer, render, top
+from service.transport.worker import Worker
 from tests.conftest import make_settings
 from tests.support.bus import Bus, error, output
 from tests.support.operating import Outcomes

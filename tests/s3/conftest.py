@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from service.app import Worker
 from service.settings import Settings
+from service.transport.worker import Worker
 from tests.conftest import make_settings
 from tests.support.bus import Bus
 

@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 
 from contracts import CleanupScope, utc_now
-from service.app import Worker
 from service.maintenance.cleanup import run_cleanup
 from service.maintenance.recovery import recover
+from service.transport.worker import Worker
 from tests.support.artifacts import new_artifact_id
 from tests.support.broker import ADMIN_AMQP
 from tests.support.bus import Bus, error, output

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from service.app import Worker
+from service.transport.worker import Worker
 from tests.conftest import _delete_topology, make_settings
 from tests.support.artifacts import new_artifact_id
 from tests.support.bus import Bus, output

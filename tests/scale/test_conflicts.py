@@ -10,10 +10,10 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from contracts import DeleteArtifactOutput
-from service.recording import Duplicate, Recorder
-from service.store import schema
-from service.store.db import create_engine
-from service.store.writer import SingleWriter
+from service.core.recording import Duplicate, Recorder
+from service.store.engine import schema
+from service.store.engine.db import create_engine
+from service.store.engine.writer import SingleWriter
 
 
 @pytest.fixture

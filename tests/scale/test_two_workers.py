@@ -17,11 +17,11 @@ import pytest
 from sqlalchemy import func, select
 
 from contracts import make_command, topology
-from service.app import Worker
 from service.settings import Settings
 from service.store import inbox
-from service.store.db import create_engine
+from service.store.engine.db import create_engine
 from service.store.models import Artifact, InboxRecord, Thread, ThreadMessageRow
+from service.transport.worker import Worker
 from tests.conftest import _delete_topology, make_settings
 from tests.support.artifacts import manifest_for
 from tests.support.broker import ADMIN_AMQP

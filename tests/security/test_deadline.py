@@ -17,7 +17,7 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 import service.store.artifacts as artifact_store
-from service.app import Worker
+from service.transport.worker import Worker
 from tests.integration.conftest import Workers
 from tests.integration.wire import path_of
 from tests.support.artifacts import manifest_for

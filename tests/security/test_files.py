@@ -19,7 +19,7 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 
-from service.app import Worker
+from service.transport.worker import Worker
 from tests.integration.conftest import Workers
 from tests.integration.wire import path_of, register
 from tests.support.artifacts import checksum, manifest_for, new_artifact_id, write_temp

@@ -17,8 +17,8 @@ import pytest
 from sqlalchemy import text
 
 from contracts import DeadlineExceeded
-from service.store import db
-from service.store.db import create_engine, read_connection
+from service.store.engine import db
+from service.store.engine.db import create_engine, read_connection
 from service.store.models import Thread
 from tests.integration.conftest import Workers
 from tests.support.artifacts import manifest_for

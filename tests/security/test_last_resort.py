@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
-from service.app import Worker
-from service.pipeline import Pipeline
-from service.recording import Recorder
+from service.core.pipeline import Pipeline
+from service.core.recording import Recorder
+from service.transport.worker import Worker
 from tests.integration.conftest import Workers
 from tests.support.bus import error, output
 

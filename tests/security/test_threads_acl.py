@@ -13,7 +13,7 @@ from typing import Any
 
 from sqlalchemy import text
 
-from service.store.db import create_engine
+from service.store.engine.db import create_engine
 from tests.integration.conftest import Workers
 from tests.support.bus import Bus, error, output
 

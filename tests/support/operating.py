@@ -10,8 +10,8 @@ import aio_pika
 from aio_pika.abc import AbstractIncomingMessage
 from prometheus_client.parser import text_string_to_metric_families
 
-from service.app import Worker
-from service.pipeline import Outcome
+from service.core.pipeline import Outcome
+from service.transport.worker import Worker
 
 
 class Outcomes:

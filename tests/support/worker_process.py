@@ -144,7 +144,7 @@ class WorkerProcess:
         async for raw in proc.stdout:
             line = raw.decode(errors="replace").rstrip("\n")
             run.lines.append(line)
-            if READY_MARK in line and "service.app" in line:
+            if READY_MARK in line and "service.transport.worker" in line:
                 ready.set()
 
     async def wait_exit(self, timeout_s: float) -> int:

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
-from service.store import schema
-from service.store.db import create_engine
+from service.store.engine import schema
+from service.store.engine.db import create_engine
 from tests.support.bus import Bus, error, output
 
 

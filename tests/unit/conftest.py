@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from service.context import HandlerContext, Requester, Services
+from service.core.context import HandlerContext, Requester, Services
 from service.files import FileStore
 from service.settings import Settings
-from service.store.db import create_engine
-from service.store.schema import migrate
-from service.store.writer import SingleWriter
+from service.store.engine.db import create_engine
+from service.store.engine.schema import migrate
+from service.store.engine.writer import SingleWriter
 from tests.support.databases import sqlite_url
 
 UNIT_MAX_FILE_BYTES = 64 * 1024

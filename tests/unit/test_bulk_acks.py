@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from service.acks import BulkAcks
+from service.transport.acks import BulkAcks
 
 
 class FakeChannel:

@@ -25,7 +25,7 @@ from contracts import (
     RegisterArtifactParams,
 )
 from service import __version__
-from service.context import HandlerContext
+from service.core.context import HandlerContext
 from service.handlers import HANDLERS
 from service.handlers.artifacts import (
     delete_artifact,

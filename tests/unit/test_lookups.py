@@ -10,11 +10,11 @@ from sqlalchemy import select
 
 from contracts import utc_now
 from service.store import inbox
-from service.store.db import create_engine
+from service.store.engine.db import create_engine
+from service.store.engine.lookups import PointLookups
+from service.store.engine.writer import SingleWriter
 from service.store.inbox import StoredReply
-from service.store.lookups import PointLookups
 from service.store.models import InboxRecord
-from service.store.writer import SingleWriter
 from tests.support.databases import sqlite_url
 
 

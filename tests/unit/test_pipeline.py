@@ -11,11 +11,11 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from contracts import make_command
-from service.context import Services
-from service.pipeline import Delivery, Pipeline, Settle
+from service.core.context import Services
+from service.core.pipeline import Delivery, Pipeline, Settle
 from service.store import artifacts as artifact_store
-from service.store.db import create_engine
-from service.store.writer import SingleWriter
+from service.store.engine.db import create_engine
+from service.store.engine.writer import SingleWriter
 from tests.support.artifacts import manifest_for
 
 

@@ -12,10 +12,10 @@ from sqlalchemy import bindparam, event, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from service.store.db import create_engine
+from service.store.engine.db import create_engine
+from service.store.engine.prepared import PreparedRead, PreparedWrite
+from service.store.engine.writer import SingleWriter
 from service.store.models import Thread, ThreadMessageRow
-from service.store.prepared import PreparedRead, PreparedWrite
-from service.store.writer import SingleWriter
 from tests.support.databases import sqlite_url
 
 threads, messages = Thread.__table__, ThreadMessageRow.__table__

@@ -8,8 +8,8 @@ from pathlib import Path
 
 from sqlalchemy import select, text
 
-from service.store.db import create_engine
-from service.store.sqlite_driver import point_lookup
+from service.store.engine.db import create_engine
+from service.store.engine.sqlite_driver import point_lookup
 from tests.support.databases import sqlite_url
 
 

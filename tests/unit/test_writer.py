@@ -14,9 +14,9 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from contracts import InvalidArgument, Unavailable, utc_now
-from service.store.db import create_engine
+from service.store.engine.db import create_engine
+from service.store.engine.writer import SingleWriter
 from service.store.models import InboxRecord
-from service.store.writer import SingleWriter
 from tests.support.databases import sqlite_url
 
 inbox = InboxRecord.__table__

@@ -1,6 +1,6 @@
 """Alembic environment for the storage worker's schema.
 
-The worker runs migrations through ``service.store.schema`` and hands its connection in
+The worker runs migrations through ``service.store.engine.schema`` and hands its connection in
 (``config.attributes["connection"]``). The ``alembic`` command line (for writing new revisions, see
 alembic.ini) gets no connection: this file then opens one from ``DATABASE_URL`` on the async engine.
 Revisions are rendered in batch mode so the same file alters tables on SQLite (by rebuilding them) and
@@ -64,8 +64,8 @@ def _url() -> str:
 
 
 async def _run_from_url() -> None:
-    from service.store import schema
-    from service.store.db import create_engine
+    from service.store.engine import schema
+    from service.store.engine.db import create_engine
 
     engine = create_engine(_url())
     try:

@@ -14,8 +14,8 @@ from contextlib import AbstractAsyncContextManager
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from service.store.db import read_connection, translate_db_error
-from service.store.sqlite_driver import LeanConnection
+from service.store.engine.db import read_connection, translate_db_error
+from service.store.engine.sqlite_driver import LeanConnection
 
 
 class PointLookups:

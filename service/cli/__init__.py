@@ -10,8 +10,8 @@ import sys
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from service.loop import run as run_loop
 from service.settings import Settings
+from service.transport.loop import run as run_loop
 
 log = logging.getLogger("service")
 
@@ -40,9 +40,9 @@ def setup_logging(settings: Settings) -> None:
 
 @command("run", "run the worker until SIGTERM or SIGINT")
 async def run(args: argparse.Namespace, settings: Settings) -> int:
-    from service.app import Worker
-    from service.store.lock import DatabaseLocked
-    from service.store.schema import SchemaNotReady
+    from service.store.engine.lock import DatabaseLocked
+    from service.store.engine.schema import SchemaNotReady
+    from service.transport.worker import Worker
 
     worker = Worker(settings)
     stop = asyncio.Event()
@@ -72,8 +72,8 @@ def _migrate_args(parser: argparse.ArgumentParser) -> None:
 
 @command("migrate", "create or upgrade the database schema (Alembic, to head)", _migrate_args)
 async def migrate_cmd(args: argparse.Namespace, settings: Settings) -> int:
-    from service.store.db import create_engine
-    from service.store.schema import SchemaNotReady, migrate, state
+    from service.store.engine.db import create_engine
+    from service.store.engine.schema import SchemaNotReady, migrate, state
 
     engine = create_engine(settings.database_url)
     try:
@@ -97,7 +97,7 @@ def _health_args(parser: argparse.ArgumentParser) -> None:
 
 @command("health", "send ping over the bus; exit 0 when answered in time", _health_args)
 async def health(args: argparse.Namespace, settings: Settings) -> int:
-    from service.health import ping_over_bus
+    from service.ops.health import ping_over_bus
 
     ok, reason = await ping_over_bus(settings, timeout_s=args.timeout)
     print(reason)
@@ -118,7 +118,7 @@ def _load_plugins() -> None:
     """Subcommands that live beside their domain register themselves on import."""
     import importlib
 
-    for module in ("service.maintenance.cli", "service.importer.cli", "service.top"):
+    for module in ("service.cli.maintenance", "service.cli.importer", "service.cli.top"):
         try:
             importlib.import_module(module)
         except ModuleNotFoundError as exc:
@@ -139,10 +139,3 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(settings)
     _, fn, _ = COMMANDS[args.command]
     return run_loop(fn(args, settings), choice=settings.event_loop)
-
-
-if __name__ == "__main__":
-    # ``python -m service.cli``: run the importable module, the one plugins register their subcommands in
-    from service.cli import main as _main
-
-    sys.exit(_main())

@@ -5,8 +5,8 @@ publishers of replies and node events. Its subscriber sees only raw messages, so
 come from ``contracts.ACTIONS``: one message per action (the envelope with ``data.action`` fixed and
 ``data.params`` the action's params schema), the RESULT reply of each action, and the ERROR reply.
 
-    python -m service.asyncapi            # rewrite docs/asyncapi.json
-    python -m service.asyncapi --check    # exit 1 when the committed document is stale
+    python -m service.ops.asyncapi            # rewrite docs/asyncapi.json
+    python -m service.ops.asyncapi --check    # exit 1 when the committed document is stale
 """
 
 from __future__ import annotations
@@ -31,11 +31,11 @@ from contracts import (
     topology,
 )
 from service import __version__
-from service import topology as declared
-from service.registry import NodeDeregistration, NodeLoad, NodePassport
+from service.ops.registry import NodeDeregistration, NodeLoad, NodePassport
 from service.settings import Settings
+from service.transport import topology as declared
 
-DOCUMENT = Path(__file__).resolve().parents[1] / "docs" / "asyncapi.json"
+DOCUMENT = Path(__file__).resolve().parents[2] / "docs" / "asyncapi.json"
 COMMANDS = "storage commands"
 REPLIES = "replies"
 EVENTS: dict[str, tuple[type[BaseModel], int, str]] = {
@@ -130,7 +130,7 @@ def _event_message(event_type: str, model: type[BaseModel]) -> dict[str, Any]:
 
 def _app_document(settings: Settings) -> dict[str, Any]:
     """What FastStream generates from the worker's broker, with the publishers the worker uses declared."""
-    from service.app import Worker
+    from service.transport.worker import Worker
 
     worker = Worker(settings)
     broker = worker.broker
@@ -219,7 +219,7 @@ def render(document: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m service.asyncapi", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m service.ops.asyncapi", description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="exit 1 when the committed document is stale")
     parser.add_argument("--output", type=Path, default=DOCUMENT)
     args = parser.parse_args(argv)
@@ -227,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.check:
         current = args.output.read_text() if args.output.exists() else ""
         if current != text:
-            print(f"{args.output} is stale: run python -m service.asyncapi", file=sys.stderr)
+            print(f"{args.output} is stale: run python -m service.ops.asyncapi", file=sys.stderr)
             return 1
         print(f"{args.output} is up to date")
         return 0

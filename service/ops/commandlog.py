@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 
-from service.pipeline import Outcome, Settle
+from service.core.pipeline import Outcome, Settle
 
 LOGGER_NAME = "service.commands"
 log = logging.getLogger(LOGGER_NAME)

@@ -37,11 +37,11 @@ from contracts import (
     new_id,
     utc_now,
 )
-from service.context import HandlerContext, Services
+from service.core.context import HandlerContext, Services
+from service.core.recording import Duplicate, Recorder
+from service.core.replies import bounded_envelope, error_reply, error_reply_of, result_reply
 from service.handlers import HANDLERS
 from service.identity import check_requester, requester_of
-from service.recording import Duplicate, Recorder
-from service.replies import bounded_envelope, error_reply, error_reply_of, result_reply
 from service.store import inbox
 from service.store.inbox import StoredReply
 

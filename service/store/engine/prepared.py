@@ -30,7 +30,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.dml import UpdateBase
 
-from service.store.sqlite_driver import LeanConnection
+from service.store.engine.sqlite_driver import LeanConnection
 
 Processor = Callable[[Any], Any] | None
 

@@ -16,17 +16,19 @@ from faststream.rabbit import Channel, RabbitBroker, RabbitMessage
 from pamqp.commands import Basic
 
 from contracts import topology as names
-from service import amqp_decoding, maintenance, operating, topology
-from service.acks import BulkAcks
-from service.context import Services
+from service import maintenance
+from service.core.context import Services
+from service.core.pipeline import Delivery, Outcome, Pipeline, Settle
 from service.files import FileStore
-from service.pipeline import Delivery, Outcome, Pipeline, Settle
+from service.ops import operating
 from service.settings import Settings
-from service.store.db import create_engine, is_sqlite, sqlite_path
-from service.store.lock import DatabaseLock
-from service.store.lookups import PointLookups
-from service.store.schema import prepare
-from service.store.writer import SingleWriter
+from service.store.engine.db import create_engine, is_sqlite, sqlite_path
+from service.store.engine.lock import DatabaseLock
+from service.store.engine.lookups import PointLookups
+from service.store.engine.schema import prepare
+from service.store.engine.writer import SingleWriter
+from service.transport import amqp_decoding, topology
+from service.transport.acks import BulkAcks
 
 log = logging.getLogger(__name__)
 

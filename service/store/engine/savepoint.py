@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncTransaction
 
-from service.store.sqlite_driver import BEGIN_WRITE, LeanConnection
+from service.store.engine.sqlite_driver import BEGIN_WRITE, LeanConnection
 
 NAME = "storage_writer_job"
 """One name serves every job: a savepoint is always released or rolled back before the next one opens."""

@@ -18,7 +18,7 @@ from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, Opera
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from contracts import DeadlineExceeded, InvalidArgument, Unavailable
-from service.store.sqlite_driver import BEGIN_WRITE, LeanConnection, lean_connector
+from service.store.engine.sqlite_driver import BEGIN_WRITE, LeanConnection, lean_connector
 from service.store.types import serialize_json
 
 log = logging.getLogger(__name__)

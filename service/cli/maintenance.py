@@ -15,7 +15,7 @@ from contextlib import asynccontextmanager
 
 from contracts import CleanupScope, StorageError
 from service.cli import _safe, command
-from service.context import Services
+from service.core.context import Services
 from service.files import FileStore
 from service.settings import Settings
 
@@ -23,10 +23,10 @@ from service.settings import Settings
 @asynccontextmanager
 async def standalone_services(settings: Settings) -> AsyncIterator[Services]:
     """The stores a worker would open (lock, schema, files, single writer), without the broker."""
-    from service.store.db import create_engine, is_sqlite, sqlite_path
-    from service.store.lock import DatabaseLock
-    from service.store.schema import prepare
-    from service.store.writer import SingleWriter
+    from service.store.engine.db import create_engine, is_sqlite, sqlite_path
+    from service.store.engine.lock import DatabaseLock
+    from service.store.engine.schema import prepare
+    from service.store.engine.writer import SingleWriter
 
     lock = None
     if (db_file := sqlite_path(settings.database_url)) is not None:
@@ -64,8 +64,8 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
 @command("cleanup", "run the cleanup scopes once, here (with SQLite: only while no worker runs)", _arguments)
 async def cleanup_cmd(args: argparse.Namespace, settings: Settings) -> int:
     from service.maintenance.cleanup import run_cleanup
-    from service.store.lock import DatabaseLocked
-    from service.store.schema import SchemaNotReady
+    from service.store.engine.lock import DatabaseLocked
+    from service.store.engine.schema import SchemaNotReady
 
     scopes = [CleanupScope(value) for value in args.scopes] if args.scopes else None
     try:

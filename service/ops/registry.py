@@ -20,12 +20,12 @@ from pydantic import BaseModel
 
 from contracts import EventData, EventEnvelope, topology, utc_now
 from service import __version__
-from service import topology as declared
+from service.core.pipeline import Outcome
 from service.handlers import HANDLERS
-from service.pipeline import Outcome
+from service.transport import topology as declared
 
 if TYPE_CHECKING:
-    from service.app import Worker
+    from service.transport.worker import Worker
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ from alembic.util import CommandError
 from sqlalchemy import Connection, inspect, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-MIGRATIONS_DIR = Path(__file__).with_name("migrations")
+MIGRATIONS_DIR = Path(__file__).parent.parent / "migrations"
 VERSION_TABLE = "alembic_version"
 INITIAL_REVISION = "0001"
 INITIAL_TABLES = frozenset({"artifacts", "artifact_labels", "inbox"})

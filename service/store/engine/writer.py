@@ -24,8 +24,8 @@ from typing import Any, TypeVar
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from contracts import StorageError, Unavailable
-from service.store.db import is_conflict, is_lock_timeout, translate_db_error, translate_value_error, unlimited
-from service.store.savepoint import group_transaction
+from service.store.engine.db import is_conflict, is_lock_timeout, translate_db_error, translate_value_error, unlimited
+from service.store.engine.savepoint import group_transaction
 
 log = logging.getLogger(__name__)
 

@@ -22,14 +22,14 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from service import __version__
-from service.commandlog import SERVER_FAULTS
-from service.pipeline import Outcome, Settle
+from service.core.pipeline import Outcome, Settle
+from service.ops.commandlog import SERVER_FAULTS
 from service.settings import Settings
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Tracer, TracerProvider
 
-    from service.app import Worker
+    from service.transport.worker import Worker
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +90,7 @@ class Tracing:
 
         self.worker = worker
         self.provider = tracer_provider or default_provider(worker.settings)
-        self.tracer: Tracer = trace.get_tracer("service.telemetry", __version__, tracer_provider=self.provider)
+        self.tracer: Tracer = trace.get_tracer("service.ops.telemetry", __version__, tracer_provider=self.provider)
 
     def attach(self) -> None:
         from faststream._internal.middlewares import BaseMiddleware

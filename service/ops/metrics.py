@@ -30,12 +30,12 @@ from sqlalchemy import text
 
 from contracts import ACTIONS
 from service import __version__
-from service.context import Services
-from service.pipeline import Outcome, Settle
-from service.store.db import read_connection
+from service.core.context import Services
+from service.core.pipeline import Outcome, Settle
+from service.store.engine.db import read_connection
 
 if TYPE_CHECKING:
-    from service.app import Worker
+    from service.transport.worker import Worker
 
 log = logging.getLogger(__name__)
 

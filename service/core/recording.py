@@ -8,11 +8,11 @@ from typing import Any, TypeVar
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from contracts import Aborted, InvalidArgument, Output
-from service.replies import result_reply
+from service.core.replies import result_reply
 from service.store import inbox
-from service.store.db import read_connection
+from service.store.engine.db import read_connection
+from service.store.engine.writer import SingleWriter
 from service.store.inbox import StoredReply
-from service.store.writer import SingleWriter
 
 T = TypeVar("T")
 

@@ -16,7 +16,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from service.store.prepared import PreparedWrite
+from service.store.engine.prepared import PreparedWrite
 
 
 def insert_or_skip(conn: AsyncConnection, table: Table) -> Insert:

@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from contracts import StorageError
 from service.cli import _safe, command
-from service.context import Services
+from service.core.context import Services
 from service.importer import legacy
 from service.importer.run import DEFAULT_JOBS, Importer, Outcome, Summary
 from service.settings import Settings
@@ -39,8 +39,8 @@ async def _read_only_services(settings: Settings) -> AsyncIterator[tuple[Service
     from sqlalchemy import inspect
 
     from service.files import FileStore
-    from service.store.db import create_engine
-    from service.store.writer import SingleWriter
+    from service.store.engine.db import create_engine
+    from service.store.engine.writer import SingleWriter
 
     engine = create_engine(settings.database_url)
     try:
@@ -57,9 +57,9 @@ async def _read_only_services(settings: Settings) -> AsyncIterator[tuple[Service
 
 @command("import", "import a legacy MindBus storage directory (storage.db + artifacts/)", _arguments)
 async def import_cmd(args: argparse.Namespace, settings: Settings) -> int:
-    from service.maintenance.cli import standalone_services
-    from service.store.lock import DatabaseLocked
-    from service.store.schema import SchemaNotReady
+    from service.cli.maintenance import standalone_services
+    from service.store.engine.lock import DatabaseLocked
+    from service.store.engine.schema import SchemaNotReady
 
     root: Path = args.directory.resolve()
     try:

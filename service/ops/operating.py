@@ -6,13 +6,13 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from service import commandlog, telemetry
-from service.metrics import Metrics
-from service.registry import NodeRegistry
+from service.ops import commandlog, telemetry
+from service.ops.metrics import Metrics
+from service.ops.registry import NodeRegistry
 
 if TYPE_CHECKING:
-    from service.app import Worker
-    from service.telemetry import Tracing
+    from service.ops.telemetry import Tracing
+    from service.transport.worker import Worker
 
 log = logging.getLogger(__name__)
 

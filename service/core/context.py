@@ -21,12 +21,12 @@ from contracts import DeadlineExceeded, utc_now
 from service.faults import FaultHooks
 from service.files import FileStore
 from service.settings import Settings
-from service.store.db import read_connection
-from service.store.lookups import PointLookups
-from service.store.writer import SingleWriter
+from service.store.engine.db import read_connection
+from service.store.engine.lookups import PointLookups
+from service.store.engine.writer import SingleWriter
 
 if TYPE_CHECKING:
-    from service.recording import Recorder
+    from service.core.recording import Recorder
 
 T = TypeVar("T")
 

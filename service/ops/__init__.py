@@ -1,0 +1,1 @@
+"""What operators see: command log, metrics, node registry, tracing, health, the AsyncAPI document."""

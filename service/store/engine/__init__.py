@@ -1,0 +1,1 @@
+"""Database plumbing: engines, drivers, prepared statements, the single writer, schema."""

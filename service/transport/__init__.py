@@ -1,0 +1,1 @@
+"""Transport: the AMQP consumer, settling, reply publishing, topology and the event loop."""
