@@ -18,6 +18,8 @@ from typing import Any
 
 AGENT = "bench-agent"
 READ_TRACE = "bench-read"
+WRITE_TRACE = "bench-write"
+"""Where the throughput matrix registers, away from the trace it lists."""
 FILE_BYTES = 1024
 THREADS_PER_RUN = 100
 MIX = ("get_artifact", "register_artifact", "list_artifacts", "save_thread")

@@ -12,10 +12,12 @@ import asyncio
 import contextlib
 import multiprocessing
 import os
+import platform
 import signal
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -27,6 +29,40 @@ from contracts import topology
 PREFETCH = 200
 ROUTING_KEY = topology.ROUTING_KEY_ANY
 SPAWN = multiprocessing.get_context("spawn")
+
+
+def host_label() -> dict[str, Any]:
+    """What tells one machine's results from another's: the CPU model, the cores and the day (UTC).
+
+    A host name such as ``vm`` says nothing: two runs on different hardware would read alike.
+    """
+    cpu: dict[str, str] = {}
+    try:
+        with open("/proc/cpuinfo") as info:
+            for line in info:
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if key in ("model name", "cpu MHz", "bogomips") and key not in cpu:
+                    cpu[key] = value.strip()
+    except OSError:  # not Linux: the platform's own words for the processor
+        pass
+    now = datetime.now(UTC)
+    return {
+        "cpu_model": cpu.get("model name") or platform.processor() or platform.machine(),
+        "cpu_mhz": cpu.get("cpu MHz"),
+        "bogomips": cpu.get("bogomips"),
+        "cores": os.cpu_count(),
+        "date": now.date().isoformat(),
+        "time_utc": now.isoformat(timespec="seconds"),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "load": " ".join(f"{x:.2f}" for x in os.getloadavg()),
+    }
+
+
+def host_line(label: dict[str, Any]) -> str:
+    """The label in one line, for text summaries."""
+    return f"{label['cpu_model']}, {label['cores']} cores, {label['date']} (load {label.get('load', '?')})"
 
 
 @dataclass(frozen=True)
@@ -48,7 +84,7 @@ class Names:
 
 
 async def declare_command_queue(channel: aio_pika.abc.AbstractChannel, names: Names) -> aio_pika.abc.AbstractQueue:
-    """The worker's topology (service/topology.py) declared with plain aio-pika, for the peers."""
+    """The worker's topology (service/transport/topology.py) declared with plain aio-pika, for the peers."""
     exchange = await channel.declare_exchange(names.exchange, aio_pika.ExchangeType.TOPIC, durable=True)
     dlx = await channel.declare_exchange(names.dlx, aio_pika.ExchangeType.FANOUT, durable=True)
     dlq = await channel.declare_queue(names.dlq, durable=True)

@@ -1,7 +1,15 @@
 """(1) The broker's limit: a bare aio-pika consumer that only replies (persistent, confirmed) and acks.
 
 It does what the worker must do at the least for every command — receive, publish a durable reply and
-wait for the broker's confirm, ack — and nothing else, on the same queue settings and prefetch.
+wait for the broker's confirm, ack — and nothing else, on the same queue settings and prefetch. Two forms:
+
+- **lean** (``echo-lean``, the limit every ratio is taken to): the leanest transport aio-pika allows, the
+  worker's own — uvloop, the reply published with ``wait=False`` on the raw channel (the confirm still
+  awaited before the ack), acks in bulk (``basic.ack(multiple=True)``) through the worker's ``BulkAcks``.
+- **plain** (``echo``, a reference line): aio-pika's default path — ``exchange.publish`` holds the channel
+  until the frame is written, one ``ack`` per message, asyncio's own loop (or uvloop, ``echo-uvloop``).
+
+A system that beats the lean echo shows the reference is wrong, not that it outruns the broker.
 """
 
 from __future__ import annotations
@@ -10,12 +18,14 @@ from collections.abc import Awaitable, Callable
 from multiprocessing.connection import Connection
 
 import aio_pika
+from pamqp.commands import Basic
 
 from bench.common import PREFETCH, Names, declare_command_queue, serve_until_terminated
 from contracts import topology
 
 
 async def start(amqp_url: str, names: Names) -> Callable[[], Awaitable[None]]:
+    """The plain echo: aio-pika's default publish and ack."""
     conn = await aio_pika.connect(amqp_url)
     channel = await conn.channel(publisher_confirms=True)
     await channel.set_qos(prefetch_count=PREFETCH)
@@ -43,8 +53,55 @@ async def start(amqp_url: str, names: Names) -> Callable[[], Awaitable[None]]:
     return stop
 
 
+async def start_lean(amqp_url: str, names: Names) -> Callable[[], Awaitable[None]]:
+    """The lean echo: the worker's reply and ack path (service/transport/worker.py) with no command behind it."""
+    from service.transport.acks import BulkAcks
+
+    conn = await aio_pika.connect(amqp_url)
+    channel = await conn.channel(publisher_confirms=True)
+    await channel.set_qos(prefetch_count=PREFETCH)
+    queue = await declare_command_queue(channel, names)
+    acks = BulkAcks()
+
+    async def on_message(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+        acks.taken(message)
+        if message.reply_to:
+            properties = Basic.Properties(
+                content_type="application/json",
+                delivery_mode=2,
+                priority=topology.PRIORITY_REPLY,
+                correlation_id=message.correlation_id,
+                message_id=message.message_id,
+            )
+            # Not waiting for the frame's write frees the channel for the next reply; the confirm is awaited.
+            await message.channel.basic_publish(
+                message.body,
+                exchange="",
+                routing_key=message.reply_to,
+                properties=properties,
+                mandatory=False,
+                wait=False,
+            )
+        await acks.ack(message)
+
+    tag = await queue.consume(on_message)
+
+    async def stop() -> None:
+        await queue.cancel(tag)
+        await conn.close()
+
+    return stop
+
+
 def main(amqp_url: str, names: Names, loop: str, ready: Connection) -> None:
-    """``loop="uvloop"``: the same echo on the event loop the worker uses by default (a reference line only)."""
-    from service.loop import run
+    """The plain echo; ``loop="uvloop"`` runs it on the worker's loop (the ``echo-uvloop`` reference line)."""
+    from service.transport.loop import run
 
     serve_until_terminated(lambda: start(amqp_url, names), ready, lambda main: run(main, choice=loop))
+
+
+def main_lean(amqp_url: str, names: Names, ready: Connection) -> None:
+    """The lean echo, always on uvloop as the worker runs by default."""
+    from service.transport.loop import run
+
+    serve_until_terminated(lambda: start_lean(amqp_url, names), ready, lambda main: run(main, choice="uvloop"))

@@ -102,19 +102,29 @@ def _folder(kind: str) -> Path:
 
 
 def start_echo(amqp_url: str, loop: str = "asyncio") -> System:
-    """The echo: on asyncio's loop it is (1), the reference; ``loop="uvloop"`` gives the ``echo-uvloop`` line."""
+    """The plain echo, a reference line: ``echo`` on asyncio's loop, ``echo-uvloop`` on uvloop."""
     kind = "echo" if loop == "asyncio" else f"echo-{loop}"
     system = System(kind, amqp_url, Names.fresh(kind), _folder(kind))
     system.processes.append(ServerProcess(echo.main, amqp_url, system.names, loop, name=f"bench-{kind}").start())
     return system
 
 
-def start_naive(amqp_url: str, database_url: str | None) -> System:
-    system = System("naive", amqp_url, Names.fresh("naive"), _folder("naive"))
+def start_lean_echo(amqp_url: str) -> System:
+    """The lean echo (``echo-lean``): the broker's limit, the reference of every ratio."""
+    kind = "echo-lean"
+    system = System(kind, amqp_url, Names.fresh(kind), _folder(kind))
+    system.processes.append(ServerProcess(echo.main_lean, amqp_url, system.names, name=f"bench-{kind}").start())
+    return system
+
+
+def start_naive(amqp_url: str, database_url: str | None, *, indexed: bool = False) -> System:
+    """The naive peer as written; ``indexed``: with the composite index a careful developer adds (``naive-indexed``)."""
+    kind = "naive-indexed" if indexed else "naive"
+    system = System(kind, amqp_url, Names.fresh(kind), _folder(kind))
     with _closed_on_failure(system):
         system.database = Database.fresh(system.folder, database_url)
         process = ServerProcess(
-            naive.main, amqp_url, system.names, system.database.url, system.storage_root, name="bench-naive"
+            naive.main, amqp_url, system.names, system.database.url, system.storage_root, indexed, name=f"bench-{kind}"
         )
         system.processes.append(process.start())
     return system

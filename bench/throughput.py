@@ -1,10 +1,16 @@
 """``python -m bench.throughput``: the worker against the broker's own limit and the naive peer, in one run.
 
-Measures (1) a bare aio-pika echo consumer, (2) the naive FastStream + ORM peer and (3) our worker on
-the same queue settings with the same load generator at 1, 10 and 100 commands in flight; then 100,000
+Measures (1) the lean aio-pika echo (the limit: the worker's own transport with no command behind it) and
+the plain echo (aio-pika's default path, a reference row), (2) the naive FastStream + ORM peer, as written
+and, for ``list_artifacts``, with the composite index a careful developer adds, and (3) our worker, on the
+same queue settings with the same load generator at 1, 10 and 100 commands in flight; then 100,000
 commands through the worker (RSS after the first 10,000 and at the end), ``list_artifacts`` over tables
-of 1,000 to 1,000,000 artifacts, and the client library's own overhead. Prints a table with each
-figure as a ratio to (1), writes JSON and a PNG chart to ``bench/results/``.
+of 1,000 to 1,000,000 artifacts, and the client library's own overhead. Prints a table with each figure as
+a ratio to the lean echo (a throughput above it is flagged: the reference is wrong), writes JSON and a PNG
+chart to ``bench/results/``.
+
+``list_artifacts`` lists a trace of fixed size (``Plan.list_trace``), seeded before the matrix; the
+matrix's registrations go to another trace, so the listed trace does not grow while it is measured.
 """
 
 from __future__ import annotations
@@ -21,9 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from bench import report
-from bench.commands import MIX, READ_TRACE, Workload
+from bench.commands import MIX, READ_TRACE, WRITE_TRACE, Workload
 from bench.loadgen import LoadGenerator, Run
-from bench.systems import System, is_postgres, start_echo, start_naive, start_worker
+from bench.systems import System, is_postgres, start_echo, start_lean_echo, start_naive, start_worker
 
 ACTIONS = ("get_artifact", "register_artifact", "list_artifacts", "save_thread")
 SEED_ARTIFACTS = 200
@@ -43,6 +49,8 @@ class Plan:
     soak_checkpoint: int = 10_000
     list_sizes: tuple[int, ...] = (1_000, 10_000, 100_000, 1_000_000)
     list_count: int = 1000
+    list_trace: int = 1000
+    """Artifacts in the trace the matrix lists (and reads from), registered before the matrix starts."""
     side_by_side: int = 1000
     side_by_side_in_flight: int = 50
     client_count: int = 2000
@@ -69,13 +77,16 @@ def warmup(workload: Workload, in_flight: int) -> Workload:
 
 
 def workload_on(system: System, action: str, count: int, base: Workload) -> Workload:
-    """``count`` commands of ``action`` for ``system``: the base's artifacts, trace and threads, its temp folder."""
+    """``count`` commands of ``action`` for ``system``: the base's artifacts, trace and threads, its temp folder.
+
+    Registrations go to their own trace: the trace the reads and lists use keeps its seeded size.
+    """
     return Workload(
         action,
         count=count,
         artifact_ids=base.artifact_ids,
         temp_dir=system.temp_dir,
-        trace_id=base.trace_id,
+        trace_id=WRITE_TRACE if action == "register_artifact" else base.trace_id,
         thread_prefix=base.thread_prefix,
     )
 
@@ -107,9 +118,9 @@ class Bench:
             _say_row(result)
         return result
 
-    def seed(self, system: System) -> Workload:
-        """Artifacts for the reads to find, registered through the system itself."""
-        ids = tuple(f"art_{uuid.uuid4()}" for _ in range(SEED_ARTIFACTS))
+    def seed(self, system: System, count: int = SEED_ARTIFACTS) -> Workload:
+        """``count`` artifacts in the read trace for the reads to find, registered through the system itself."""
+        ids = tuple(f"art_{uuid.uuid4()}" for _ in range(count))
         workload = Workload(
             "register_artifact", count=len(ids), new_ids=ids, temp_dir=system.temp_dir, trace_id=READ_TRACE
         )
@@ -141,7 +152,7 @@ class Bench:
         return Workload("echo", count=0, artifact_ids=tuple(f"art_{uuid.uuid4()}" for _ in range(SEED_ARTIFACTS)))
 
     def side_by_side(self, echo_system: System, worker: System, worker_base: Workload) -> dict[str, Any]:
-        """For issue 2's note: 1,000 get_artifact calls at 50 in flight, beside the bare echo (taking turns)."""
+        """For issue 2's note: 1,000 get_artifact calls at 50 in flight, beside the lean echo (taking turns)."""
         n, k = self.plan.side_by_side, self.plan.side_by_side_in_flight
         echo_runs, worker_runs = [], []
         for _ in range(self.plan.rounds):
@@ -213,6 +224,8 @@ class Bench:
         meta["load_after"] = report.load()
         meta["finished"] = datetime.now(UTC).isoformat()
         results["targets"] = report.targets(results)
+        results["reference_wrong"] = report.wrong_reference(results)
+        results["list_factor"] = report.list_factor(results)
         return results
 
     def _main_matrix(self, results: dict[str, Any]) -> None:
@@ -220,31 +233,42 @@ class Bench:
         args = self.args
         started: list[System] = []
         try:
-            echo_system = start_echo(args.amqp_url)
-            started.append(echo_system)
-            systems = [(echo_system, ("echo",), self._echo_base())]
-            if "echo-uvloop" in args.parts:  # the worker runs on uvloop: the echo on it too, for reference
+            lean_echo = start_lean_echo(args.amqp_url)
+            started.append(lean_echo)
+            systems = [(lean_echo, ("echo",), self._echo_base())]
+            plain_echo = start_echo(args.amqp_url)
+            started.append(plain_echo)
+            systems.append((plain_echo, ("echo",), self._echo_base()))
+            if "echo-uvloop" in args.parts:  # the plain echo on the worker's loop: what uvloop alone is worth
                 uvloop_echo = start_echo(args.amqp_url, loop="uvloop")
                 started.append(uvloop_echo)
                 systems.append((uvloop_echo, ("echo",), self._echo_base()))
+            size = self.plan.list_trace
+            _say(f"seeding the read trace with {size} artifacts in every system with a database")
             if "naive" in args.parts:
                 naive_system = start_naive(args.amqp_url, args.database_url)
                 started.append(naive_system)
-                systems.append((naive_system, tuple(args.actions), self.seed(naive_system)))
+                systems.append((naive_system, tuple(args.actions), self.seed(naive_system, size)))
+                if "list_artifacts" in args.actions:  # the listing with the index a careful developer adds
+                    indexed = start_naive(args.amqp_url, args.database_url, indexed=True)
+                    started.append(indexed)
+                    systems.append((indexed, ("list_artifacts",), self.seed(indexed, size)))
             worker = start_worker(args.amqp_url, args.database_url, args.workers)
             started.append(worker)
-            base = self.seed(worker)
+            base = self.seed(worker, size)
             systems.append((worker, tuple(args.actions), base))
+            results["list_trace"] = {"artifacts": size, "trace_id": READ_TRACE, "registrations_to": WRITE_TRACE}
             plural = "es" if args.workers > 1 else ""
             _say(
-                f"(1) bare aio-pika echo, (2) naive FastStream + ORM peer, (3) our worker ({args.workers} process"
-                f"{plural}); {self.plan.rounds} rounds each, taking turns"
+                f"(1) lean aio-pika echo (the limit) and plain echo (reference), (2) naive FastStream + ORM peer "
+                f"(and with a composite index, for list_artifacts), (3) our worker ({args.workers} process{plural}); "
+                f"{self.plan.rounds} rounds each, taking turns; list_artifacts lists a trace of {size} artifacts"
             )
             self.matrix(systems)
             results["matrix"] = self.rows
             if "side" in args.parts:
-                _say("issue 2: 1,000 get_artifact at 50 in flight beside the echo")
-                results["side_by_side"] = self.side_by_side(echo_system, worker, base)
+                _say("issue 2: 1,000 get_artifact at 50 in flight beside the lean echo")
+                results["side_by_side"] = self.side_by_side(lean_echo, worker, base)
             if "client" in args.parts:
                 _say("client library overhead: StorageClient vs raw publishing, against the worker")
                 results["client_overhead"] = self._client(worker, base)
@@ -266,7 +290,7 @@ def _say(text: str) -> None:
 
 def _say_row(result: dict[str, Any]) -> None:
     _say(
-        f"  {result['system']:6} {result['action']:17} {result['in_flight']:>3} in flight: "
+        f"  {result['system']:13} {result['action']:17} {result['in_flight']:>3} in flight: "
         f"{result['msgs_s']:8.0f} msg/s  p50 {result['p50_ms']:6.2f} ms  p99 {result['p99_ms']:7.2f} ms  "
         f"rss {result['rss_bytes'] / 2**20:5.0f} MiB  cpu {result['cpu_us_per_msg']:5.0f} us/msg"
         + (f"  ERRORS {result['errors']}: {result['first_error']}" if result["errors"] else "")
