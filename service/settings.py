@@ -19,46 +19,79 @@ def _env(name: str) -> AliasChoices:
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore", populate_by_name=True)
+    model_config = SettingsConfigDict(
+        env_file=".env", extra="ignore", populate_by_name=True, use_attribute_docstrings=True
+    )
 
     amqp_url: str = Field(default=topology.DEFAULT_AMQP_URL, validation_alias=_env("AMQP_URL"))
+    """The broker the worker consumes commands from and publishes replies and node events to."""
     exchange: str = Field(default=topology.EXCHANGE, validation_alias=_env("STORAGE_EXCHANGE"))
+    """The topic exchange of commands and node events; its dead-letter exchange is ``<exchange>.dlx``."""
     queue: str = Field(default=topology.COMMAND_QUEUE, validation_alias=_env("STORAGE_QUEUE"))
+    """The durable command queue (priorities 0-255, dead-lettered); every worker of a pool consumes the same one."""
     dlq: str = Field(default=topology.DLQ, validation_alias=_env("STORAGE_DLQ"))
+    """Where refused messages end (oversize, not a command), bound to ``<exchange>.dlx``."""
     node_name: str = Field(default=topology.NODE_NAME, validation_alias=_env("STORAGE_NODE_NAME"))
+    """This worker's name: its routing key ``cmd.storage.<name>``, the target it answers, its registry events."""
     database_url: str = Field(default=DEFAULT_DATABASE_URL, validation_alias=_env("DATABASE_URL"))
+    """SQLAlchemy async URL: SQLite for one worker, ``postgresql+asyncpg://...`` for production and pools."""
     storage_root: str = Field(default=DEFAULT_STORAGE_ROOT, validation_alias=_env("STORAGE_ROOT"))
+    """fsspec root holding ``artifacts/``, ``temp/`` and ``orphans/``; ``s3://bucket/prefix`` for S3 or MinIO."""
 
     max_message_bytes: int = Field(default=MiB, ge=1024, validation_alias=_env("STORAGE_MAX_MESSAGE_BYTES"))
+    """Larger command bodies are answered INVALID_ARGUMENT and dead-lettered."""
     max_file_bytes: int = Field(default=10 * MiB, ge=0, validation_alias=_env("STORAGE_MAX_FILE_BYTES"))
+    """Larger artifact files are refused (OUT_OF_RANGE, the limit in the details)."""
     max_reply_bytes: int = Field(default=4 * MiB, ge=16 * 1024, validation_alias=_env("STORAGE_MAX_REPLY_BYTES"))
     """No reply is larger: pages are cut short (``next_cursor`` set), anything else too large is an ERROR."""
     read_timeout_ms: int = Field(default=5000, ge=1, validation_alias=_env("STORAGE_READ_TIMEOUT_MS"))
     """How long one read statement may run before it is stopped (DEADLINE_EXCEEDED, not retryable)."""
     trust_body_identity: bool = Field(default=True, validation_alias=_env("STORAGE_TRUST_BODY_IDENTITY"))
+    """Without an AMQP ``user_id``, take the requester from ``context.requester_id`` or ``source``; false: such a
+    command is anonymous (public data only)."""
     admins: Annotated[frozenset[str], NoDecode] = Field(default=frozenset(), validation_alias=_env("STORAGE_ADMINS"))
+    """Comma list of broker users (AMQP ``user_id``) with admin rights: ``delete_artifact``, ``cleanup``, every
+    agent's data."""
 
     prefetch: int = Field(default=200, ge=1, le=65535, validation_alias=_env("STORAGE_PREFETCH"))
+    """Unacked commands a worker holds at once."""
     write_batch_max: int = Field(default=256, ge=1, validation_alias=_env("STORAGE_WRITE_BATCH_MAX"))
+    """Most writes one group commit takes."""
     write_gather_ms: float = Field(default=2.0, ge=0, le=1000, validation_alias=_env("STORAGE_WRITE_GATHER_MS"))
     """Under load, how long a group of writes stays open for the writes of other commands in the worker."""
     cleanup_interval_s: float = Field(default=3600, ge=0, validation_alias=_env("STORAGE_CLEANUP_INTERVAL"))
+    """Seconds between the worker's periodic cleanups; 0 turns them off."""
     cleanup_batch: int = Field(default=500, ge=1, validation_alias=_env("STORAGE_CLEANUP_BATCH"))
+    """Rows a cleanup scope handles per short transaction, so commands keep flowing."""
     purge_after_s: float = Field(default=30 * 86400, ge=0, validation_alias=_env("STORAGE_PURGE_AFTER"))
+    """Soft-deleted threads and trimmed or cleared messages older than this are purged."""
     inbox_retention_s: float = Field(default=7 * 86400, ge=0, validation_alias=_env("STORAGE_INBOX_RETENTION"))
+    """Inbox records (the stored replies that answer duplicates and retries) older than this are removed."""
     shutdown_grace_s: float = Field(default=10, ge=0, validation_alias=_env("STORAGE_SHUTDOWN_GRACE"))
+    """Seconds in-flight commands get to finish on SIGTERM."""
     heartbeat_interval_s: float = Field(default=10, gt=0, validation_alias=_env("STORAGE_HEARTBEAT_INTERVAL"))
+    """Seconds between ``evt.node.heartbeat`` events."""
     metrics_port: int | None = Field(default=None, ge=0, le=65535, validation_alias=_env("STORAGE_METRICS_PORT"))
+    """Port of Prometheus ``/metrics`` and ``/healthz``; unset: no metrics server."""
     migrate_on_start: bool = Field(default=False, validation_alias=_env("STORAGE_MIGRATE_ON_START"))
+    """Upgrade the schema before consuming (an empty SQLite database is always created)."""
     log_format: str = Field(default="text", pattern="^(text|json)$", validation_alias=_env("STORAGE_LOG_FORMAT"))
+    """``json`` for one JSON object per line."""
     log_level: str = Field(default="INFO", validation_alias=_env("STORAGE_LOG_LEVEL"))
+    """Level of the worker's logs; WARNING also silences the per-command line."""
     metrics_host: str = Field(default="0.0.0.0", validation_alias=_env("STORAGE_METRICS_HOST"))
+    """Address the metrics server listens on."""
     command_log: bool = Field(default=True, validation_alias=_env("STORAGE_COMMAND_LOG"))
+    """One log line per command (logger ``service.commands``)."""
     node_registry: bool = Field(default=True, validation_alias=_env("STORAGE_NODE_REGISTRY"))
+    """Publish the ``evt.node.*`` registry events."""
     otel: bool = Field(default=False, validation_alias=_env("STORAGE_OTEL"))
+    """OpenTelemetry tracing (needs the ``telemetry`` extra); also on when a standard ``OTEL_*`` exporter variable
+    is set."""
     event_loop: str = Field(
         default="auto", pattern="^(auto|uvloop|asyncio)$", validation_alias=_env("STORAGE_EVENT_LOOP")
     )
+    """``auto``: uvloop when installed, else asyncio."""
 
     @field_validator("admins", mode="before")
     @classmethod
