@@ -1,4 +1,4 @@
-"""Who a command acts as (CONTRACT.md §3) and who may read what."""
+"""Who a command acts as (docs/contract.md §3) and who may read what."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Worker settings from the environment (names as in CONTRACT.md), an optional ``.env``, embedded defaults."""
+"""Worker settings: the environment (names as in docs/contract.md §1), an optional ``.env``, embedded defaults."""
 
 from __future__ import annotations
 

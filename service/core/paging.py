@@ -1,4 +1,4 @@
-"""Pages cut to the reply budget: no reply may exceed ``STORAGE_MAX_REPLY_BYTES`` (CONTRACT.md §3).
+"""Pages cut to the reply budget: no reply may exceed ``STORAGE_MAX_REPLY_BYTES`` (docs/contract.md §3).
 
 A page asked for by item count can still be far too large in bytes (10,000 messages of 900 KB each):
 RabbitMQ refuses such a message and closes the channel, and the command comes back forever. Every paged

@@ -1,4 +1,4 @@
-"""One command's path, in the order of CONTRACT.md §1: size and parse, inbox, expiry, target, execute.
+"""One command's path, in the order of docs/contract.md §1: size and parse, inbox, expiry, target, execute.
 
 The pipeline turns a delivery into an ``Outcome``: the reply bytes (or none) and how to settle the
 message. It knows AMQP only as the handful of properties it reads; the transport does the I/O.

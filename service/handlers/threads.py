@@ -1,6 +1,6 @@
 """Thread actions: incremental save with optimistic concurrency, read of the recent tail, list, soft delete.
 
-Semantics beyond CONTRACT.md, chosen for agents that re-send their whole history on every turn:
+Semantics beyond docs/contract.md §4 (Threads), chosen for agents that re-send their whole history on every turn:
 - A message's place in the thread is fixed when it is first saved (messages sent in one call keep the
   request order); a known id keeps its place when updated. ``get_thread`` returns messages in that order.
 - A known message is rewritten only when its role, content, sent metadata or sent ``created_at`` differ.
@@ -12,7 +12,7 @@ Semantics beyond CONTRACT.md, chosen for agents that re-send their whole history
 - ``ttl_seconds`` sets ``expires_at = now + ttl`` on every save that passes it; a save without it keeps
   the expiry the thread has. The version grows only on saves that change something.
 
-Ownership (CONTRACT.md §3): the first save makes its requester the owner, with the requester's trace and the
+Ownership (docs/contract.md §3): the first save makes its requester the owner, with the requester's trace and the
 given ``visibility`` (``private`` by default). Reads follow the artifact rule; only the owner or an admin
 saves (``clear`` included) or deletes, and a thread that was deleted or expired stays its owner's, so nobody
 else can take its id over by saving to it. An anonymous requester cannot save (it could never own the

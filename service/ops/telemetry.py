@@ -5,7 +5,7 @@ span of the reply (injecting ``traceparent`` into the reply's AMQP headers). Min
 ``traceparent`` in the CloudEvents body, not in AMQP headers, so a small outer middleware lifts it into
 the headers first: the worker's spans then continue the agent's trace. Each command also gets a child
 span ``storage.<action>`` carrying the action, outcome code, requester and MindBus trace id. The reply
-body keeps the command's ``traceparent`` (CONTRACT.md §1), so both sides name the same trace.
+body keeps the command's ``traceparent`` (docs/contract.md §1), so both sides name the same trace.
 
 On when the extra is installed and ``STORAGE_OTEL=true`` or a standard ``OTEL_*`` exporter variable is
 set. Spans go to the globally configured tracer provider (``opentelemetry-instrument``), else to one set

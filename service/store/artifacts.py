@@ -118,7 +118,7 @@ async def set_status(conn: AsyncConnection, ids: Sequence[str], status: str) -> 
 
 
 def readable_by(requester: Requester) -> Any:
-    """The SQL form of the read rule of CONTRACT.md §3."""
+    """The SQL form of the read rule of docs/contract.md §3."""
     if requester.is_admin:
         return and_(True)
     rule = [artifacts.c.visibility == Visibility.PUBLIC.value]
@@ -203,7 +203,7 @@ def _live(table: Any, now: Any) -> Any:
 
 
 def _read_rule(table: Any, shape: _ListShape) -> Any:
-    """The read rule of CONTRACT.md §3 (as readable_by() states it) over ``table``, values as parameters."""
+    """The read rule of docs/contract.md §3 (as readable_by() states it) over ``table``, values as parameters."""
     rule = [table.c.visibility == Visibility.PUBLIC.value]
     if shape.requester_id:
         rule.append(table.c.owner == bindparam("requester_id"))

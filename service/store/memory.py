@@ -28,7 +28,7 @@ def alive(now: datetime) -> Any:
 
 
 def readable_by(requester: Requester) -> Any:
-    """The read rule of artifacts (CONTRACT.md §3) on memory items."""
+    """The read rule of artifacts (docs/contract.md §3) on memory items."""
     if requester.is_admin:
         return and_(True)
     rule = [items.c.visibility == Visibility.PUBLIC.value]

@@ -2,7 +2,7 @@
 
 Every read of "the last N messages" is a range scan of (thread_id, deleted_at, seq) backwards, and every
 metadata filter a probe of (key, value, thread_id): neither grows with the size of the tables. A listing
-carries the read rule of CONTRACT.md §3 in its WHERE clause, so a page never holds what its reader may not see.
+carries the read rule of docs/contract.md §3 in its WHERE clause, so a page never holds what its reader may not see.
 """
 
 from __future__ import annotations
@@ -297,7 +297,7 @@ def decode_message_cursor(token: str) -> int:
 
 
 def readable_by(requester: Requester) -> ColumnElement[bool]:
-    """The read rule of CONTRACT.md §3 in SQL (``identity.can_read``): ownerless legacy threads are public."""
+    """The read rule of docs/contract.md §3 in SQL (``identity.can_read``): ownerless legacy threads are public."""
     if requester.is_admin:
         return true()
     rule = [threads.c.visibility == Visibility.PUBLIC.value]

@@ -313,7 +313,7 @@ class Worker:
         """Publish the reply and wait for the broker's confirm: it is durable before the command is acked.
 
         Straight onto the consuming channel (publisher confirms on) with the AMQP properties of
-        CONTRACT.md §1; FastStream's publish path (command objects, middleware chain) is kept for when
+        docs/contract.md §1; FastStream's publish path (command objects, middleware chain) is kept for when
         middlewares are installed, so tracing still gets its producer span and ``traceparent`` header.
         """
         assert outcome.reply is not None and outcome.reply_to is not None

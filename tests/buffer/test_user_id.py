@@ -1,6 +1,6 @@
 """The client's ``user_id`` option: commands carry the broker-validated AMQP ``user_id``, spilled ones too.
 
-That property is the only identity the worker grants admin rights to (CONTRACT.md §3); RabbitMQ accepts it
+That property is the only identity the worker grants admin rights to (docs/contract.md §3); RabbitMQ accepts it
 only when it names the connection's own user, so the option defaults to the user of the client's AMQP URL.
 """
 

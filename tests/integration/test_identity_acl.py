@@ -1,4 +1,4 @@
-"""Identity and ACL of CONTRACT.md §3 through the wire: who a command acts as, and what it may read."""
+"""Identity and ACL of docs/contract.md §3 through the wire: who a command acts as, and what it may read."""
 
 from __future__ import annotations
 

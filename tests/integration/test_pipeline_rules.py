@@ -1,4 +1,4 @@
-"""The pipeline rules of CONTRACT.md §1 through the wire: bad bodies, inbox, expiry, target node, replies."""
+"""The pipeline rules of docs/contract.md §1 through the wire: bad bodies, inbox, expiry, target node, replies."""
 
 from __future__ import annotations
 

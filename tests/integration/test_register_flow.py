@@ -1,4 +1,4 @@
-"""The register_artifact flow of CONTRACT.md §4, check by check and in order, through the wire."""
+"""The register_artifact flow of docs/contract.md §4, check by check and in order, through the wire."""
 
 from __future__ import annotations
 

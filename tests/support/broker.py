@@ -23,7 +23,7 @@ STORAGE_ADMINS, so a command sent with ``user_id`` = this user is an admin's."""
 
 ADMIN_AMQP: dict[str, str] = {"user_id": BROKER_USER}
 """AMQP properties that make a command an admin's: ``bus.call(..., amqp=ADMIN_AMQP)``. Admin rights come
-only from the broker-validated ``user_id`` (CONTRACT.md §3); a body claim never grants them."""
+only from the broker-validated ``user_id`` (docs/contract.md §3); a body claim never grants them."""
 
 
 def _port_open(host: str, port: int) -> bool:

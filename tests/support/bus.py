@@ -1,4 +1,4 @@
-"""A raw AMQP agent that knows only CONTRACT.md: publishes CloudEvents, reads replies by correlation id."""
+"""A raw AMQP agent that knows only docs/contract.md: publishes CloudEvents, reads replies by correlation id."""
 
 from __future__ import annotations
 

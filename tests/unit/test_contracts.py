@@ -318,7 +318,7 @@ def test_errors_come_back_typed_from_the_wire() -> None:
 
 
 def test_action_table_matches_the_contract() -> None:
-    """Every action of CONTRACT.md §4 has params and output models; admin and spillable sets are as documented."""
+    """Every action of docs/contract.md §4 has params and output models; admin and spillable sets are as documented."""
     documented = {
         "register_artifact",
         "get_artifact",

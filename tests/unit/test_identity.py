@@ -1,4 +1,4 @@
-"""Who a command acts as (CONTRACT.md §3) and the read rule, without a broker."""
+"""Who a command acts as (docs/contract.md §3) and the read rule, without a broker."""
 
 from __future__ import annotations
 
