@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-import fsspec  # type: ignore[import-untyped]
-from fsspec.core import url_to_fs  # type: ignore[import-untyped]
+import fsspec
+from fsspec.core import url_to_fs
 
 from buffer.errors import InvalidArgument, NotFound, Unavailable
 
