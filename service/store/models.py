@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from sqlalchemy import BigInteger, ForeignKey, Index, Integer, MetaData, String, Text, UniqueConstraint, Uuid, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from service.store.types import JsonType, UtcDateTime
+
+if TYPE_CHECKING:
+    from sqlalchemy import Table
 
 NAMING = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -22,6 +25,11 @@ NAMING = {
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
     type_annotation_map = {datetime: UtcDateTime(), dict[str, Any]: JsonType}
+
+    if TYPE_CHECKING:
+        # Every model here maps one declared Table; SQLAlchemy types __table__ as the wider FromClause,
+        # which insert/update/delete do not take.
+        __table__: ClassVar[Table]
 
 
 class Artifact(Base):
