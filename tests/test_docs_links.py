@@ -94,3 +94,31 @@ def test_readme_names_the_test_command() -> None:
     commands = [line.split("#")[0].strip() for line in README.read_text(encoding="utf-8").splitlines()]
     assert "scripts/test" in commands
     assert "scripts/test" in (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+
+
+TOP_FOLDERS = sorted(p.name for p in ROOT.iterdir() if p.is_dir() and not p.name.startswith("."))
+NAMED_PATH = re.compile(rf"`((?:{'|'.join(map(re.escape, TOP_FOLDERS))})/[^`\s*]*)`")
+MODULE_RUN = re.compile(rf"python -m ((?:{'|'.join(map(re.escape, TOP_FOLDERS))})(?:\.\w+)*)")
+
+
+def _module_exists(dotted: str) -> bool:
+    base = ROOT.joinpath(*dotted.split("."))
+    return base.with_suffix(".py").is_file() or (base / "__main__.py").is_file()
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda page: str(page.relative_to(ROOT)))
+def test_named_paths_and_modules_exist(page: Path) -> None:
+    """A file, folder or ``python -m`` module the docs name is where they say, after any move of the code."""
+    text = page.read_text(encoding="utf-8")
+    missing = [path for path in NAMED_PATH.findall(text) if not (ROOT / path).exists()]
+    missing += [f"python -m {module}" for module in MODULE_RUN.findall(text) if not _module_exists(module)]
+    assert missing == []
+
+
+def test_testing_page_lists_every_test_folder() -> None:
+    """docs/testing.md's layout table names each folder of tests/, and only folders that exist."""
+    section = (ROOT / "docs" / "testing.md").read_text(encoding="utf-8").split("## Layout", 1)[1].split("\n## ", 1)[0]
+    first_cells = [line.split("|")[1] for line in section.splitlines() if line.startswith("| `")]
+    listed = {name for cell in first_cells for name in re.findall(r"`(\w+)/`", cell)}
+    folders = {p.name for p in (ROOT / "tests").iterdir() if p.is_dir() and any(p.glob("*.py"))}
+    assert listed == folders
