@@ -8,10 +8,11 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Row, Select, and_, or_
+from sqlalchemy import Column, ColumnElement, Select, and_, or_
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from contracts import InvalidArgument
+from service.store.types import AnyRow
 
 
 def encode(moment: datetime, item_id: str) -> str:
@@ -64,12 +65,12 @@ def after(time_column: ColumnElement[datetime], id_column: ColumnElement[str], t
 async def newest_first_page(
     conn: AsyncConnection,
     query: Select[Any],
-    time_column: ColumnElement[datetime],
-    id_column: ColumnElement[str],
+    time_column: Column[datetime],
+    id_column: Column[str],
     *,
     token: str | None,
     limit: int,
-) -> tuple[list[Row[Any]], str | None]:
+) -> tuple[list[AnyRow], str | None]:
     """One keyset page of ``query`` newest first, and the cursor of the next page (None on the last)."""
     if token is not None:
         query = query.where(after(time_column, id_column, token))

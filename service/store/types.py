@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from sqlalchemy import JSON, DateTime, Dialect
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.types import TypeDecorator
 
+if TYPE_CHECKING:
+    from sqlalchemy import Row
+
 JsonType = JSON().with_variant(JSONB(), "postgresql")
+
+AnyRow: TypeAlias = "Row[*tuple[Any, ...]]"
+"""A result row of any number of columns, read by name. SQLAlchemy 2.1 types a Row by its columns' types,
+which makes ``Row[Any]`` a row of exactly one column."""
 
 
 class RawJSON(str):
@@ -41,7 +48,7 @@ class UtcDateTime(TypeDecorator[datetime]):
             value = value.astimezone(UTC)
         return value.replace(tzinfo=None)
 
-    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         if value is None:
             return None
         return value.replace(tzinfo=UTC)
