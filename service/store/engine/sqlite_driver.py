@@ -14,18 +14,21 @@ import sqlite3
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import aiosqlite
 from sqlalchemy import Select
 
-_Result = tuple[Any, int, int | None, list[Any]]
+_Description = tuple[tuple[str, None, None, None, None, None, None], ...] | None
+"""A DB-API cursor description as sqlite3 gives it: one (name, None x 6) per column; None for no rows."""
+_Result = tuple[_Description, int, int | None, list[Any]]
 BEGIN_WRITE = "BEGIN IMMEDIATE"
 """How a group of writes begins: the write lock at once, taken on the event loop when it is free."""
 INLINE_MARK = "/* point lookup */"
 _INLINE_SELECT = f"SELECT {INLINE_MARK}"
 
 S = TypeVar("S", bound=Select[Any])
+T = TypeVar("T")
 
 
 def point_lookup(statement: S) -> S:
@@ -60,7 +63,7 @@ class LeanCursor:
 
     def __init__(self, connection: LeanConnection) -> None:
         self._connection = connection
-        self.description: Any = None
+        self.description: _Description = None
         self.rowcount = -1
         self.lastrowid: int | None = None
         self._rows: list[Any] = []
@@ -115,6 +118,12 @@ class LeanConnection(aiosqlite.Connection):
     inline_only = False
     """Set on a connection shared by every command (``lookups.PointLookups``): it must never leave the loop."""
 
+    if TYPE_CHECKING:
+        # aiosqlite leaves this unannotated: it runs fn(*args) on the connection's thread and returns its result.
+        async def _execute(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T: ...
+
+    # SQLAlchemy's async adapter calls cursor() and enters the result (its AsyncIODBAPIConnection protocol);
+    # aiosqlite's cursor() is a coroutine that costs a thread hop, so this one is deliberately synchronous.
     def cursor(self) -> LeanCursor:  # type: ignore[override]
         return LeanCursor(self)
 
@@ -158,12 +167,13 @@ class LeanConnection(aiosqlite.Connection):
         return True
 
 
-def lean_connector(path: Path, **connect_args: Any) -> Callable[[], Awaitable[LeanConnection]]:
+def lean_connector(path: Path, **connect_args: Any) -> Callable[[], Awaitable[aiosqlite.Connection]]:
     """An ``async_creator`` for ``create_async_engine``: opens a :class:`LeanConnection` on ``path``."""
 
-    def create() -> LeanConnection:
+    def create() -> Awaitable[aiosqlite.Connection]:
+        # Not a coroutine: an aiosqlite connection is itself awaitable, and awaiting it opens it.
         connection = LeanConnection(partial(sqlite3.connect, str(path), **connect_args), iter_chunk_size=64)
         connection._thread.daemon = True  # as SQLAlchemy does: never keep the process alive for it
         return connection
 
-    return create  # type: ignore[return-value]
+    return create
