@@ -22,15 +22,17 @@ from __future__ import annotations
 import sqlite3
 from collections import namedtuple
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import Select
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.dml import UpdateBase
 
 from service.store.engine.sqlite_driver import LeanConnection
+from service.store.types import AnyRow
 
 Processor = Callable[[Any], Any] | None
 
@@ -39,15 +41,18 @@ class _Compiled:
     __slots__ = ("_compiled", "_processors", "sql")
 
     def __init__(self, statement: UpdateBase | Select[Any], dialect: Dialect, keys: list[str]) -> None:
-        compiled: Any = statement.compile(dialect=dialect, column_keys=keys)
+        compiled = statement.compile(dialect=dialect, column_keys=keys)
+        assert isinstance(compiled, SQLCompiler)  # a statement (not DDL) compiles with the dialect's SQL compiler
         self.sql: str | None = None
         if compiled.insert_prefetch or compiled.update_prefetch or dialect.paramstyle != "qmark":
             return  # Python-side defaults to compute, or not SQLite's positional parameters: SQLAlchemy's path
         self.sql = compiled.string
         self._compiled = compiled
+        positions = compiled.positiontup
+        assert positions is not None  # qmark parameters are positional: the compiler lists them in order
         self._processors: list[tuple[str, str, Processor]] = [
             (name, compiled.binds[name].key, compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect))
-            for name in compiled.positiontup
+            for name in positions
         ]
 
     def parameters(self, values: Mapping[str, Any]) -> tuple[Any, ...]:
@@ -110,7 +115,9 @@ def _inline_sqlite(conn: AsyncConnection) -> sqlite3.Connection | None:
     """The sqlite3 connection when ``conn`` is the writer's, inside its transaction (statements run on the loop)."""
     if conn.dialect.name != "sqlite":
         return None
-    driver = conn.sync_connection.connection.driver_connection
+    sync = conn.sync_connection
+    assert sync is not None  # started: handed out by engine.connect() or begin()
+    driver = sync.connection.driver_connection
     if isinstance(driver, LeanConnection) and driver.in_transaction and not driver.inline_only:
         return driver.sqlite_connection
     return None
@@ -122,9 +129,9 @@ class PreparedRead:
     def __init__(self, statement: Select[Any]) -> None:
         self.statement = statement
         self._compiled: dict[tuple[str, tuple[str, ...]], _Compiled] = {}
-        self._rows: dict[str, tuple[Callable[..., Any], list[Processor]]] = {}
+        self._rows: dict[str, tuple[Callable[..., tuple[Any, ...]], list[Processor]]] = {}
 
-    async def all(self, conn: AsyncConnection, values: Mapping[str, Any]) -> list[Any]:
+    async def all(self, conn: AsyncConnection, values: Mapping[str, Any]) -> list[AnyRow]:
         raw = _sqlite_on_loop(conn)
         compiled = self._for(conn.dialect, values) if raw is not None else None
         if raw is None or compiled is None or compiled.sql is None:
@@ -134,20 +141,25 @@ class PreparedRead:
             fetched = raw.execute(compiled.sql, compiled.parameters(values)).fetchall()
         except sqlite3.Error as exc:
             raise DBAPIError.instance(compiled.sql, dict(values), exc, sqlite3.Error) from exc
-        return [make(*(v if p is None else p(v) for v, p in zip(row, processors, strict=True))) for row in fetched]
+        rows = [make(*(v if p is None else p(v) for v, p in zip(row, processors, strict=True))) for row in fetched]
+        # Named tuples, not Rows: they answer to the same attribute names, which is all callers read.
+        return cast("list[AnyRow]", rows)
 
-    async def first(self, conn: AsyncConnection, values: Mapping[str, Any]) -> Any:
+    async def first(self, conn: AsyncConnection, values: Mapping[str, Any]) -> AnyRow | None:
         rows = await self.all(conn, values)
         return rows[0] if rows else None
 
     def _for(self, dialect: Dialect, values: Mapping[str, Any]) -> _Compiled:
         return _compiled_for(self._compiled, self.statement, dialect, values)
 
-    def _row_type(self, dialect: Dialect) -> tuple[Callable[..., Any], list[Processor]]:
+    def _row_type(self, dialect: Dialect) -> tuple[Callable[..., tuple[Any, ...]], list[Processor]]:
         if (known := self._rows.get(dialect.name)) is None:
             columns = list(self.statement.selected_columns)
+            # mypy types only named tuples whose field names are literals; these come from the statement.
             make = namedtuple("LookupRow", [column.key for column in columns])  # type: ignore[misc]
-            processors = [column.type.dialect_impl(dialect).result_processor(dialect, None) for column in columns]
+            processors: list[Processor] = [
+                column.type.dialect_impl(dialect).result_processor(dialect, None) for column in columns
+            ]
             known = self._rows[dialect.name] = (make, processors)
         return known
 
@@ -156,5 +168,7 @@ def _sqlite_on_loop(conn: AsyncConnection) -> sqlite3.Connection | None:
     """Any of the worker's SQLite connections: a point lookup runs on the event loop on each of them."""
     if conn.dialect.name != "sqlite":
         return None
-    driver = conn.sync_connection.connection.driver_connection
+    sync = conn.sync_connection
+    assert sync is not None  # started: handed out by engine.connect() or begin()
+    driver = sync.connection.driver_connection
     return driver.sqlite_connection if isinstance(driver, LeanConnection) else None
