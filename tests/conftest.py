@@ -9,20 +9,20 @@ from pathlib import Path
 
 import pytest
 
+from service.bootstrap import build_worker
 from service.settings import Settings
 from service.transport.worker import Worker
-from tests.support.broker import broker_user, find_broker
+from tests.support.broker import broker_user
 from tests.support.bus import Bus
-from tests.support.databases import create_pg_database, drop_pg_database, pg_available, sqlite_url
+from tests.support.databases import create_pg_database, drop_pg_database, sqlite_url
+from tests.support.requirements import require_postgres, require_rabbitmq
 
 BACKENDS = [b.strip() for b in os.environ.get("STORAGE_TEST_BACKENDS", "sqlite,postgres").split(",") if b.strip()]
 
 
 @pytest.fixture(scope="session")
 def amqp_url() -> Iterator[str]:
-    with find_broker() as url:
-        if url is None:
-            pytest.skip("no RabbitMQ: set AMQP_URL, run one on localhost:5672, or start a Docker engine")
+    with require_rabbitmq() as url:
         yield url
 
 
@@ -32,8 +32,7 @@ async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncI
     if request.param == "sqlite":
         yield sqlite_url(tmp_path)
         return
-    if not await pg_available():
-        pytest.skip("no PostgreSQL on 127.0.0.1:5432 (set STORAGE_TEST_PG_DSN)")
+    await require_postgres()
     url, name = await create_pg_database()
     try:
         yield url
@@ -73,7 +72,7 @@ def settings(amqp_url: str, database_url: str, storage_root: Path) -> Settings:
 
 @pytest.fixture
 async def worker(settings: Settings) -> AsyncIterator[Worker]:
-    running = Worker(settings)
+    running = build_worker(settings)
     await running.start()
     try:
         yield running

@@ -11,7 +11,8 @@ import pytest
 
 from buffer import Buffered, ReplayReport, StorageClient
 from contracts import CommandEnvelope, ResultData, ResultEnvelope
-from tests.support.private_broker import PrivateBroker, rabbitmq_bin_dir
+from tests.support.private_broker import PrivateBroker
+from tests.support.requirements import require_rabbitmq_server
 
 pytestmark = pytest.mark.faults
 
@@ -59,8 +60,7 @@ class FakeStorageNode:
 async def test_client_survives_a_broker_crash(tmp_path: Path) -> None:
     """Writes made while the broker is dead come back Buffered; after it restarts they are delivered in order,
     and the same client's connection and reply queue work again without being reopened."""
-    if rabbitmq_bin_dir() is None:
-        pytest.skip("rabbitmq-server is not installed: this test needs a private RabbitMQ node to kill")
+    require_rabbitmq_server()
     exchange = f"test.blink.{uuid.uuid4().hex[:8]}"
     async with PrivateBroker(tmp_path / "rabbit", management=False) as broker:
         node = FakeStorageNode(broker.amqp_url, exchange)

@@ -7,14 +7,13 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import moto.server as moto_server
 import pytest
+import s3fs
 
 from buffer import SpillBuffer, Stager, new_artifact_id
 from buffer.restage import StorageFiles
 from tests.buffer.helpers import command
-
-moto_server = pytest.importorskip("moto.server")
-s3fs = pytest.importorskip("s3fs")
 
 
 @pytest.fixture

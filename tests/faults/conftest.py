@@ -2,13 +2,12 @@
 
 Every test module here is marked ``faults``. The node is private (spare ports, own data) so the load and the
 kills never reach the machine's shared broker; a test that kills the broker starts its own node on top.
-Without ``rabbitmq-server`` installed the suite cannot run: outside CI that is a skip naming the reason,
-in CI (``CI`` set) it is an error, so nothing is skipped quietly where the figures are expected.
+Without ``rabbitmq-server`` installed the suite cannot run: a skip locally, a failure in CI
+(``tests.support.requirements``).
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -16,7 +15,8 @@ import pytest
 
 from tests.faults.report import REPORTS
 from tests.support.lean_bus import LeanBus
-from tests.support.private_broker import PrivateBroker, rabbitmq_bin_dir
+from tests.support.private_broker import PrivateBroker
+from tests.support.requirements import require_rabbitmq_server
 from tests.support.worker_process import WorkerProcess, worker_env
 
 SpawnWorker = Callable[..., Awaitable[WorkerProcess]]
@@ -27,14 +27,6 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         terminalreporter.section("fault tests: figures")
         for tally in REPORTS:
             terminalreporter.write_line(str(tally.figures.get("_line") or tally.line()))
-
-
-def require_rabbitmq_server() -> None:
-    if rabbitmq_bin_dir() is None:
-        reason = "rabbitmq-server is not installed: the fault tests need a private RabbitMQ node to kill"
-        if os.environ.get("CI"):
-            pytest.fail(reason)
-        pytest.skip(reason)
 
 
 @pytest.fixture(scope="session")

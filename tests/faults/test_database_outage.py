@@ -10,7 +10,6 @@ recovery every command takes effect exactly once.
 from __future__ import annotations
 
 import asyncio
-import os
 import sqlite3
 import time
 from contextlib import AsyncExitStack, closing
@@ -23,7 +22,8 @@ from tests.faults.conftest import SpawnWorker
 from tests.faults.load import ClientLoad, client_for
 from tests.faults.report import Tally
 from tests.faults.store_view import StoreView
-from tests.support.private_postgres import PostgresError, PrivatePostgres, postgres_bin_dir
+from tests.support.private_postgres import PostgresError, PrivatePostgres
+from tests.support.requirements import missing, require_postgres_server
 
 pytestmark = pytest.mark.faults
 
@@ -83,14 +83,11 @@ async def test_database_outage_gives_unavailable_and_every_command_lands_once(
         settings: dict[str, str] = {}
         pg: PrivatePostgres | None = None
         if backend == "postgres-stopped":
-            if postgres_bin_dir() is None:
-                pytest.fail("PostgreSQL server binaries (initdb, pg_ctl) are not installed: case 4 cannot run")
+            require_postgres_server()
             pg = await stack.enter_async_context(PrivatePostgres())
             settings = {"DATABASE_URL": pg.url, "STORAGE_MIGRATE_ON_START": "true"}
         if backend == "sqlite-readonly" and (reason := immutable_files_supported(tmp_path)) is not None:
-            if os.environ.get("CI"):
-                pytest.fail(f"case 4 (read-only SQLite) cannot run: {reason}")
-            pytest.skip(f"case 4 (read-only SQLite) cannot run: {reason}")
+            missing(f"case 4 (read-only SQLite) cannot run: {reason}")
         worker = await spawn_worker(**settings)
         pid = worker.pid
         client = await stack.enter_async_context(client_for(worker.env, tmp_path / "buffer"))

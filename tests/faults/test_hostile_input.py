@@ -14,6 +14,7 @@ themselves.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import os
@@ -32,6 +33,7 @@ from service.core.pipeline import Settle
 from tests.faults.fuzz_harness import FuzzHarness, parse_reply
 from tests.faults.hostile import Case, cases, stage_into
 from tests.faults.report import Tally
+from tests.support.requirements import require_postgres
 
 pytestmark = pytest.mark.faults
 
@@ -45,18 +47,6 @@ RELAXED = settings(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example],
 )
 FORBIDDEN_CODES = {"INTERNAL", "UNAVAILABLE"}
-
-
-def pg_reachable() -> bool:
-    import asyncio
-
-    from tests.support.databases import pg_available
-
-    loop = asyncio.new_event_loop()
-    try:
-        return loop.run_until_complete(pg_available())
-    finally:
-        loop.close()
 
 
 def is_command(body: bytes, limit: int) -> bool:
@@ -126,8 +116,8 @@ def check_case(harness: FuzzHarness, case: Case, kinds: Counter[str]) -> None:
 def test_hostile_messages_always_get_a_valid_reply(backend: str, tmp_path: Path) -> None:
     """Whatever an agent puts on the bus (garbage, wrong types, huge or deep JSON, NaN, path tricks, SQL
     metacharacters), it gets a well-formed RESULT or ERROR and nothing else in the store changes."""
-    if backend == "postgres" and not pg_reachable():
-        pytest.skip("no PostgreSQL on 127.0.0.1:5432 (set STORAGE_TEST_PG_DSN)")
+    if backend == "postgres":
+        asyncio.run(require_postgres())
     tally = Tally(f"hostile input (pipeline, {backend})")
     kinds: Counter[str] = Counter()
     examples = EXAMPLES if backend == "sqlite" else PG_EXAMPLES

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from moto.server import ThreadedMotoServer
 
 from service.settings import Settings
 from service.transport.worker import Worker
@@ -20,10 +21,8 @@ PREFIX = "team/prod"
 @pytest.fixture(scope="session")
 def s3_endpoint() -> Iterator[str]:
     """moto's S3 on 127.0.0.1; credentials and endpoint come from the usual AWS environment variables."""
-    server_module = pytest.importorskip("moto.server")
-    pytest.importorskip("s3fs")
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one access-log line per request otherwise
-    server = server_module.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
     endpoint = f"http://{host}:{port}"

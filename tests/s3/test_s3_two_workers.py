@@ -11,11 +11,13 @@ from typing import Any
 
 import pytest
 
+from service.bootstrap import build_worker
 from service.transport.worker import Worker
 from tests.conftest import _delete_topology, make_settings
 from tests.support.artifacts import new_artifact_id
 from tests.support.bus import Bus, output
-from tests.support.databases import create_pg_database, drop_pg_database, pg_available
+from tests.support.databases import create_pg_database, drop_pg_database
+from tests.support.requirements import require_postgres
 
 ARTIFACTS = 120
 RETRIED = 40  # of which re-sent under a new envelope id (no key): answered already_exists
@@ -23,11 +25,10 @@ RETRIED = 40  # of which re-sent under a new envelope id (no key): answered alre
 
 @pytest.fixture
 async def pool(amqp_url: str, s3_root: str, tmp_path: Path) -> AsyncIterator[list[Worker]]:
-    if not await pg_available():
-        pytest.skip("no PostgreSQL on 127.0.0.1:5432 (set STORAGE_TEST_PG_DSN)")
+    await require_postgres()
     url, name = await create_pg_database()
     first = make_settings(amqp_url, url, tmp_path).model_copy(update={"storage_root": s3_root, "node_name": "s3-a"})
-    workers = [Worker(first), Worker(first.model_copy(update={"node_name": "s3-b"}))]
+    workers = [build_worker(first), build_worker(first.model_copy(update={"node_name": "s3-b"}))]
     try:
         await asyncio.gather(*(w.start() for w in workers))
         yield workers

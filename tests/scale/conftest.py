@@ -6,13 +6,13 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from tests.support.databases import create_pg_database, drop_pg_database, pg_available
+from tests.support.databases import create_pg_database, drop_pg_database
+from tests.support.requirements import require_postgres
 
 
 @pytest.fixture
 async def pg_url() -> AsyncIterator[str]:
-    if not await pg_available():
-        pytest.skip("no PostgreSQL on 127.0.0.1:5432 (set STORAGE_TEST_PG_DSN)")
+    await require_postgres()
     url, name = await create_pg_database()
     try:
         yield url

@@ -11,7 +11,6 @@ that name as ``user_id`` is stopped by the broker before the worker ever sees th
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import time
 import uuid
@@ -30,6 +29,7 @@ from tests.buffer.conftest import FAST_RETRIES
 from tests.integration.conftest import Workers
 from tests.integration.wire import register
 from tests.support.bus import Bus, error, output
+from tests.support.requirements import missing, require_rabbitmqctl
 
 ADMIN_NAME = "ops-admin"
 """An admin's name as ops would list it; the attacker claims it in the body."""
@@ -91,13 +91,11 @@ def _rabbitmqctl(*args: str) -> subprocess.CompletedProcess[str]:
 @pytest.fixture(scope="module")
 def broker_admin(amqp_url: str) -> Iterator[tuple[str, str]]:
     """A broker user of its own (name, AMQP URL), made with rabbitmqctl on the broker the tests use."""
-    host = urlsplit(amqp_url).hostname
-    if shutil.which("rabbitmqctl") is None or host not in {"127.0.0.1", "localhost"}:
-        pytest.skip("needs rabbitmqctl for the test broker (not available for a testcontainers or remote broker)")
+    require_rabbitmqctl(amqp_url)
     name, password = f"mb-admin-{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
     made = _rabbitmqctl("add_user", name, password)
     if made.returncode != 0:
-        pytest.skip(f"rabbitmqctl cannot add a user here: {made.stderr.strip()[:200]}")
+        missing(f"rabbitmqctl cannot add a user here: {made.stderr.strip()[:200]}")
     try:
         allowed = _rabbitmqctl("set_permissions", "-p", "/", name, ".*", ".*", ".*")
         assert allowed.returncode == 0, allowed.stderr
