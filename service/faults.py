@@ -10,7 +10,8 @@ Armed through ``STORAGE_FAULTS``, a comma list of:
   after doing its work: the command that always fails, whose effect must be rolled back and whose
   neighbours must not notice.
 
-Unset in production: then every hook is a dictionary lookup that finds nothing.
+Unset in production: then every hook is a dictionary lookup that finds nothing. When it arms anything, the
+worker says so in one WARNING line at start, so a crash on purpose is never mistaken for a real one.
 """
 
 from __future__ import annotations
@@ -42,6 +43,15 @@ class FaultSpec:
     kills: dict[str, _Arming] = field(default_factory=dict)
     raise_in: frozenset[str] = frozenset()
 
+    def describe(self) -> list[str]:
+        """Every armed hook, written as ``STORAGE_FAULTS`` arms it (``after_reply:2@1``, ``raise_in:ping``)."""
+        kills = [
+            f"{point}:{arming.count}" + (f"@{arming.skip}" if arming.skip else "")
+            for point, arming in sorted(self.kills.items())
+            if arming.count > 0
+        ]
+        return kills + [f"{RAISE_IN}:{action}" for action in sorted(self.raise_in)]
+
 
 def parse(spec: str) -> FaultSpec:
     kills: dict[str, _Arming] = {}
@@ -60,9 +70,17 @@ def parse(spec: str) -> FaultSpec:
     return FaultSpec(kills, frozenset(raise_in))
 
 
+def from_environment() -> FaultSpec:
+    """The hooks ``STORAGE_FAULTS`` arms, announced in one WARNING line when there are any."""
+    spec = parse(os.environ.get("STORAGE_FAULTS", ""))
+    if armed := spec.describe():
+        log.warning("STORAGE_FAULTS arms fault hooks, this process will crash or fail on purpose: %s", ", ".join(armed))
+    return spec
+
+
 @dataclass
 class FaultHooks:
-    spec: FaultSpec = field(default_factory=lambda: parse(os.environ.get("STORAGE_FAULTS", "")))
+    spec: FaultSpec = field(default_factory=from_environment)
 
     @property
     def armed(self) -> dict[str, int]:
