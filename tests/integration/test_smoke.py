@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import uuid
+from importlib.metadata import version
 from pathlib import Path
 
+from contracts import topology
+from tests.integration.conftest import Workers
 from tests.support.artifacts import manifest_for
 from tests.support.bus import Bus, output
 
 
-async def test_ping_answers_with_node_and_version(bus: Bus) -> None:
-    """An agent that pings the storage node learns its name and version."""
-    out = output(await bus.call("ping"))
-    assert out["node"] == "storage-primary"
-    assert out["version"]
+async def test_ping_answers_with_node_and_version(workers: Workers) -> None:
+    """An agent that pings a storage node by its name learns that name and the version installed."""
+    name = f"storage-smoke-{uuid.uuid4().hex[:6]}"
+    _, bus = await workers.start(node_name=name)
+    out = output(await bus.call("ping", routing_key=topology.node_routing_key(name)))
+    assert out["node"] == name
+    assert out["version"] == version("mindbus-storage")
 
 
 async def test_register_then_get_returns_same_manifest(bus: Bus, storage_root: Path) -> None:
