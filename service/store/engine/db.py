@@ -10,12 +10,14 @@ import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Protocol, cast
 
-from sqlalchemy import Connection, event
+from sqlalchemy import Connection, Engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError, TimeoutError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import ConnectionPoolEntry
 
 from contracts import DeadlineExceeded, InvalidArgument, Unavailable
 from service.store.engine.sqlite_driver import BEGIN_WRITE, LeanConnection, lean_connector
@@ -24,6 +26,14 @@ from service.store.types import serialize_json
 log = logging.getLogger(__name__)
 
 SQLITE_BUSY_TIMEOUT_MS = 5000
+
+
+class AsyncpgConnection(Protocol):
+    """The calls the worker makes on an asyncpg connection directly (asyncpg ships no type information)."""
+
+    def is_in_transaction(self) -> bool: ...
+
+    async def execute(self, query: str) -> str: ...
 
 
 def is_sqlite(url: str) -> bool:
@@ -38,7 +48,7 @@ def sqlite_path(url: str) -> Path | None:
     return Path(parsed.database).resolve()
 
 
-def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+def _sqlite_pragmas(dbapi_conn: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
     # WAL lets readers run beside the writer; synchronous=FULL makes a sent RESULT survive power loss.
     cursor = dbapi_conn.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
@@ -58,7 +68,8 @@ def _sqlite_savepoint(conn: Connection, _name: str) -> None:
     # the transaction itself and its RELEASE would commit it: the writer would fsync once per command
     # instead of once per group. Beginning explicitly makes every savepoint nest in the group's transaction;
     # IMMEDIATE takes the write lock at once, so no later statement of the group waits for it.
-    if not conn.connection.driver_connection.in_transaction:  # type: ignore[union-attr]
+    driver = cast(LeanConnection, conn.connection.driver_connection)  # listened to on lean_connector engines only
+    if not driver.in_transaction:
         conn.exec_driver_sql(BEGIN_WRITE)
 
 
@@ -113,6 +124,7 @@ def _plain_savepoints(engine: AsyncEngine) -> None:
     def rollback_to(connection: Connection, name: str) -> None:
         connection.exec_driver_sql(f"ROLLBACK TO SAVEPOINT {ident(name)}")
 
+    # Replaced on this engine's dialect instance alone, with functions of the same signature as the methods.
     dialect.do_savepoint = savepoint  # type: ignore[method-assign]
     dialect.do_release_savepoint = release  # type: ignore[method-assign]
     dialect.do_rollback_to_savepoint = rollback_to  # type: ignore[method-assign]
@@ -181,7 +193,7 @@ def translate_value_error(exc: BaseException) -> InvalidArgument | None:
     return None
 
 
-_READ_TIMEOUTS: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
+_READ_TIMEOUTS: weakref.WeakKeyDictionary[Engine, int] = weakref.WeakKeyDictionary()
 """The statement time limit of each engine's reads (``STORAGE_READ_TIMEOUT_MS``); engines without one read freely."""
 QUERY_CANCELED = "57014"
 """PostgreSQL's query_canceled: what ``statement_timeout`` raises."""
@@ -220,7 +232,7 @@ async def _limit_reads(conn: AsyncConnection, timeout_ms: int) -> _Deadline | No
     """Put this pooled connection under the read limit, once per connection (no round trip per read)."""
     info = conn.info
     if conn.dialect.name == "sqlite":
-        deadline = info.get(_DEADLINE_KEY)
+        deadline: _Deadline | None = info.get(_DEADLINE_KEY)
         if deadline is None:
             driver = (await conn.get_raw_connection()).driver_connection
             if not isinstance(driver, LeanConnection):  # only the worker's file connections are shared by threads
@@ -228,11 +240,11 @@ async def _limit_reads(conn: AsyncConnection, timeout_ms: int) -> _Deadline | No
             deadline = info[_DEADLINE_KEY] = _Deadline()
             driver.sqlite_connection.set_progress_handler(deadline.passed, SQLITE_PROGRESS_STEPS)
         deadline.start(timeout_ms)
-        return deadline  # type: ignore[no-any-return]
+        return deadline
     if info.get(_LIMIT_KEY) != timeout_ms:
         # Straight to the driver, before SQLAlchemy begins the read's transaction: a SET inside it would be
         # undone by the rollback that returns the connection to the pool.
-        driver = (await conn.get_raw_connection()).driver_connection
+        driver = cast(AsyncpgConnection, (await conn.get_raw_connection()).driver_connection)
         await driver.execute(f"SET statement_timeout = {int(timeout_ms)}")
         info[_LIMIT_KEY] = timeout_ms
     return None
@@ -243,7 +255,7 @@ async def unlimited(conn: AsyncConnection) -> None:
 
     (A SQLite connection needs nothing: its deadline is infinite outside a read.)"""
     if conn.dialect.name == "postgresql" and conn.info.get(_LIMIT_KEY) is not None:
-        driver = (await conn.get_raw_connection()).driver_connection
+        driver = cast(AsyncpgConnection, (await conn.get_raw_connection()).driver_connection)
         await driver.execute("SET statement_timeout = 0")
         conn.info.pop(_LIMIT_KEY, None)
 

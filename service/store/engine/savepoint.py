@@ -18,10 +18,11 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any, Protocol
+from typing import Protocol, cast
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncTransaction
 
+from service.store.engine.db import AsyncpgConnection
 from service.store.engine.sqlite_driver import BEGIN_WRITE, LeanConnection
 
 NAME = "storage_writer_job"
@@ -57,7 +58,7 @@ class _SQLiteSavepoint:
 
 
 class _AsyncpgSavepoint:
-    def __init__(self, driver: Any) -> None:
+    def __init__(self, driver: AsyncpgConnection) -> None:
         self._conn = driver
 
     async def open(self) -> _AsyncpgSavepoint:
@@ -95,7 +96,9 @@ class _NestedTransaction:
 @asynccontextmanager
 async def group_transaction(conn: AsyncConnection) -> AsyncIterator[Savepoints]:
     """One transaction for a group of jobs, committed when the block ends, rolled back when it raises."""
-    driver = conn.sync_connection.connection.driver_connection if conn.dialect.name == "sqlite" else None
+    sync = conn.sync_connection
+    assert sync is not None  # started: the writer's connection, checked out of the pool
+    driver = sync.connection.driver_connection if conn.dialect.name == "sqlite" else None
     if not isinstance(driver, LeanConnection) or driver.in_transaction:
         async with conn.begin():
             yield await savepoints_for(conn)
@@ -121,7 +124,8 @@ async def savepoints_for(conn: AsyncConnection) -> Savepoints:
             await conn.exec_driver_sql(BEGIN_WRITE)  # commit) a transaction of its own, one fsync per command
         return _SQLiteSavepoint(driver)
     if conn.dialect.driver == "asyncpg":
-        if not driver.is_in_transaction():  # SQLAlchemy's adapter begins on its first statement, and commits
+        pg = cast(AsyncpgConnection, driver)
+        if not pg.is_in_transaction():  # SQLAlchemy's adapter begins on its first statement, and commits
             await conn.exec_driver_sql("SELECT 1")  # only what it began: let it begin here
-        return _AsyncpgSavepoint(driver)
+        return _AsyncpgSavepoint(pg)
     return _NestedTransaction(conn)
