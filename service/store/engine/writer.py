@@ -97,7 +97,7 @@ class SingleWriter:
         pending = _Pending(job)
         self._queue.put_nowait(pending)
         self._arrived.set()
-        return await asyncio.shield(pending.future)  # type: ignore[no-any-return]
+        return await asyncio.shield(pending.future)
 
     async def _run(self) -> None:
         while True:
