@@ -13,7 +13,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from alembic import command
 from alembic.config import Config
@@ -141,7 +140,7 @@ def _upgrade(conn: Connection, revision: str) -> None:
     command.upgrade(config, revision)
 
 
-async def run_with_connection(engine: AsyncEngine, fn: Callable[[Connection], Any]) -> None:
+async def run_with_connection(engine: AsyncEngine, fn: Callable[[Connection], object]) -> None:
     """Run ``fn`` (a sync Alembic call) in one transaction, under the migration lock of this database."""
     sqlite = engine.dialect.name == "sqlite"
     async with engine.connect() as conn:
