@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
 
-from sqlalchemy import Row, delete, func, select, tuple_, update
+from sqlalchemy import ColumnElement, Table, delete, func, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from contracts import ArtifactStatus
 from service.store.models import Artifact, ArtifactLabel, InboxRecord
+from service.store.types import AnyRow
 
 artifacts = Artifact.__table__
 artifact_labels = ArtifactLabel.__table__
@@ -21,7 +21,7 @@ UPLOADING = ArtifactStatus.UPLOADING.value
 FAILED = ArtifactStatus.FAILED.value
 
 
-async def _count(conn: AsyncConnection, table: Any, *conditions: Any) -> int:
+async def _count(conn: AsyncConnection, table: Table, *conditions: ColumnElement[bool]) -> int:
     return int((await conn.execute(select(func.count()).select_from(table).where(*conditions))).scalar_one())
 
 
@@ -32,7 +32,7 @@ async def count_expired_artifacts(conn: AsyncConnection, now: datetime) -> int:
     return await _count(conn, artifacts, artifacts.c.expires_at <= now)
 
 
-async def delete_expired_artifacts(conn: AsyncConnection, now: datetime, batch: int) -> list[Row[Any]]:
+async def delete_expired_artifacts(conn: AsyncConnection, now: datetime, batch: int) -> list[AnyRow]:
     """Remove up to ``batch`` artifacts whose retention ran out; returns their (id, uri) for the file moves."""
     rows = list(
         (
@@ -54,7 +54,7 @@ async def delete_expired_artifacts(conn: AsyncConnection, now: datetime, batch: 
 # -- stale uploads and missing files -----------------------------------------------------------
 
 
-def _stale_uploading(cutoff: datetime) -> Any:
+def _stale_uploading(cutoff: datetime) -> ColumnElement[bool]:
     return (artifacts.c.status == UPLOADING) & (artifacts.c.registered_at < cutoff)
 
 
@@ -70,7 +70,7 @@ async def fail_stale_uploading(conn: AsyncConnection, cutoff: datetime, batch: i
     return ids
 
 
-async def artifacts_page(conn: AsyncConnection, *, after_id: str, limit: int) -> list[Row[Any]]:
+async def artifacts_page(conn: AsyncConnection, *, after_id: str, limit: int) -> list[AnyRow]:
     """The next artifacts in primary-key order: a keyset walk that costs the same on every page.
 
     Callers filter status and times in Python: with a status condition in SQL, SQLite prefers the status
@@ -94,7 +94,7 @@ async def artifacts_page(conn: AsyncConnection, *, after_id: str, limit: int) ->
 
 async def recent_artifacts_page(
     conn: AsyncConnection, since: datetime, after: tuple[datetime, str] | None, limit: int
-) -> list[Row[Any]]:
+) -> list[AnyRow]:
     """Artifacts registered at or after ``since``, oldest first, keyset-paged on (registered_at, id).
 
     Startup recovery reads only the last registrations through the (registered_at, id) index, so a
