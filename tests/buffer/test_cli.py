@@ -13,7 +13,7 @@ from buffer import Buffered, SpillBuffer, StorageClient
 from buffer.cli import main
 from service.transport.worker import Worker
 from tests.buffer.conftest import client_settings
-from tests.buffer.helpers import command
+from tests.support.fake_transport import command
 
 
 def test_status_reports_pending_failed_and_quarantined(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -23,7 +23,7 @@ from buffer import (
 )
 from buffer.rpc import Reply
 from contracts import CommandEnvelope, RegisterArtifactOutput
-from tests.buffer.helpers import FakeTransport, error, result
+from tests.support.fake_transport import FakeTransport, error, result
 
 
 class Clock:

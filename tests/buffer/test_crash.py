@@ -25,7 +25,7 @@ pytestmark = pytest.mark.faults
 async def _run_until_killed(args: list[str], delay_s: float) -> None:
     """Start the agent process, wait for ``ready``, let it work ``delay_s``, then SIGKILL it (if still alive)."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "tests.buffer.agent_proc", *args,
+        sys.executable, "-m", "tests.support.agent_proc", *args,
         cwd=REPO, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     assert proc.stdout is not None and proc.stderr is not None

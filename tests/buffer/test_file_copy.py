@@ -24,7 +24,7 @@ from buffer import (
 )
 from buffer.restage import StorageFiles
 from contracts import CommandEnvelope
-from tests.buffer.helpers import FakeTransport, command, error, result
+from tests.support.fake_transport import FakeTransport, command, error, result
 
 
 class Root:

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from buffer import SpillBuffer
-from tests.buffer.copy_proc import SIZE
 from tests.buffer.test_file_copy import Root, replayer, worker_registering
+from tests.support.copy_proc import SIZE
 
 REPO = Path(__file__).resolve().parents[2]
 KILLS = 12
@@ -26,7 +26,7 @@ pytestmark = pytest.mark.faults
 async def _spill_until_killed(args: list[str], *, stall: bool, delay_s: float) -> None:
     """Run the spilling agent; kill it while a copy stalls half-written, or ``delay_s`` after it is ready."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "tests.buffer.copy_proc", *args,
+        sys.executable, "-m", "tests.support.copy_proc", *args,
         cwd=REPO, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     assert proc.stdout is not None and proc.stderr is not None

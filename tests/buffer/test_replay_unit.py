@@ -6,7 +6,7 @@ from pathlib import Path
 
 from buffer import BrokerUnavailable, Replayer, SpillBuffer
 from contracts import CommandEnvelope
-from tests.buffer.helpers import FakeTransport, command, error, result
+from tests.support.fake_transport import FakeTransport, command, error, result
 
 
 def filled(tmp_path: Path, count: int) -> tuple[SpillBuffer, list[CommandEnvelope]]:

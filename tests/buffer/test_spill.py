@@ -13,7 +13,7 @@ import pytest
 
 from buffer import SpillBuffer, SpillFailed
 from buffer._format import encode
-from tests.buffer.helpers import command
+from tests.support.fake_transport import command
 
 
 def pending_ids(buffer: SpillBuffer) -> list[str]:

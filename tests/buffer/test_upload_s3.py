@@ -13,7 +13,7 @@ import s3fs
 
 from buffer import SpillBuffer, Stager, new_artifact_id
 from buffer.restage import StorageFiles
-from tests.buffer.helpers import command
+from tests.support.fake_transport import command
 
 
 @pytest.fixture

@@ -16,8 +16,8 @@ from buffer.settings import ClientSettings
 from contracts import CommandEnvelope
 from service.transport.worker import Worker
 from tests.buffer.conftest import client_settings
-from tests.buffer.helpers import FakeTransport, command, result
 from tests.support.broker import broker_user
+from tests.support.fake_transport import FakeTransport, command, result
 
 
 def test_the_option_names_the_user_of_the_amqp_url(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.faults.report import REPORTS
 from tests.support.lean_bus import LeanBus
 from tests.support.private_broker import PrivateBroker
 from tests.support.requirements import require_rabbitmq_server
+from tests.support.tally import REPORTS
 from tests.support.worker_process import WorkerProcess, worker_env
 
 SpawnWorker = Callable[..., Awaitable[WorkerProcess]]

@@ -24,8 +24,8 @@ from service.settings import Settings
 from service.store.engine.db import create_engine
 from service.store.engine.schema import migrate
 from service.store.engine.writer import SingleWriter
-from tests.faults.hostile import FUZZ_ARTIFACTS, OUTSIDE_FILE, Paths
 from tests.support.databases import create_pg_database, drop_pg_database, sqlite_url
+from tests.support.hostile import FUZZ_ARTIFACTS, OUTSIDE_FILE, Paths
 
 ADMIN = "admin-agent"
 STEP_TIMEOUT_S = 60.0

@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 
 from tests.faults.conftest import SpawnWorker, require_rabbitmq_server
-from tests.faults.load import ClientLoad, client_for
-from tests.faults.report import Tally
-from tests.faults.store_view import StoreView
+from tests.support.client_load import ClientLoad, client_for
 from tests.support.private_broker import BrokerError, PrivateBroker
+from tests.support.store_view import StoreView
+from tests.support.tally import Tally
 
 pytestmark = pytest.mark.faults
 

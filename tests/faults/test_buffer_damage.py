@@ -18,10 +18,10 @@ import pytest
 
 from buffer import Buffered
 from tests.faults.conftest import SpawnWorker
-from tests.faults.load import ClientLoad, client_for
-from tests.faults.report import Tally
-from tests.faults.store_view import StoreView
+from tests.support.client_load import ClientLoad, client_for
 from tests.support.private_broker import spare_ports
+from tests.support.store_view import StoreView
+from tests.support.tally import Tally
 
 pytestmark = pytest.mark.faults
 

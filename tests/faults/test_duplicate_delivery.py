@@ -11,10 +11,10 @@ import random
 
 import pytest
 
-from tests.faults.commands import register_commands, reply_kind, same_reply
 from tests.faults.conftest import SpawnWorker
-from tests.faults.report import Tally
-from tests.faults.store_view import StoreView
+from tests.support.fault_commands import register_commands, reply_kind, same_reply
+from tests.support.store_view import StoreView
+from tests.support.tally import Tally
 
 pytestmark = pytest.mark.faults
 

@@ -31,9 +31,9 @@ from hypothesis import strategies as st
 from contracts import CommandEnvelope, ResultEnvelope
 from service.core.pipeline import Settle
 from tests.faults.fuzz_harness import FuzzHarness, parse_reply
-from tests.faults.hostile import Case, cases, stage_into
-from tests.faults.report import Tally
+from tests.support.hostile import Case, cases, stage_into
 from tests.support.requirements import require_postgres
+from tests.support.tally import Tally
 
 pytestmark = pytest.mark.faults
 

@@ -16,9 +16,9 @@ import time
 import pytest
 
 from tests.faults.conftest import SpawnWorker
-from tests.faults.load import ClientLoad, client_for
-from tests.faults.report import Tally
-from tests.faults.store_view import StoreView
+from tests.support.client_load import ClientLoad, client_for
+from tests.support.store_view import StoreView
+from tests.support.tally import Tally
 
 pytestmark = pytest.mark.faults
 

@@ -15,10 +15,10 @@ from service.cli import main
 from service.importer import LEGACY_ID_LABEL, artifact_id
 from service.transport.worker import Worker
 from tests.conftest import _delete_topology, make_settings
-from tests.importer.legacy_dir import Legacy, build, naive_utc
 from tests.support.broker import ADMIN_AMQP
 from tests.support.bus import Bus, error, output
 from tests.support.databases import sqlite_url
+from tests.support.legacy_dir import Legacy, build, naive_utc
 
 MAX_FILE_BYTES = 4096
 

@@ -13,9 +13,9 @@ from service import __version__
 from service.handlers import HANDLERS
 from service.store import artifacts as artifact_store
 from service.transport.worker import Worker
-from tests.integration.wire import ADMIN_AMQP, path_of, register, register_many
 from tests.support.artifacts import manifest_for, new_artifact_id
 from tests.support.bus import Bus, error, output
+from tests.support.wire import ADMIN_AMQP, path_of, register, register_many
 
 SERVED = {
     "register_artifact",

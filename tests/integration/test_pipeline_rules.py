@@ -12,9 +12,9 @@ import pytest
 
 from contracts import CommandEnvelope, make_command, new_id
 from tests.integration.conftest import Outcomes, Workers
-from tests.integration.wire import ADMIN_AMQP, dead_letters, path_of
 from tests.support.artifacts import manifest_for
 from tests.support.bus import Bus, error, output
+from tests.support.wire import ADMIN_AMQP, dead_letters, path_of
 
 NODE = "storage-primary"
 

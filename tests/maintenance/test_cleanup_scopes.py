@@ -13,7 +13,10 @@ from sqlalchemy import insert, select, update
 
 from contracts import utc_now
 from service.settings import Settings
-from tests.maintenance.helpers import (
+from tests.support.artifacts import manifest_for, new_artifact_id, write_temp
+from tests.support.broker import ADMIN_AMQP
+from tests.support.bus import Bus, error, output
+from tests.support.maintenance import (
     age_file,
     ago,
     artifacts,
@@ -27,9 +30,6 @@ from tests.maintenance.helpers import (
     thread_labels,
     threads,
 )
-from tests.support.artifacts import manifest_for, new_artifact_id, write_temp
-from tests.support.broker import ADMIN_AMQP
-from tests.support.bus import Bus, error, output
 
 READER = {"requester_trace_id": "trace-1"}
 

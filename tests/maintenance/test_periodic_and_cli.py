@@ -14,9 +14,9 @@ from sqlalchemy import update
 from service.settings import Settings
 from service.transport.worker import Worker
 from tests.conftest import _delete_topology, make_settings
-from tests.maintenance.helpers import ago, count, execute, messages, threads
 from tests.support.bus import Bus, output
 from tests.support.databases import sqlite_url
+from tests.support.maintenance import ago, count, execute, messages, threads
 
 
 async def _expired_thread(settings: Settings) -> str:

@@ -14,9 +14,9 @@ from sqlalchemy import insert, select, update
 from contracts import make_command
 from service.transport.worker import Worker
 from tests.conftest import _delete_topology, make_settings
-from tests.maintenance.helpers import age_file, ago, artifacts, cleanup, delete_topology, execute, scalar
 from tests.support.artifacts import manifest_for, write_temp
 from tests.support.bus import Bus, output
+from tests.support.maintenance import age_file, ago, artifacts, cleanup, delete_topology, execute, scalar
 from tests.support.worker_process import WorkerProcess, worker_env
 
 READER = {"requester_trace_id": "trace-1"}

@@ -10,8 +10,8 @@ from sqlalchemy import insert
 
 from contracts import utc_now
 from service.transport.worker import Worker
-from tests.maintenance.helpers import ago, cleanup, count, database, messages, threads
 from tests.support.bus import Bus, output
+from tests.support.maintenance import ago, cleanup, count, database, messages, threads
 
 EXPIRED_THREADS = 100_000
 SEED_CHUNK = 5_000

@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 
 from contracts import make_command
-from tests.memory.helpers import get, put, put_error, until, who
 from tests.support.broker import ADMIN_AMQP
 from tests.support.bus import Bus, error, output
+from tests.support.memory import get, put, put_error, until, who
 
 NS = ["agent.researcher.001", "facts"]
 

@@ -6,9 +6,9 @@ from sqlalchemy import func, select
 
 from service.store.models import MemoryLabel, MemoryRecord
 from service.transport.worker import Worker
-from tests.memory.helpers import put, search, search_all, until
 from tests.support.broker import ADMIN_AMQP
 from tests.support.bus import Bus, error, output
+from tests.support.memory import put, search, search_all, until
 
 
 async def test_search_by_prefix_matches_whole_parts_only(bus: Bus) -> None:

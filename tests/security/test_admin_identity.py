@@ -27,9 +27,9 @@ from buffer import PermissionDenied, StorageClient
 from contracts import make_command, topology
 from tests.buffer.conftest import FAST_RETRIES
 from tests.integration.conftest import Workers
-from tests.integration.wire import register
 from tests.support.bus import Bus, error, output
 from tests.support.requirements import missing, require_rabbitmqctl
+from tests.support.wire import register
 
 ADMIN_NAME = "ops-admin"
 """An admin's name as ops would list it; the attacker claims it in the body."""

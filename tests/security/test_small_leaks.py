@@ -16,8 +16,8 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from tests.integration.conftest import Workers
-from tests.integration.wire import register
 from tests.support.bus import Bus, error, output
+from tests.support.wire import register
 
 OWNER = "alice-the-owner"
 STRANGER = {"requester_id": "mallory"}

@@ -1,6 +1,6 @@
 """A throwaway agent process for the file-copy crash test: spills registrations with copies until it is killed.
 
-    python -m tests.buffer.copy_proc --root URI --buffer-dir D --ack-log F [--stall-at K]
+    python -m tests.support.copy_proc --root URI --buffer-dir D --ack-log F [--stall-at K]
 
 Each round stages a fresh 256 KiB file under ``<root>/temp/`` and spills a ``register_artifact`` for it with
 a copy of its bytes. After ``spill`` returned, the artifact id goes to the ack log (fsynced): that is what the

@@ -1,7 +1,7 @@
 """A throwaway agent process for the crash tests: spills uploads or replays its buffer until it is killed.
 
-    python -m tests.buffer.agent_proc spill  --amqp-url URL --exchange X --storage-root R --buffer-dir D --ack-log F
-    python -m tests.buffer.agent_proc replay --amqp-url URL --exchange X --storage-root R --buffer-dir D
+    python -m tests.support.agent_proc spill  --amqp-url URL --exchange X --storage-root R --buffer-dir D --ack-log F
+    python -m tests.support.agent_proc replay --amqp-url URL --exchange X --storage-root R --buffer-dir D
 
 ``spill`` uploads artifacts forever and, for each call that returned Buffered, appends the artifact id to
 the ack log (fsynced) only after the call returned: the ack log is what the agent was promised. It prints

@@ -17,9 +17,9 @@ from typing import Any
 
 from buffer import Buffered, StorageClient
 from contracts import RegisterArtifactOutput, StorageError
-from tests.faults.commands import file_matches
-from tests.faults.report import Tally
-from tests.faults.store_view import StoreView
+from tests.support.fault_commands import file_matches
+from tests.support.store_view import StoreView
+from tests.support.tally import Tally
 
 CONCURRENCY = 48
 SETTLE_POLL_S = 1.0
