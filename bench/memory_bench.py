@@ -39,9 +39,10 @@ import asyncpg
 from sqlalchemy import event, insert, text
 
 from contracts import GetMemoryParams, SearchMemoryParams, utc_now
-from service.core.context import HandlerContext, Requester, Services
+from service.core.context import HandlerContext, Services
 from service.files import FileStore
 from service.handlers.memory import get_memory, search_memory
+from service.identity import Requester
 from service.settings import Settings
 from service.store import memory_keys
 from service.store.engine.db import create_engine

@@ -22,8 +22,8 @@ from typing import Any
 import aio_pika
 
 from contracts import make_command, topology
+from service.bootstrap import build_worker
 from service.settings import Settings
-from service.transport.worker import Worker
 
 CONFIGS: dict[str, dict[str, Any]] = {
     "off": {"command_log": False, "node_registry": False, "metrics_port": None, "otel": False},
@@ -45,7 +45,7 @@ async def _run(amqp_url: str, folder: Path, overrides: dict[str, Any], count: in
         metrics_host="127.0.0.1",
         **overrides,
     )  # type: ignore[arg-type]
-    worker = Worker(settings)
+    worker = build_worker(settings)
     await worker.start()
     conn = await aio_pika.connect(amqp_url)
     try:

@@ -26,11 +26,11 @@ def settings_for(amqp_url: str, names: Names, database_url: str, storage_root: s
 
 
 async def start(values: dict[str, object]) -> Callable[[], Awaitable[None]]:
+    from service.bootstrap import build_worker
     from service.settings import Settings
-    from service.transport.worker import Worker
 
     logging.basicConfig(level=logging.WARNING)
-    worker = Worker(Settings(**values))  # type: ignore[arg-type]
+    worker = build_worker(Settings(**values))  # type: ignore[arg-type]
     await worker.start()
     return worker.stop
 

@@ -120,7 +120,7 @@ def seed(db_file: Path, upto: int) -> int:
 async def _db_p50(db_file: Path, filters: dict[str, Any], repeat: int = 50) -> float:
     """The worker's own query for one page (store.list_page), timed without the bus: its p50 in ms."""
     from contracts import ListArtifactsParams
-    from service.core.context import Requester
+    from service.identity import Requester
     from service.store import artifacts as store
     from service.store.engine.db import create_engine
 

@@ -31,13 +31,14 @@ from sqlalchemy import insert
 
 from contracts import GetThreadParams, SaveThreadParams, make_command, utc_now
 from contracts import topology as names
-from service.core.context import SYSTEM, HandlerContext
+from service.bootstrap import build_worker
+from service.core.context import HandlerContext
 from service.handlers.threads import get_thread, save_thread
+from service.identity import SYSTEM
 from service.settings import Settings
 from service.store.engine.db import create_engine
 from service.store.engine.schema import migrate
 from service.store.models import Thread, ThreadMessageRow
-from service.transport.worker import Worker
 
 THREAD = "bench-thread"
 THREAD_MESSAGES = 10_000
@@ -223,7 +224,7 @@ async def measure(backend: str, total: int, samples: int) -> Row:
                 node_registry=False,
             )
             (folder / "files").mkdir()
-            worker = Worker(settings)
+            worker = build_worker(settings)
             await worker.start()
             try:
                 async with Agent(settings) as agent:

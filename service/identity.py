@@ -2,11 +2,24 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from contracts import CommandEnvelope, InvalidArgument, PermissionDenied, Visibility
-from service.core.context import Requester
 from service.settings import Settings
+
+
+@dataclass(frozen=True, slots=True)
+class Requester:
+    """The identity a command acts as; ``id`` None is anonymous (sees only public data)."""
+
+    id: str | None
+    trace_id: str | None = None
+    is_admin: bool = False
+
+
+SYSTEM = Requester(id=None, is_admin=True)
+"""The CLI and the periodic jobs: admin rights, no identity."""
 
 MAX_REQUESTER_ID = 255
 """The width of every owner column: a longer identity could be stored on SQLite but never read back."""

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from service.bootstrap import build_worker
 from service.settings import Settings
 from service.transport.worker import Worker
 from tests.support.broker import broker_user
@@ -71,7 +72,7 @@ def settings(amqp_url: str, database_url: str, storage_root: Path) -> Settings:
 
 @pytest.fixture
 async def worker(settings: Settings) -> AsyncIterator[Worker]:
-    running = Worker(settings)
+    running = build_worker(settings)
     await running.start()
     try:
         yield running

@@ -23,6 +23,7 @@ from service.core.context import Services
 from service.importer import legacy
 from service.importer.run import DEFAULT_JOBS, Importer, Outcome, Summary
 from service.settings import Settings
+from service.startup import STORES
 
 
 def _arguments(parser: argparse.ArgumentParser) -> None:
@@ -55,9 +56,9 @@ async def _read_only_services(settings: Settings) -> AsyncIterator[tuple[Service
         await engine.dispose()
 
 
-@command("import", "import a legacy MindBus storage directory (storage.db + artifacts/)", _arguments)
+@command("import", "import a legacy MindBus storage directory (storage.db + artifacts/)", _arguments, checks=STORES)
 async def import_cmd(args: argparse.Namespace, settings: Settings) -> int:
-    from service.cli.maintenance import standalone_services
+    from service.bootstrap import standalone_services
     from service.store.engine.lock import DatabaseLocked
     from service.store.engine.schema import SchemaNotReady
 

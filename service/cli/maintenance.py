@@ -7,46 +7,13 @@ runs on it, the command refuses and says how to clean up through that worker ins
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
 from contracts import CleanupScope, StorageError
 from service.cli import _safe, command
-from service.core.context import Services
-from service.files import FileStore
 from service.settings import Settings
-
-
-@asynccontextmanager
-async def standalone_services(settings: Settings) -> AsyncIterator[Services]:
-    """The stores a worker would open (lock, schema, files, single writer), without the broker."""
-    from service.store.engine.db import create_engine, is_sqlite, sqlite_path
-    from service.store.engine.lock import DatabaseLock
-    from service.store.engine.schema import prepare
-    from service.store.engine.writer import SingleWriter
-
-    lock = None
-    if (db_file := sqlite_path(settings.database_url)) is not None:
-        lock = DatabaseLock(db_file)
-        lock.acquire()
-    engine = create_engine(settings.database_url)
-    writer = SingleWriter(engine, batch_max=settings.write_batch_max)
-    try:
-        await prepare(
-            engine, migrate_on_start=settings.migrate_on_start, create_if_empty=is_sqlite(settings.database_url)
-        )
-        files = FileStore(settings.storage_root)
-        await asyncio.to_thread(files.ensure_layout)
-        await writer.start()
-        yield Services(settings=settings, engine=engine, writer=writer, files=files)
-    finally:
-        await writer.stop()
-        await engine.dispose()
-        if lock is not None:
-            lock.release()
+from service.startup import STORES
 
 
 def _arguments(parser: argparse.ArgumentParser) -> None:
@@ -61,9 +28,12 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the counts as one JSON object")
 
 
-@command("cleanup", "run the cleanup scopes once, here (with SQLite: only while no worker runs)", _arguments)
+@command(
+    "cleanup", "run the cleanup scopes once, here (with SQLite: only while no worker runs)", _arguments, checks=STORES
+)
 async def cleanup_cmd(args: argparse.Namespace, settings: Settings) -> int:
-    from service.maintenance.cleanup import run_cleanup
+    from service.bootstrap import standalone_services
+    from service.maintenance import run_cleanup
     from service.store.engine.lock import DatabaseLocked
     from service.store.engine.schema import SchemaNotReady
 

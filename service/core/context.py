@@ -1,8 +1,9 @@
-"""What a handler gets besides its params: who asks, a read connection, the writer, the files.
+"""What a handler or a cleanup scope gets besides its params: who asks, the clock, reads, the writer, the files.
 
-Handlers know nothing of AMQP. ``write`` is the commit point: the pipeline wraps the job so the inbox
-record of the command commits in the same transaction as its effect. It is also where the command's own
-``timeout_seconds`` stops applying: a write that starts in time runs to its end, post-commit work included.
+Handlers know nothing of AMQP. ``commit`` is a command's commit point: with a recorder, the inbox record of
+the command commits in the same transaction as its effect, and the reply built there is the one published.
+It is also where the command's own ``timeout_seconds`` stops applying: a commit that starts in time runs to
+its end, post-commit work included. ``write`` is a plain short transaction (cleanup batches, imports).
 """
 
 from __future__ import annotations
@@ -13,40 +14,28 @@ from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, TypeVar
+from typing import TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from contracts import DeadlineExceeded, utc_now
+from service.core.recording import Committed, Recorder
 from service.faults import FaultHooks
 from service.files import FileStore
+from service.identity import SYSTEM, Requester
 from service.settings import Settings
 from service.store.engine.db import read_connection
+from service.store.engine.lock import DatabaseLock
 from service.store.engine.lookups import PointLookups
 from service.store.engine.writer import SingleWriter
 
-if TYPE_CHECKING:
-    from service.core.recording import Recorder
-
 T = TypeVar("T")
-
-
-@dataclass(frozen=True, slots=True)
-class Requester:
-    """The identity a command acts as; ``id`` None is anonymous (sees only public data)."""
-
-    id: str | None
-    trace_id: str | None = None
-    is_admin: bool = False
-
-
-SYSTEM = Requester(id=None, is_admin=True)
-"""The CLI and the periodic jobs: admin rights, no identity."""
+Job = Callable[[AsyncConnection], Awaitable[T]]
 
 
 @dataclass(slots=True)
 class Services:
-    """The long-lived parts every command shares."""
+    """The long-lived parts every command shares, built once by ``service.bootstrap``."""
 
     settings: Settings
     engine: AsyncEngine
@@ -56,6 +45,10 @@ class Services:
     started_monotonic: float = field(default_factory=time.monotonic)
     lookups: PointLookups | None = None
     """Held for point lookups on SQLite (started by the worker); without it lookups use the pool."""
+    lock: DatabaseLock | None = None
+    """The embedded database's file lock, held while these services are open."""
+    on_cleanup: list[Callable[[str, int], None]] = field(default_factory=list)
+    """Told ``(scope, count)`` after every cleanup scope that changed something (metrics count it)."""
 
     def lookup(self) -> AbstractAsyncContextManager[AsyncConnection]:
         """A connection for point lookups only (statements marked with ``point_lookup``)."""
@@ -66,12 +59,16 @@ class Services:
 
 @dataclass(slots=True)
 class HandlerContext:
+    """One command's (or one cleanup run's) view of the services."""
+
     services: Services
-    requester: Requester
+    requester: Requester = SYSTEM
     now: datetime = field(default_factory=utc_now)
     recorder: Recorder | None = None
     deadline: asyncio.Timeout | None = None
     """The command's ``timeout_seconds``, as the ``asyncio.timeout`` the pipeline runs the handler under."""
+    dry_run: bool = False
+    """A cleanup run that only counts what it would do."""
 
     @property
     def settings(self) -> Settings:
@@ -81,6 +78,11 @@ class HandlerContext:
     def files(self) -> FileStore:
         return self.services.files
 
+    @property
+    def batch(self) -> int:
+        """How many rows or files one cleanup batch handles (``STORAGE_CLEANUP_BATCH``)."""
+        return self.services.settings.cleanup_batch
+
     def read(self) -> AbstractAsyncContextManager[AsyncConnection]:
         return read_connection(self.services.engine)
 
@@ -88,8 +90,26 @@ class HandlerContext:
         """For point lookups only: on SQLite the worker's held connection, run on the event loop."""
         return self.services.lookup()
 
-    async def write(self, job: Callable[[AsyncConnection], Awaitable[T]]) -> T:
-        """Commit ``job`` through the single writer; with a recorder, the inbox record commits with it.
+    async def write(self, job: Job[T]) -> T:
+        """One short transaction through the single writer, unrecorded: a cleanup batch, an import step.
+
+        The loop turns once after it, so commands that arrived meanwhile reach the writer before the next batch.
+        """
+        result = await self.services.writer.submit(job)
+        await asyncio.sleep(0)
+        return result
+
+    async def repeat(self, job: Job[int]) -> int:
+        """Run a batch job until it reports fewer than ``batch`` items; the total it reported."""
+        total = 0
+        while True:
+            done = await self.write(job)
+            total += done
+            if done < self.batch:
+                return total
+
+    async def commit(self, job: Job[T]) -> Committed[T]:
+        """The command's commit point: ``job`` through the single writer, with its inbox record when recorded.
 
         Under a deadline the job first checks it, inside the writer: run out (the handler was told
         DEADLINE_EXCEEDED while the job waited in the queue) → it raises, its savepoint rolls back and
@@ -98,15 +118,13 @@ class HandlerContext:
         if self.deadline is not None:
             job = _within(job, self.deadline)
         if self.recorder is None:
-            return await self.services.writer.submit(job)
+            return Committed(await self.services.writer.submit(job))
         if self.services.faults.raises_in(self.recorder.action):
             job = _failing(job, self.services.faults, self.recorder.action)
         return await self.recorder.write(self.services.writer, job)
 
 
-def _within(
-    job: Callable[[AsyncConnection], Awaitable[T]], deadline: asyncio.Timeout
-) -> Callable[[AsyncConnection], Awaitable[T]]:
+def _within(job: Job[T], deadline: asyncio.Timeout) -> Job[T]:
     """The job, if it starts before ``deadline`` fired; from its start on, the deadline no longer cancels.
 
     Both happen on the event loop, so "fired" and "started" never overlap: the timeout either cancelled the
@@ -127,9 +145,7 @@ def _within(
     return within
 
 
-def _failing(
-    job: Callable[[AsyncConnection], Awaitable[T]], faults: FaultHooks, action: str
-) -> Callable[[AsyncConnection], Awaitable[T]]:
+def _failing(job: Job[T], faults: FaultHooks, action: str) -> Job[T]:
     """The job, then the injected exception (``STORAGE_FAULTS=raise_in:<action>``): its effect must roll back."""
 
     async def failing(conn: AsyncConnection) -> T:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -15,6 +16,18 @@ from service.store.engine.writer import SingleWriter
 from service.store.inbox import StoredReply
 
 T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Committed(Generic[T]):
+    """A command's committed output and, when the command is recorded, the reply stored with it.
+
+    A handler returns it as it is (after any post-commit work): the stored reply is then exactly what is
+    published, and what a replay of the command answers byte for byte.
+    """
+
+    output: T
+    reply: StoredReply | None = None
 
 
 class Duplicate(Exception):
@@ -48,7 +61,6 @@ class Recorder:
         self.idempotency_key = idempotency_key
         self.req_hash = req_hash
         self.started = started
-        self.stored: StoredReply | None = None
 
     def check_stored(self, stored: StoredReply | None) -> StoredReply | None:
         """The stored reply that answers this command: the same requester sent the same request before.
@@ -89,31 +101,30 @@ class Recorder:
             raise Aborted("the command raced with another execution of it, retry", {"envelope_id": self.envelope_id})
         return existing
 
-    async def write(self, writer: SingleWriter, job: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+    async def write(self, writer: SingleWriter, job: Callable[[AsyncConnection], Awaitable[T]]) -> Committed[T]:
         """Run ``job`` and insert the inbox row with its reply, both in the writer's savepoint for the job.
 
         One insert, last: if a twin of this command (the same envelope id or idempotency key) committed
         first, or ran earlier in the same group, the insert finds its row, and raising here rolls this run's
-        effect back with the savepoint; the twin's stored reply is the answer. On PostgreSQL the insert of a
-        twin still running on another worker waits for that worker's commit. A job that raises commits
-        nothing; the pipeline stores a non-retryable error as the reply afterwards.
+        effect back with the savepoint; the twin's stored reply is the answer (``Duplicate``). On PostgreSQL
+        the insert of a twin still running on another worker waits for that worker's commit. A job that
+        raises commits nothing; the pipeline stores a non-retryable error as the reply afterwards.
         """
 
-        async def recorded(conn: AsyncConnection) -> tuple[StoredReply, Any]:
+        async def recorded(conn: AsyncConnection) -> Committed[T]:
             output = await job(conn)
             if not isinstance(output, Output):
                 raise TypeError(f"a recorded write must return the action's output, got {type(output).__name__}")
             reply = result_reply(output, self.started)
             if not await self._insert(conn, reply):
                 raise _TwinCommitted
-            return reply, output
+            return Committed(output, reply)
 
         try:
-            self.stored, output = await writer.submit(recorded)
+            return await writer.submit(recorded)
         except _TwinCommitted:
             async with read_connection(writer.engine) as conn:
                 raise Duplicate(await self._stored_after_conflict(conn)) from None
-        return output  # type: ignore[no-any-return]
 
     async def record(self, writer: SingleWriter, reply: StoredReply) -> StoredReply:
         """Store the reply of a write that committed nothing else (a refusal, an already-present artifact)."""
@@ -123,5 +134,4 @@ class Recorder:
                 return reply
             return await self._stored_after_conflict(conn)
 
-        self.stored = await writer.submit(job)
-        return self.stored
+        return await writer.submit(job)

@@ -45,7 +45,7 @@ def error_reply_of(
         "execution_time_ms": elapsed_ms(started_monotonic),
     }
     body = json.dumps(data, ensure_ascii=False, separators=(",", ":"), default=str)
-    return StoredReply(new_id(), ERROR_TYPE, body, utc_now())
+    return StoredReply(new_id(), ERROR_TYPE, body, utc_now(), code=code.value)
 
 
 def envelope_bytes(
@@ -114,7 +114,12 @@ def bounded_envelope(
         },
         "execution_time_ms": int(elapsed.group(1)) if elapsed else 0,
     }
-    refusal = replace(reply, reply_type=ERROR_TYPE, data_json=json.dumps(data, separators=(",", ":")))
+    refusal = replace(
+        reply,
+        reply_type=ERROR_TYPE,
+        data_json=json.dumps(data, separators=(",", ":")),
+        code=ErrorCode.RESOURCE_EXHAUSTED.value,
+    )
     body = envelope_bytes(
         refusal, source=source, correlation_id=correlation_id, subject=subject, traceparent=traceparent
     )

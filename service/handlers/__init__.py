@@ -1,20 +1,22 @@
-"""The action → handler table. A handler is ``async (params, HandlerContext) -> output``; no AMQP in sight."""
+"""The action table of this worker: every domain's handlers beside their contract entries.
+
+A handler is ``async (params, HandlerContext) -> output`` (or ``Committed[output]`` when it commits a
+write); no AMQP in sight. ``service.core.actions.check`` verifies the table at start-up.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import Any
-
+from service.core.actions import ActionTable, table
 from service.handlers import artifacts, maintenance, memory, system, threads
 
-Handler = Callable[[Any, Any], Awaitable[Any]]
+ACTIONS: ActionTable = table(
+    {
+        **artifacts.HANDLERS,
+        **maintenance.HANDLERS,
+        **memory.HANDLERS,
+        **system.HANDLERS,
+        **threads.HANDLERS,
+    }
+)
 
-HANDLERS: dict[str, Handler] = {
-    **artifacts.HANDLERS,
-    **maintenance.HANDLERS,
-    **memory.HANDLERS,
-    **system.HANDLERS,
-    **threads.HANDLERS,
-}
-
-__all__ = ["HANDLERS", "Handler"]
+__all__ = ["ACTIONS"]

@@ -32,9 +32,10 @@ from contracts import (
     parse_retention,
 )
 from service.core import paging
-from service.core.context import HandlerContext, Requester
+from service.core.context import HandlerContext
+from service.core.recording import Committed
 from service.files import Upload
-from service.identity import can_read, refuse_read
+from service.identity import Requester, can_read, refuse_read
 from service.store import artifacts as store
 from service.store import cursor
 
@@ -43,7 +44,9 @@ log = logging.getLogger(__name__)
 MAX_CHAIN = 10_000
 
 
-async def register_artifact(params: RegisterArtifactParams, ctx: HandlerContext) -> RegisterArtifactOutput:
+async def register_artifact(
+    params: RegisterArtifactParams, ctx: HandlerContext
+) -> RegisterArtifactOutput | Committed[RegisterArtifactOutput]:
     manifest = params.manifest
     requester = ctx.requester
     if manifest.owner is not None and manifest.owner != requester.id and not requester.is_admin:
@@ -92,7 +95,9 @@ def _check_upload(upload: Upload, manifest: ArtifactManifest, limit: int) -> Non
         )
 
 
-async def _commit_and_place(ctx: HandlerContext, manifest: ArtifactManifest, upload: Upload) -> RegisterArtifactOutput:
+async def _commit_and_place(
+    ctx: HandlerContext, manifest: ArtifactManifest, upload: Upload
+) -> Committed[RegisterArtifactOutput]:
     """The commit point, then the move: a crash between them is repaired by recovery from temp/."""
     files = ctx.files
     requester = ctx.requester
@@ -123,12 +128,12 @@ async def _commit_and_place(ctx: HandlerContext, manifest: ArtifactManifest, upl
             manifest=final,
         )
 
-    output = await ctx.write(commit)
-    if output.registered:
+    committed = await ctx.commit(commit)
+    if committed.output.registered:
         ctx.services.faults.hit("after_commit")
         if not await files.place(upload, dest):
             await _fail_tampered(ctx, final.id, manifest.uri)
-    return output
+    return committed
 
 
 async def _fail_tampered(ctx: HandlerContext, artifact_id: str, uri: str) -> None:
@@ -282,7 +287,7 @@ async def get_artifact_uri(params: GetArtifactUriParams, ctx: HandlerContext) ->
     return GetArtifactUriOutput(artifact_id=row.id, uri=uri, signed=signed, expires_at=expires_at)
 
 
-async def delete_artifact(params: DeleteArtifactParams, ctx: HandlerContext) -> DeleteArtifactOutput:
+async def delete_artifact(params: DeleteArtifactParams, ctx: HandlerContext) -> Committed[DeleteArtifactOutput]:
     removed: list[str] = []
 
     async def commit(conn: AsyncConnection) -> DeleteArtifactOutput:
@@ -292,10 +297,10 @@ async def delete_artifact(params: DeleteArtifactParams, ctx: HandlerContext) -> 
             removed.append(row.uri)
         return DeleteArtifactOutput(artifact_id=params.artifact_id, deleted=row is not None)
 
-    output = await ctx.write(commit)
+    committed = await ctx.commit(commit)
     for uri in removed:
         await ctx.files.to_orphans(ctx.files.resolve_stored(uri))
-    return output
+    return committed
 
 
 HANDLERS = {

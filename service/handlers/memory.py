@@ -14,7 +14,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from contracts import (
     Aborted,
-    CleanupScope,
     DeleteMemoryOutput,
     DeleteMemoryParams,
     GetMemoryParams,
@@ -31,9 +30,9 @@ from contracts import (
     Unauthenticated,
 )
 from service.core import paging
-from service.core.context import HandlerContext, Requester
-from service.identity import can_read
-from service.maintenance import CleanupRun, register_scope
+from service.core.context import HandlerContext
+from service.core.recording import Committed
+from service.identity import Requester, can_read
 from service.store import cursor, memory_keys
 from service.store import memory as store
 
@@ -100,7 +99,7 @@ def _expiry(now: datetime, ttl_seconds: int | None) -> datetime | None:
     return now + ttl
 
 
-async def put_memory(params: PutMemoryParams, ctx: HandlerContext) -> PutMemoryOutput:
+async def put_memory(params: PutMemoryParams, ctx: HandlerContext) -> Committed[PutMemoryOutput]:
     requester = ctx.requester
     if requester.id is None and not requester.is_admin:
         raise Unauthenticated("memory items belong to their requester; an anonymous command cannot own one")
@@ -156,7 +155,7 @@ async def put_memory(params: PutMemoryParams, ctx: HandlerContext) -> PutMemoryO
         await store.replace_labels(conn, item_id, path, params.labels, had_labels=bool(row is not None and row.labels))
         return PutMemoryOutput(namespace=params.namespace, key=params.key, version=version, expires_at=expires_at)
 
-    return await ctx.write(job)
+    return await ctx.commit(job)
 
 
 async def get_memory(params: GetMemoryParams, ctx: HandlerContext) -> MemoryItem:
@@ -180,7 +179,7 @@ async def get_memory(params: GetMemoryParams, ctx: HandlerContext) -> MemoryItem
         await store.set_expiry(conn, item_id, expires_at)
         return store.to_item(current).model_copy(update={"expires_at": expires_at})
 
-    return await ctx.write(refresh)
+    return (await ctx.commit(refresh)).output
 
 
 def _check_found(row: Any, now: datetime, params: GetMemoryParams) -> None:
@@ -247,7 +246,7 @@ def _namespace_size(path: str) -> int:
     return paging.json_size(memory_keys.decode(path)) + 8  # the list's brackets and separators
 
 
-async def delete_memory(params: DeleteMemoryParams, ctx: HandlerContext) -> DeleteMemoryOutput:
+async def delete_memory(params: DeleteMemoryParams, ctx: HandlerContext) -> Committed[DeleteMemoryOutput]:
     item_id = memory_keys.item_id(_path(params.namespace, "namespace"), params.key)
     now = ctx.now
 
@@ -261,22 +260,8 @@ async def delete_memory(params: DeleteMemoryParams, ctx: HandlerContext) -> Dele
         await store.delete_item(conn, item_id)  # an expired row goes too: it is garbage either way
         return DeleteMemoryOutput(namespace=params.namespace, key=params.key, deleted=live)
 
-    return await ctx.write(job)
+    return await ctx.commit(job)
 
-
-async def expired_memory(run: CleanupRun) -> int:
-    """Cleanup scope: rows of items past their TTL (already invisible to every read) go, in bounded batches."""
-    if run.dry_run:
-        async with run.read() as conn:
-            return await store.count_expired(conn, run.now)
-
-    async def job(conn: AsyncConnection) -> int:
-        return await store.purge_expired(conn, run.now, run.batch)
-
-    return await run.repeat(job)
-
-
-register_scope(CleanupScope.EXPIRED_MEMORY, expired_memory)
 
 HANDLERS = {
     "put_memory": put_memory,

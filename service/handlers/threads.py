@@ -53,8 +53,9 @@ from contracts import (
 )
 from contracts.threads import MAX_THREAD_READ
 from service.core import paging
-from service.core.context import HandlerContext, Requester
-from service.identity import can_read
+from service.core.context import HandlerContext
+from service.core.recording import Committed
+from service.identity import Requester, can_read
 from service.store import cursor
 from service.store import threads as store
 
@@ -248,7 +249,7 @@ def _changes(existing: Row[Any], message: ThreadMessage) -> dict[str, Any]:
     return changes
 
 
-async def save_thread(params: SaveThreadParams, ctx: HandlerContext) -> SaveThreadOutput:
+async def save_thread(params: SaveThreadParams, ctx: HandlerContext) -> Committed[SaveThreadOutput]:
     _check_request(params)
     now, requester = ctx.now, ctx.requester
     if requester.id is None and not requester.is_admin:
@@ -278,7 +279,7 @@ async def save_thread(params: SaveThreadParams, ctx: HandlerContext) -> SaveThre
             )
         return await _Save(params, now, row, created=created, restart=not live).apply(conn)
 
-    return await ctx.write(job)
+    return await ctx.commit(job)
 
 
 # -- access ------------------------------------------------------------------------------------
@@ -385,7 +386,7 @@ async def list_threads(params: ListThreadsParams, ctx: HandlerContext) -> ListTh
 # -- delete_thread -----------------------------------------------------------------------------
 
 
-async def delete_thread(params: DeleteThreadParams, ctx: HandlerContext) -> DeleteThreadOutput:
+async def delete_thread(params: DeleteThreadParams, ctx: HandlerContext) -> Committed[DeleteThreadOutput]:
     """Soft delete by the owner or an admin. Deleting a thread its requester cannot read answers as for an
     unknown id (``deleted: false``, nothing changed); one it can read but not change is PERMISSION_DENIED."""
     now, requester = ctx.now, ctx.requester
@@ -400,7 +401,7 @@ async def delete_thread(params: DeleteThreadParams, ctx: HandlerContext) -> Dele
         )
         return DeleteThreadOutput(thread_id=params.thread_id, deleted=True)
 
-    return await ctx.write(job)
+    return await ctx.commit(job)
 
 
 HANDLERS = {

@@ -20,9 +20,11 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from contracts import ErrorCode, RegisterArtifactParams, StorageError
-from service.core.context import SYSTEM, HandlerContext, Services
+from service.core.context import HandlerContext, Services
+from service.core.recording import Committed
 from service.files import TEMP, safe_segment
 from service.handlers.artifacts import register_artifact
+from service.identity import SYSTEM
 from service.importer import legacy
 from service.importer.mapping import Mapped, Skip, map_row
 from service.store import artifacts as artifact_store
@@ -181,7 +183,8 @@ class Importer:
             actual = await asyncio.to_thread(_copy_hashing, mapped.source, files.fs, temp)
             _check_checksum(mapped, actual)
             params = RegisterArtifactParams(manifest=manifest.model_copy(update={"uri": files.url(temp)}))
-            out = await register_artifact(params, HandlerContext(self.services, SYSTEM))
+            result = await register_artifact(params, HandlerContext(self.services, SYSTEM))
+            out = result.output if isinstance(result, Committed) else result
         except StorageError as exc:
             await files.remove(temp)
             if exc.retryable:

@@ -21,17 +21,11 @@ from urllib.parse import quote
 from sqlalchemy import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from contracts import ARTIFACT_ID_PATTERN, CleanupScope, StorageError
+from contracts import ARTIFACT_ID_PATTERN, StorageError
+from service.core.context import HandlerContext
 from service.files import ARTIFACTS, ORPHANS, TEMP, FileStore, Upload
-from service.maintenance.cleanup import (
-    ORPHAN_FILE_MIN_AGE,
-    ORPHAN_KEEP,
-    STALE_UPLOADING_AGE,
-    TEMP_MAX_AGE,
-    CleanupRun,
-    register_scope,
-)
 from service.maintenance.fileops import Entry, older_than, remove, retire, walk
+from service.maintenance.limits import ORPHAN_FILE_MIN_AGE, ORPHAN_KEEP, STALE_UPLOADING_AGE, TEMP_MAX_AGE
 from service.store import maintenance as q
 
 log = logging.getLogger(__name__)
@@ -45,36 +39,36 @@ _ARTIFACT_FILE = re.compile(f"^({ARTIFACT_ID_PATTERN.strip('^$')})" + r"(\.[A-Za
 # -- temp/, orphans/ ---------------------------------------------------------------------------
 
 
-async def temp_orphans(run: CleanupRun) -> int:
+async def temp_orphans(ctx: HandlerContext) -> int:
     """Temp files older than an hour were never registered (or their registration failed): to orphans/."""
-    return await _sweep(run, TEMP, run.now - TEMP_MAX_AGE, "temp file older than 1 h")
+    return await _sweep(ctx, TEMP, ctx.now - TEMP_MAX_AGE, "temp file older than 1 h")
 
 
-async def old_orphans(run: CleanupRun) -> int:
+async def old_orphans(ctx: HandlerContext) -> int:
     """Files that sat in orphans/ for a week are deleted."""
-    cutoff = run.now - ORPHAN_KEEP
+    cutoff = ctx.now - ORPHAN_KEEP
     total = 0
-    async for chunk in walk(run.files, ORPHANS, run.batch):
+    async for chunk in walk(ctx.files, ORPHANS, ctx.batch):
         old = [entry for entry in chunk if older_than(entry, cutoff)]
-        if run.dry_run:
+        if ctx.dry_run:
             total += len(old)
             continue
         for entry in old:
-            if await remove(run.files, entry.path):
-                log.info("deleted %s: in orphans/ for more than %s", run.files.url(entry.path), ORPHAN_KEEP)
+            if await remove(ctx.files, entry.path):
+                log.info("deleted %s: in orphans/ for more than %s", ctx.files.url(entry.path), ORPHAN_KEEP)
                 total += 1
     return total
 
 
-async def _sweep(run: CleanupRun, folder: str, cutoff: datetime, reason: str) -> int:
+async def _sweep(ctx: HandlerContext, folder: str, cutoff: datetime, reason: str) -> int:
     total = 0
-    async for chunk in walk(run.files, folder, run.batch):
+    async for chunk in walk(ctx.files, folder, ctx.batch):
         old = [entry for entry in chunk if older_than(entry, cutoff)]
-        if run.dry_run:
+        if ctx.dry_run:
             total += len(old)
             continue
         for entry in old:
-            if await retire(run.files, entry.path, reason=reason) is not None:
+            if await retire(ctx.files, entry.path, reason=reason) is not None:
                 total += 1
     return total
 
@@ -82,21 +76,21 @@ async def _sweep(run: CleanupRun, folder: str, cutoff: datetime, reason: str) ->
 # -- artifacts/ without rows -------------------------------------------------------------------
 
 
-async def orphan_files(run: CleanupRun) -> int:
+async def orphan_files(ctx: HandlerContext) -> int:
     """Files under artifacts/ that no artifact row points at, older than a day: to orphans/."""
-    cutoff = run.now - ORPHAN_FILE_MIN_AGE
+    cutoff = ctx.now - ORPHAN_FILE_MIN_AGE
     total = 0
-    async for chunk in walk(run.files, ARTIFACTS, run.batch):
+    async for chunk in walk(ctx.files, ARTIFACTS, ctx.batch):
         old = [entry for entry in chunk if older_than(entry, cutoff)]
         if not old:
             continue
-        async with run.read() as conn:
-            unreferenced = await _unreferenced(conn, run.files, old)
-        if run.dry_run:
+        async with ctx.read() as conn:
+            unreferenced = await _unreferenced(conn, ctx.files, old)
+        if ctx.dry_run:
             total += len(unreferenced)
             continue
         for entry in unreferenced:
-            if await retire(run.files, entry.path, reason="no artifact row points at it") is not None:
+            if await retire(ctx.files, entry.path, reason="no artifact row points at it") is not None:
                 total += 1
     return total
 
@@ -180,16 +174,16 @@ class FileCheck:
 
 
 async def check_completed(
-    run: CleanupRun, *, registered_before: datetime | None = None, registered_since: datetime | None = None
+    ctx: HandlerContext, *, registered_before: datetime | None = None, registered_since: datetime | None = None
 ) -> FileCheck:
     """Walk completed artifacts (optionally by registration time); repair or fail those without a file."""
     after = ""
     recent_after: tuple[datetime, str] | None = None
     temp: TempBytes | None = None
     repaired = failed = missing = 0
-    page = run.batch * WALK_PAGES_PER_BATCH
+    page = ctx.batch * WALK_PAGES_PER_BATCH
     while True:
-        async with run.read() as conn:
+        async with ctx.read() as conn:
             if registered_since is not None:
                 rows = await q.recent_artifacts_page(conn, registered_since, recent_after, page)
             else:
@@ -205,14 +199,14 @@ async def check_completed(
             and (registered_before is None or row.registered_at < registered_before)
             and (registered_since is None or row.registered_at >= registered_since)
         ]
-        absent = await asyncio.to_thread(_absent, run.files, wanted) if wanted else []
+        absent = await asyncio.to_thread(_absent, ctx.files, wanted) if wanted else []
         missing += len(absent)
-        if absent and not run.dry_run:
+        if absent and not ctx.dry_run:
             if temp is None:
-                temp = await TempBytes.scan(run.files, run.settings.max_file_bytes, run.batch)
-            unrepaired = [row.id for row, path in absent if not await _repair(run.files, temp, row, path)]
+                temp = await TempBytes.scan(ctx.files, ctx.settings.max_file_bytes, ctx.batch)
+            unrepaired = [row.id for row, path in absent if not await _repair(ctx.files, temp, row, path)]
             repaired += len(absent) - len(unrepaired)
-            failed += len(await _fail(run, unrepaired))
+            failed += len(await _fail(ctx, unrepaired))
         if len(rows) < page:
             break
     return FileCheck(repaired, failed, missing)
@@ -248,26 +242,20 @@ async def _repair(files: FileStore, temp: TempBytes, row: Row[Any], dest: str) -
     return True
 
 
-async def _fail(run: CleanupRun, ids: list[str]) -> list[str]:
+async def _fail(ctx: HandlerContext, ids: list[str]) -> list[str]:
     if not ids:
         return []
 
     async def job(conn: AsyncConnection) -> list[str]:
         return await q.mark_failed(conn, ids)
 
-    changed = await run.write(job)
+    changed = await ctx.write(job)
     for artifact_id in changed:
         log.warning("artifact %s is completed but its file is gone (not in temp/ either): marked failed", artifact_id)
     return changed
 
 
-async def missing_files(run: CleanupRun) -> int:
+async def missing_files(ctx: HandlerContext) -> int:
     """Completed artifacts whose file is gone (registered over an hour ago): repaired from temp/ or failed."""
-    check = await check_completed(run, registered_before=run.now - STALE_UPLOADING_AGE)
-    return check.missing if run.dry_run else check.repaired + check.failed
-
-
-register_scope(CleanupScope.TEMP_ORPHANS, temp_orphans)
-register_scope(CleanupScope.ORPHAN_FILES, orphan_files)
-register_scope(CleanupScope.OLD_ORPHANS, old_orphans)
-register_scope(CleanupScope.MISSING_FILES, missing_files)
+    check = await check_completed(ctx, registered_before=ctx.now - STALE_UPLOADING_AGE)
+    return check.missing if ctx.dry_run else check.repaired + check.failed

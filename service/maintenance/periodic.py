@@ -1,24 +1,24 @@
-"""The worker's maintenance life cycle: recovery before consuming, then a cleanup every interval."""
+"""The worker's maintenance life cycle: recovery before consuming, then a cleanup every interval.
+
+``service.bootstrap`` hooks ``start`` and ``stop`` into the worker's start and stop.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-from typing import TYPE_CHECKING
 
 from contracts import StorageError
+from service.core.context import Services
 from service.maintenance.cleanup import run_cleanup
 from service.maintenance.recovery import recover
-
-if TYPE_CHECKING:
-    from service.transport.worker import Worker
 
 log = logging.getLogger(__name__)
 
 
 class Maintenance:
-    """Hooked into a Worker: ``on_started`` runs recovery and starts the timer, ``on_stopping`` stops it."""
+    """Recovery and the timer at ``start``; ``stop`` cancels the timer."""
 
     def __init__(self) -> None:
         self._task: asyncio.Task[None] | None = None
@@ -30,26 +30,24 @@ class Maintenance:
         self.recovered: dict[str, int] | None = None
         """What startup recovery did."""
 
-    async def start(self, worker: Worker) -> None:
-        assert worker.services is not None
-        self.recovered = await recover(worker.services)
-        interval = worker.settings.cleanup_interval_s
+    async def start(self, services: Services) -> None:
+        self.recovered = await recover(services)
+        interval = services.settings.cleanup_interval_s
         if interval > 0:
-            self._task = asyncio.create_task(self._every(worker, interval), name="storage-periodic-cleanup")
+            self._task = asyncio.create_task(self._every(services, interval), name="storage-periodic-cleanup")
 
-    async def stop(self, worker: Worker) -> None:
+    async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
 
-    async def _every(self, worker: Worker, interval_s: float) -> None:
+    async def _every(self, services: Services, interval_s: float) -> None:
         while True:
             await asyncio.sleep(interval_s)
-            assert worker.services is not None
             try:
-                self.last_counts = await run_cleanup(worker.services)
+                self.last_counts = await run_cleanup(services)
             except StorageError as exc:
                 log.warning("periodic cleanup failed, next try in %.0fs: %s %s", interval_s, exc.message, exc.details)
             except Exception:
@@ -66,10 +64,3 @@ class Maintenance:
         async with self.ran:
             await self.ran.wait_for(lambda: self.runs > after)
             return self.runs
-
-
-def install(worker: Worker) -> Maintenance:
-    maintenance = Maintenance()
-    worker.on_started.append(maintenance.start)
-    worker.on_stopping.append(maintenance.stop)
-    return maintenance

@@ -17,8 +17,7 @@ import time
 from datetime import timedelta
 
 from contracts import utc_now
-from service.core.context import Services
-from service.maintenance.cleanup import CleanupRun
+from service.core.context import HandlerContext, Services
 from service.maintenance.data_scopes import stale_uploading
 from service.maintenance.file_scopes import FileCheck, check_completed, temp_orphans
 from service.store import maintenance as q
@@ -31,17 +30,17 @@ RECENT = timedelta(hours=24)
 async def recover(services: Services) -> dict[str, int]:
     """Repair the stores after an unclean stop; returns what was done, by kind."""
     started = time.monotonic()
-    run = CleanupRun(services, utc_now(), dry_run=False, batch=services.settings.cleanup_batch)
-    async with run.read() as conn:
+    ctx = HandlerContext(services, now=utc_now())
+    async with ctx.read() as conn:
         newest = await q.newest_registration(conn)
     check = FileCheck()
     if newest is not None:
-        check = await check_completed(run, registered_since=newest - RECENT)
+        check = await check_completed(ctx, registered_since=newest - RECENT)
     summary = {
         "moved_into_place": check.repaired,
         "failed_without_file": check.failed,
-        "stale_uploading_failed": await stale_uploading(run),
-        "temp_to_orphans": await temp_orphans(run),
+        "stale_uploading_failed": await stale_uploading(ctx),
+        "temp_to_orphans": await temp_orphans(ctx),
     }
     if any(summary.values()):
         log.warning(

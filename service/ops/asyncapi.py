@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from faststream.rabbit import RabbitBroker
 from faststream.specification import AsyncAPI
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
@@ -130,10 +131,10 @@ def _event_message(event_type: str, model: type[BaseModel]) -> dict[str, Any]:
 
 def _app_document(settings: Settings) -> dict[str, Any]:
     """What FastStream generates from the worker's broker, with the publishers the worker uses declared."""
-    from service.transport.worker import Worker
-
-    worker = Worker(settings)
-    broker = worker.broker
+    broker = RabbitBroker(settings.amqp_url, app_id=f"mindbus-storage/{settings.node_name}", logger=None)
+    broker.subscriber(
+        declared.command_queue(settings), declared.exchange(settings), no_reply=True, title="storage commands"
+    )
     broker.publisher(
         routing_key="{reply_to}",
         title=REPLIES,

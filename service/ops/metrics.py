@@ -30,7 +30,6 @@ from sqlalchemy import text
 
 from contracts import ACTIONS
 from service import __version__
-from service.core.context import Services
 from service.core.pipeline import Outcome, Settle
 from service.store.engine.db import read_connection
 
@@ -44,23 +43,14 @@ BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 PROBE_TIMEOUT_S = 2.0
 _MAX_REQUEST_BYTES = 8192
 
-_BY_SERVICES: dict[int, Metrics] = {}
-
 disable_created_metrics()  # the *_created series double the scrape and no dashboard reads them
 
 
-def record_cleanup(services: Services, scope: str, count: int) -> None:
-    """Count items a cleanup scope handled; a no-op when the worker owning ``services`` exports no metrics."""
-    metrics = _BY_SERVICES.get(id(services))
-    if metrics is not None and count > 0:
-        metrics.cleanup_items.labels(scope).inc(count)
-
-
-def action_label(action: str) -> str:
+def action_label(action: str | None) -> str:
     """The action as a label value: a known action, ``invalid`` (not even an envelope) or ``unknown``."""
-    if action in ACTIONS:
-        return action
-    return "invalid" if action == "-" else "unknown"
+    if action is None:
+        return "invalid"
+    return action if action in ACTIONS else "unknown"
 
 
 class Metrics:
@@ -101,7 +91,7 @@ class Metrics:
         info = Info("storage_node", "This storage node", registry=r)
         s = worker.settings
         info.info({"node": s.node_name, "version": __version__, "queue": s.queue, "exchange": s.exchange})
-        self._children: dict[tuple[str, str], tuple[Any, Any]] = {}
+        self._children: dict[tuple[str | None, str], tuple[Any, Any]] = {}
         self._server: asyncio.Server | None = None
         self.port: int | None = None
 
@@ -164,12 +154,14 @@ class Metrics:
         assert s.metrics_port is not None and worker.services is not None
         self._server = await asyncio.start_server(self._serve, s.metrics_host, s.metrics_port)
         self.port = self._server.sockets[0].getsockname()[1]
-        _BY_SERVICES[id(worker.services)] = self
+        worker.services.on_cleanup.append(self.count_cleanup)
         log.info("metrics on http://%s:%d/metrics, health on /healthz", s.metrics_host, self.port)
 
+    def count_cleanup(self, scope: str, count: int) -> None:
+        """A ``Services.on_cleanup`` observer: items a cleanup scope handled."""
+        self.cleanup_items.labels(scope).inc(count)
+
     async def _stop(self, worker: Worker) -> None:
-        if worker.services is not None:
-            _BY_SERVICES.pop(id(worker.services), None)
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()

@@ -21,7 +21,6 @@ from pydantic import BaseModel
 from contracts import EventData, EventEnvelope, topology, utc_now
 from service import __version__
 from service.core.pipeline import Outcome
-from service.handlers import HANDLERS
 from service.transport import topology as declared
 
 if TYPE_CHECKING:
@@ -121,8 +120,8 @@ class NodeRegistry:
             node_name=s.node_name,
             node_type=topology.NODE_TYPE,
             version=__version__,
-            capabilities=capabilities(HANDLERS),
-            actions=sorted(HANDLERS),
+            capabilities=capabilities(self.worker.actions),
+            actions=sorted(self.worker.actions),
             exchange=s.exchange,
             queue=s.queue,
             routing_keys=list(s.routing_keys),

@@ -1,11 +1,11 @@
 """OpenTelemetry tracing (the optional ``telemetry`` extra): follow one agent's request end to end.
 
-FastStream's RabbitMQ telemetry middleware opens the consumer span of every delivery and the producer
-span of the reply (injecting ``traceparent`` into the reply's AMQP headers). MindBus agents put their
-``traceparent`` in the CloudEvents body, not in AMQP headers, so a small outer middleware lifts it into
-the headers first: the worker's spans then continue the agent's trace. Each command also gets a child
-span ``storage.<action>`` carrying the action, outcome code, requester and MindBus trace id. The reply
-body keeps the command's ``traceparent`` (docs/contract.md §1), so both sides name the same trace.
+Every delivery gets a consumer span ``<queue> process`` and its reply a producer span ``<reply_to> publish``
+(which writes ``traceparent`` into the reply's AMQP headers), named after OpenTelemetry's messaging
+conventions. The consumer span continues the trace of the command's ``traceparent``: from the AMQP headers,
+else from the CloudEvents body, where MindBus agents put it. Each command also gets a child span
+``storage.<action>`` carrying the action, outcome code, requester and MindBus trace id. The reply body keeps
+the command's ``traceparent`` (docs/contract.md §1), so both sides name the same trace.
 
 On when the extra is installed and ``STORAGE_OTEL=true`` or a standard ``OTEL_*`` exporter variable is
 set. Spans go to the globally configured tracer provider (``opentelemetry-instrument``), else to one set
@@ -19,7 +19,9 @@ import logging
 import os
 import re
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 from service import __version__
 from service.core.pipeline import Outcome, Settle
@@ -27,6 +29,7 @@ from service.ops.commandlog import SERVER_FAULTS
 from service.settings import Settings
 
 if TYPE_CHECKING:
+    from aio_pika.abc import AbstractIncomingMessage
     from opentelemetry.trace import Tracer, TracerProvider
 
     from service.transport.worker import Worker
@@ -83,7 +86,7 @@ def default_provider(settings: Settings) -> TracerProvider:
 
 
 class Tracing:
-    """Wires the FastStream middleware and the per-command span into one worker."""
+    """The worker's ``DeliveryTracer`` and its per-command span, on one tracer provider."""
 
     def __init__(self, worker: Worker, tracer_provider: TracerProvider | None = None) -> None:
         from opentelemetry import trace
@@ -93,22 +96,50 @@ class Tracing:
         self.tracer: Tracer = trace.get_tracer("service.ops.telemetry", __version__, tracer_provider=self.provider)
 
     def attach(self) -> None:
-        from faststream._internal.middlewares import BaseMiddleware
-        from faststream.rabbit.opentelemetry import RabbitTelemetryMiddleware
-
-        class BodyTraceparent(BaseMiddleware):
-            """Lifts the envelope's ``traceparent`` into the headers the telemetry middleware reads."""
-
-            async def consume_scope(self, call_next: Any, msg: Any) -> Any:
-                headers = msg.headers
-                if "traceparent" not in headers and (found := traceparent_in_body(msg.body)) is not None:
-                    msg.headers = {**headers, "traceparent": found}
-                return await call_next(msg)
-
-        broker = self.worker.broker
-        broker.add_middleware(BodyTraceparent)
-        broker.add_middleware(RabbitTelemetryMiddleware(tracer_provider=self.provider))
+        self.worker.tracer = self
         self.worker.on_outcome.append(self.record)
+
+    @contextmanager
+    def consuming(self, message: AbstractIncomingMessage) -> Iterator[object]:
+        """The delivery's consumer span, continuing the command's trace; current while the command runs."""
+        from opentelemetry.propagate import extract
+        from opentelemetry.trace import SpanKind
+
+        carrier = {key: str(value) for key, value in (message.headers or {}).items()}
+        if "traceparent" not in carrier and (found := traceparent_in_body(message.body)) is not None:
+            carrier["traceparent"] = found
+        queue = self.worker.settings.queue
+        with self.tracer.start_as_current_span(
+            f"{queue} process",
+            context=extract(carrier),
+            kind=SpanKind.CONSUMER,
+            attributes={
+                "messaging.system": "rabbitmq",
+                "messaging.operation": "process",
+                "messaging.destination.name": queue,
+                "messaging.message.id": message.message_id or "",
+                "messaging.message.conversation_id": message.correlation_id or "",
+            },
+        ) as span:
+            yield span
+
+    @contextmanager
+    def publishing(self, routing_key: str, headers: dict[str, str]) -> Iterator[object]:
+        """The reply's producer span; its context goes into ``headers`` for the agent to continue."""
+        from opentelemetry.propagate import inject
+        from opentelemetry.trace import SpanKind
+
+        with self.tracer.start_as_current_span(
+            f"{routing_key} publish",
+            kind=SpanKind.PRODUCER,
+            attributes={
+                "messaging.system": "rabbitmq",
+                "messaging.operation": "publish",
+                "messaging.destination.name": routing_key,
+            },
+        ) as span:
+            inject(headers)
+            yield span
 
     def record(self, outcome: Outcome, elapsed_s: float) -> None:
         """A child span of the delivery's consumer span, timed from delivery to ack."""
@@ -116,13 +147,13 @@ class Tracing:
 
         end_ns = time.time_ns()
         span = self.tracer.start_span(
-            f"storage.{outcome.action}",
+            f"storage.{outcome.action or 'invalid'}",
             kind=SpanKind.INTERNAL,
             start_time=end_ns - int(elapsed_s * 1e9),
             attributes={
-                "mindbus.action": outcome.action,
+                "mindbus.action": outcome.action or "",
                 "mindbus.outcome": outcome.code,
-                "mindbus.requester": outcome.requester or "",
+                "mindbus.requester": outcome.requester_id or "",
                 "mindbus.trace_id": outcome.trace_id or "",
                 "mindbus.envelope_id": outcome.envelope_id or "",
                 "mindbus.replayed": outcome.replayed,

@@ -11,7 +11,7 @@ from sqlalchemy import Row, Select, Text, and_, bindparam, cast, delete, exists,
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from contracts import ArtifactManifest, ArtifactStatus, ListArtifactsParams, Visibility, utc_now
-from service.core.context import Requester
+from service.identity import Requester
 from service.store import cursor
 from service.store.engine.conflicts import prepared_insert_or_skip
 from service.store.engine.prepared import PreparedRead, PreparedWrite

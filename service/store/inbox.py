@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import bindparam, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from contracts import ERROR_TYPE
 from service.store.engine.conflicts import prepared_insert_or_skip
 from service.store.engine.prepared import PreparedRead
 from service.store.engine.sqlite_driver import point_lookup
@@ -61,6 +62,23 @@ class StoredReply:
     request_hash: str = ""
     envelope_id: str = ""
     action: str = ""
+    code: str = "OK"
+    """``OK`` for a result, else the error's code: read once where the reply is made or loaded."""
+
+    @property
+    def replayed(self) -> bool:
+        """Read back from the inbox (only such a reply carries its command's envelope id)."""
+        return bool(self.envelope_id)
+
+
+def error_code_of(reply_type: str, data_json: str) -> str:
+    """The outcome code of a stored reply's data: ``OK`` for a result, the error code for an error."""
+    if reply_type != ERROR_TYPE:
+        return "OK"
+    try:
+        return str(json.loads(data_json)["error"]["code"])
+    except (ValueError, KeyError, TypeError):
+        return "INTERNAL"
 
 
 def request_hash(action: str, params: dict[str, Any]) -> str:
@@ -86,8 +104,9 @@ async def find(
     if not rows:
         return None
     row = next((r for r in rows if r.id == envelope_id), rows[0])
+    code = error_code_of(row.reply_type, row.reply_data)
     return StoredReply(
-        row.reply_id, row.reply_type, row.reply_data, row.created_at, row.request_hash, row.id, row.action
+        row.reply_id, row.reply_type, row.reply_data, row.created_at, row.request_hash, row.id, row.action, code
     )
 
 

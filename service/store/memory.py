@@ -15,7 +15,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from contracts import MemoryItem, Visibility, utc_now
-from service.core.context import Requester
+from service.identity import Requester
 from service.store import cursor, memory_keys
 from service.store.models import MemoryLabel, MemoryRecord
 

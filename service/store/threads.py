@@ -37,7 +37,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from contracts import InvalidArgument, Visibility
-from service.core.context import Requester
+from service.identity import Requester
 from service.store import cursor
 from service.store.engine.prepared import PreparedRead, PreparedWrite
 from service.store.engine.sqlite_driver import point_lookup

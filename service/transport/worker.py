@@ -1,84 +1,71 @@
-"""The worker: FastStream broker and subscriber, topology, the single writer, start and graceful stop."""
+"""The worker's transport: one consumer of the command queue, the reply publish, settling, start and graceful stop.
+
+One delivery path: an aio-pika consumer on the FastStream broker's connection and channel. FastStream's
+per-message path (context scopes, middleware stack, parser, call wrappers) cost about as much as the broker
+round trip itself, and the worker needs none of it; tracing hooks in through ``DeliveryTracer`` instead.
+The parts are handed in by ``service.bootstrap``: the action table and how to open and close the stores.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractContextManager
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Protocol
 
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue
-from faststream import AckPolicy
-from faststream.rabbit import Channel, RabbitBroker, RabbitMessage
+from faststream.rabbit import Channel, RabbitBroker
 from pamqp.commands import Basic
 
 from contracts import topology as names
-from service import maintenance
+from service.core.actions import ActionTable
 from service.core.context import Services
 from service.core.pipeline import Delivery, Outcome, Pipeline, Settle
-from service.files import FileStore
-from service.ops import operating
 from service.settings import Settings
-from service.store.engine.db import create_engine, is_sqlite, sqlite_path
-from service.store.engine.lock import DatabaseLock
-from service.store.engine.lookups import PointLookups
-from service.store.engine.schema import prepare
-from service.store.engine.writer import SingleWriter
 from service.transport import amqp_decoding, topology
 from service.transport.acks import BulkAcks
 
 log = logging.getLogger(__name__)
 
 StartHook = Callable[["Worker"], Awaitable[None]]
+OpenServices = Callable[[Settings, Callable[[int], None], Callable[[], int]], Awaitable[Services]]
+"""``(settings, on_batch, busy)`` → the opened stores; ``on_batch`` hears each group commit, ``busy`` is in-flight."""
+
+DELIVERY_QUIET_S = 0.05
+"""After cancel-ok, how long no new delivery may reach the worker before the consumer counts as drained."""
 
 
-class _Settler(Protocol):
-    """FastStream's ``RabbitMessage`` or aio-pika's message: whichever consumed the delivery settles it."""
+class DeliveryTracer(Protocol):
+    """Spans around one delivery and around its reply's publish (``service.ops.telemetry``)."""
 
-    async def ack(self) -> None: ...
+    def consuming(self, message: AbstractIncomingMessage) -> AbstractContextManager[object]: ...
 
-    async def reject(self, requeue: bool = False) -> None: ...
-
-
-class _BulkSettler:
-    """Settles one delivery of the direct consumer through the worker's ``BulkAcks``."""
-
-    __slots__ = ("_acks", "_message")
-
-    def __init__(self, acks: BulkAcks, message: AbstractIncomingMessage) -> None:
-        self._acks = acks
-        self._message = message
-
-    async def ack(self) -> None:
-        await self._acks.ack(self._message)
-
-    async def reject(self, requeue: bool = False) -> None:
-        assert not requeue, "the pipeline never requeues"
-        await self._acks.reject(self._message)
-
-
-async def _undecoded(message: RabbitMessage) -> RabbitMessage:
-    """Hand the message over undecoded: the pipeline parses the body, and must see non-JSON bodies to refuse them.
-
-    FastStream's own decoder would parse JSON first and fail on garbage before the handler runs, leaving
-    the message neither answered nor dead-lettered. With ``apply_types=False`` the handler gets what this
-    returns: no dependency injection per message (resolving a ``RabbitMessage`` parameter costs a thread
-    pool round trip on every delivery). It is a coroutine because FastStream runs a plain function in a
-    worker thread, another round trip per message.
-    """
-    return message
+    def publishing(self, routing_key: str, headers: dict[str, str]) -> AbstractContextManager[object]:
+        """Open the producer span and write its trace context into ``headers``."""
+        ...
 
 
 class Worker:
     """One storage node. ``start()`` returns once it consumes; ``stop()`` drains in-flight commands first."""
 
-    def __init__(self, settings: Settings | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        actions: ActionTable,
+        *,
+        open_services: OpenServices,
+        close_services: Callable[[Services], Awaitable[None]],
+    ) -> None:
         amqp_decoding.install()  # before any connection: no property an agent sends can kill it
-        self.settings = settings or Settings()
-        s = self.settings
+        self.settings = s = settings
+        self.actions = actions
+        self._open_services = open_services
+        self._close_services = close_services
         self.broker = RabbitBroker(
             s.amqp_url,
             default_channel=Channel(prefetch_count=s.prefetch),
@@ -87,24 +74,17 @@ class Worker:
             app_id=f"mindbus-storage/{s.node_name}",
             apply_types=False,
         )
-        self.subscriber = self.broker.subscriber(
-            topology.command_queue(s),
-            topology.exchange(s),
-            ack_policy=AckPolicy.MANUAL,
-            no_reply=True,
-            decoder=_undecoded,
-            title="storage commands",
-        )
+        self._app_id = f"mindbus-storage/{s.node_name}"
         self._queue: AbstractQueue | None = None
         self._consumer_tag: str | None = None
-        """The direct consumer's, when the worker consumes without FastStream's per-message machinery."""
         self._acks = BulkAcks()
-        """The direct consumer's acks, sent in bulk (FastStream's path acks each message itself)."""
         self._idle = asyncio.Event()
         self._idle.set()
-        self._lock: DatabaseLock | None = None
+        self._taken = 0
+        """Deliveries ever taken: how ``stop`` tells that no more are arriving."""
         self.services: Services | None = None
         self.pipeline: Pipeline | None = None
+        self.tracer: DeliveryTracer | None = None
         self.on_started: list[StartHook] = []
         """Run before the broker connects (the stores are ready)."""
         self.on_consuming: list[StartHook] = []
@@ -117,50 +97,18 @@ class Worker:
         """Commands taken from the queue and not yet settled."""
         self._executing: set[asyncio.Task[Outcome]] = set()
         """Commands whose pipeline runs on even if their delivery dies (see ``_handle``)."""
-        self._app_id = f"mindbus-storage/{s.node_name}"
-        self.operations = operating.install(self)
-        """Command log, metrics, node registry and tracing, as the settings ask."""
-        self.maintenance = maintenance.install(self)
-        """Startup recovery before the broker connects, then a cleanup every STORAGE_CLEANUP_INTERVAL."""
 
     async def start(self) -> None:
         s = self.settings
-        if (db_file := sqlite_path(s.database_url)) is not None:
-            self._lock = DatabaseLock(db_file)
-            self._lock.acquire()
-        engine = create_engine(s.database_url, read_timeout_ms=s.read_timeout_ms)
-        try:  # a new embedded SQLite database gets its schema; anything else migrates only when asked to
-            await prepare(engine, migrate_on_start=s.migrate_on_start, create_if_empty=is_sqlite(s.database_url))
-        except BaseException:
-            await engine.dispose()
-            if self._lock is not None:
-                self._lock.release()
-                self._lock = None
-            raise
-        files = FileStore(s.storage_root)
-        await asyncio.to_thread(files.ensure_layout)
-        writer = SingleWriter(
-            engine,
-            batch_max=s.write_batch_max,
-            on_batch=self._batch_committed,
-            gather_s=s.write_gather_ms / 1000,
-            busy=lambda: self.in_flight,
-        )
-        await writer.start()
-        lookups = PointLookups(engine)
-        await lookups.start()
-        self.services = Services(settings=s, engine=engine, writer=writer, files=files, lookups=lookups)
-        self.pipeline = Pipeline(self.services)
+        self.services = await self._open_services(s, self._batch_committed, lambda: self.in_flight)
+        self.pipeline = Pipeline(self.services, self.actions)
         for hook in self.on_started:
             await hook(self)
-        traced = bool(self.broker.middlewares)
-        if traced and not self.subscriber.calls:
-            self.subscriber(self._on_message)
         await self.broker.connect()
         await topology.declare(self.broker, s)
         await self.broker.start()
-        if not traced:
-            await self._consume_directly()
+        self._queue = await self.broker.declare_queue(topology.command_queue(s))
+        self._consumer_tag = await self._queue.consume(self._on_delivery)
         for hook in self.on_consuming:
             await hook(self)
         log.info("storage worker %s consuming %s on %s", s.node_name, s.queue, s.exchange)
@@ -174,26 +122,17 @@ class Worker:
         if self._executing:  # orphaned by a lost connection: let them reach their end before the stores close
             await asyncio.wait(self._executing, timeout=self.settings.shutdown_grace_s)
         if self.services is not None:
-            await self.services.writer.stop()
-            if self.services.lookups is not None:
-                await self.services.lookups.close()
-            await self.services.engine.dispose()
-        if self._lock is not None:
-            self._lock.release()
-            self._lock = None
+            await self._close_services(self.services)
         log.info("storage worker %s stopped", self.settings.node_name)
 
     async def _cancel_consumer(self) -> None:
-        """Tell the broker to stop delivering before waiting for the in-flight commands.
+        """Tell the broker to stop delivering, then wait until every delivery it sent has been settled.
 
-        FastStream's own stop waits for in-flight handlers first and cancels the consumer after, dropping
-        whatever the broker delivers meanwhile: those messages would stay unacked until the connection
-        closes and come back redelivered. After cancel-ok nothing more arrives, and the deliveries that
-        came before it are handed to their tasks within a loop turn, so the broker's wait covers them.
+        Deliveries the broker sent before cancel-ok still reach the consumer after it; the worker waits
+        until none has arrived for ``DELIVERY_QUIET_S`` and none is running, within the shutdown grace.
+        Settled here, none comes back redelivered when the connection closes.
         """
-        direct = self._consumer_tag is not None
-        queue = self._queue if direct else getattr(self.subscriber, "_queue_obj", None)
-        tag = self._consumer_tag if direct else getattr(self.subscriber, "_consumer_tag", None)
+        queue, tag = self._queue, self._consumer_tag
         self._consumer_tag = None
         if queue is None or tag is None or queue.channel.is_closed:
             return
@@ -202,31 +141,30 @@ class Worker:
         except Exception as exc:  # the channel is going away anyway; the broker's stop closes it
             log.warning("cancelling the consumer failed: %s", exc)
             return
-        for _ in range(3):  # aiormq's delivery task, then aio-pika's callback task, then its first step
-            await asyncio.sleep(0)
-        if direct:  # FastStream's stop waits for its own handlers only: wait for the direct consumer's here
-            try:
-                await asyncio.wait_for(self._idle.wait(), self.settings.shutdown_grace_s)
-            except TimeoutError:
-                log.warning("%d commands still running after the shutdown grace", self.in_flight)
+        try:
+            await asyncio.wait_for(self._drained(), self.settings.shutdown_grace_s)
+        except TimeoutError:
+            log.warning("%d commands still running after the shutdown grace", self.in_flight)
 
-    async def _consume_directly(self) -> None:
-        """Consume the command queue with aio-pika itself, on the broker's channel and prefetch.
-
-        FastStream's per-message path (context scopes, middleware stack, parser, call wrappers) costs about
-        as much as the broker round trip itself; without middlewares to run there is nothing it adds here.
-        With tracing installed the worker consumes through FastStream instead, so the middlewares see every
-        delivery. Either way the same ``_handle`` serves the command.
-        """
-        self._queue = await self.broker.declare_queue(topology.command_queue(self.settings))
-        self._consumer_tag = await self._queue.consume(self._on_delivery)
+    async def _drained(self) -> None:
+        while True:
+            taken = self._taken
+            await asyncio.sleep(DELIVERY_QUIET_S)
+            await self._idle.wait()
+            if self._taken == taken:
+                return
 
     async def _on_delivery(self, raw: AbstractIncomingMessage) -> None:
         self.in_flight += 1
+        self._taken += 1
         self._idle.clear()
         self._acks.taken(raw)
         try:
-            await self._handle(raw, _BulkSettler(self._acks, raw))
+            if self.tracer is None:
+                await self._handle(raw)
+            else:
+                with self.tracer.consuming(raw):
+                    await self._handle(raw)
         except Exception:  # only the ack itself failed (the channel is gone): the broker redelivers it
             log.exception("command %s could not be settled", raw.message_id or raw.correlation_id)
         finally:
@@ -238,34 +176,15 @@ class Worker:
         for observer in self.on_batch:
             observer(size)
 
-    async def _on_message(self, message: RabbitMessage) -> None:
-        self.in_flight += 1
-        try:
-            await self._handle(message.raw_message, message)
-        finally:
-            self.in_flight -= 1
-
-    async def _handle(self, raw: AbstractIncomingMessage, settler: _Settler) -> None:
-        """One command: pipeline, reply, then ack (or reject) through ``settler``: the message as consumed.
+    async def _handle(self, raw: AbstractIncomingMessage) -> None:
+        """One command: pipeline, reply, then ack (or reject into the dead-letter queue).
 
         Every delivery settles: the pipeline answers an unexpected failure INTERNAL instead of raising, and a
         reply that cannot be published is replaced by an INTERNAL one (``_reply_or_internal``). Only a
         failing ack (the channel is gone) leaves the message to the broker, which then redelivers it.
         """
         assert self.pipeline is not None
-        try:
-            expiration = raw.expiration
-            delivery = Delivery(
-                body=raw.body,
-                reply_to=raw.reply_to,
-                correlation_id=raw.correlation_id,
-                user_id=raw.user_id,
-                expiration_ms=expiration * 1000 if expiration is not None else None,
-                timestamp=_aware(raw.timestamp),
-            )
-        except Exception:  # properties aio-pika could not turn into values: the body alone is what we know
-            log.exception("command %s has unreadable AMQP properties", raw.message_id or raw.correlation_id)
-            delivery = Delivery(body=raw.body, reply_to=raw.reply_to, correlation_id=raw.correlation_id)
+        delivery = _delivery_of(raw)
         started = asyncio.get_running_loop().time()
         # When the connection drops, aiormq cancels the delivery's task. A command past its commit must still
         # finish what follows the commit (the file move, the inbox record), so it runs in its own task; only
@@ -274,13 +193,13 @@ class Worker:
         self._executing.add(execution)
         execution.add_done_callback(self._executing.discard)
         outcome = await asyncio.shield(execution)
-        if outcome.reply is not None and outcome.reply_to:
+        if outcome.body is not None and delivery.reply_to:
             outcome = await self._reply_or_internal(raw, delivery, outcome)
             self.pipeline.services.faults.hit("after_reply")
         if outcome.settle is Settle.REJECT:
-            await settler.reject(requeue=False)
+            await self._acks.reject(raw)
         else:
-            await settler.ack()
+            await self._acks.ack(raw)
         elapsed = asyncio.get_running_loop().time() - started
         for observer in self.on_outcome:
             observer(outcome, elapsed)
@@ -291,7 +210,7 @@ class Worker:
         A closed channel is let through: nothing can be published or acked on it, and the broker redelivers.
         """
         try:
-            await self._reply(raw, outcome)
+            await self._reply(raw, delivery, outcome)
             return outcome
         except Exception:
             if raw.channel.is_closed:
@@ -299,51 +218,63 @@ class Worker:
             log.exception("the reply to command %s could not be published", outcome.envelope_id)
         assert self.pipeline is not None
         crashed = self.pipeline.crashed(delivery, time.monotonic())
-        fallback = replace(outcome, reply=crashed.reply, reply_id=crashed.reply_id, code=crashed.code)
-        if fallback.reply is not None:
+        fallback = replace(outcome, reply=crashed.reply, body=crashed.body)
+        if fallback.body is not None:
             try:
-                await self._reply(raw, fallback)
+                await self._reply(raw, delivery, fallback)
             except Exception:
                 if raw.channel.is_closed:
                     raise
                 log.exception("not even an INTERNAL reply to command %s could be published", outcome.envelope_id)
         return fallback
 
-    async def _reply(self, raw: AbstractIncomingMessage, outcome: Outcome) -> None:
+    async def _reply(self, raw: AbstractIncomingMessage, delivery: Delivery, outcome: Outcome) -> None:
         """Publish the reply and wait for the broker's confirm: it is durable before the command is acked.
 
         Straight onto the consuming channel (publisher confirms on) with the AMQP properties of
-        docs/contract.md §1; FastStream's publish path (command objects, middleware chain) is kept for when
-        middlewares are installed, so tracing still gets its producer span and ``traceparent`` header.
+        docs/contract.md §1.
         """
-        assert outcome.reply is not None and outcome.reply_to is not None
-        if self.broker.middlewares:
-            await self.broker.publish(
-                outcome.reply,
-                exchange="",
-                routing_key=outcome.reply_to,
-                correlation_id=outcome.correlation_id,
-                message_id=outcome.reply_id,
+        assert outcome.body is not None and outcome.reply is not None and delivery.reply_to is not None
+        headers: dict[str, str] = {}
+        span = self.tracer.publishing(delivery.reply_to, headers) if self.tracer else contextlib.nullcontext()
+        with span:
+            properties = Basic.Properties(
                 content_type="application/json",
-                persist=True,
+                delivery_mode=2,
                 priority=names.PRIORITY_REPLY,
-                mandatory=False,
+                correlation_id=outcome.correlation_id,
+                message_id=outcome.reply.reply_id,
+                app_id=self._app_id,
+                headers=dict(headers) or None,
             )
-            return
-        properties = Basic.Properties(
-            content_type="application/json",
-            delivery_mode=2,
-            priority=names.PRIORITY_REPLY,
-            correlation_id=outcome.correlation_id,
-            message_id=outcome.reply_id,
-            app_id=self._app_id,
+            # wait=False: the channel's lock is not held until the writer task has sent the frame (aiormq's
+            # default serialises every publish of the channel behind the previous one's socket write); the
+            # broker's confirm, awaited here all the same, is what tells the reply is safe.
+            await raw.channel.basic_publish(
+                outcome.body,
+                exchange="",
+                routing_key=delivery.reply_to,
+                properties=properties,
+                mandatory=False,
+                wait=False,
+            )
+
+
+def _delivery_of(raw: AbstractIncomingMessage) -> Delivery:
+    """What the pipeline needs of a message; properties aio-pika cannot turn into values read as absent."""
+    try:
+        expiration = raw.expiration
+        return Delivery(
+            body=raw.body,
+            reply_to=raw.reply_to,
+            correlation_id=raw.correlation_id,
+            user_id=raw.user_id,
+            expiration_ms=expiration * 1000 if expiration is not None else None,
+            timestamp=_aware(raw.timestamp),
         )
-        # wait=False: the channel's lock is not held until the writer task has sent the frame (aiormq's default
-        # serialises every publish of the channel behind the previous one's socket write); the broker's confirm,
-        # awaited here all the same, is what tells the reply is safe.
-        await raw.channel.basic_publish(
-            outcome.reply, exchange="", routing_key=outcome.reply_to, properties=properties, mandatory=False, wait=False
-        )
+    except Exception:  # the body alone is what we know
+        log.exception("command %s has unreadable AMQP properties", raw.message_id or raw.correlation_id)
+        return Delivery(body=raw.body, reply_to=raw.reply_to, correlation_id=raw.correlation_id)
 
 
 def _aware(moment: datetime | None) -> datetime | None:

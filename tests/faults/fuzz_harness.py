@@ -129,8 +129,8 @@ class FuzzHarness:
         ``user_id`` (the only identity admin rights come from); returns the parsed reply."""
         envelope = make_command(action, params, source="agent-fuzz")
         outcome = self.process(Delivery(envelope.to_json_bytes(), reply_to="replies", user_id=requester))
-        assert outcome.reply is not None
-        return parse_reply(outcome.reply)
+        assert outcome.body is not None
+        return parse_reply(outcome.body)
 
     def output(self, action: str, params: dict[str, Any]) -> dict[str, Any]:
         reply = self.call(action, params)

@@ -94,10 +94,10 @@ def check_case(harness: FuzzHarness, case: Case, kinds: Counter[str]) -> None:
     command = is_command(delivery.body, harness.settings.max_message_bytes)
     assert outcome.settle is (Settle.ACK if command else Settle.REJECT), "only non-commands are dead-lettered"
     if not delivery.reply_to:
-        assert outcome.reply is None
+        assert outcome.body is None
         return
-    assert outcome.reply is not None, "a command with reply_to got no reply"
-    reply = parse_reply(outcome.reply)
+    assert outcome.body is not None, "a command with reply_to got no reply"
+    reply = parse_reply(outcome.body)
     if isinstance(reply, ResultEnvelope):
         kinds[f"{case.action} RESULT"] += 1
         if case.action == "register_artifact" and "uri" in reply.data.output:  # (not a replayed reply)

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from service.bootstrap import build_worker
 from service.cli import main
 from service.importer import LEGACY_ID_LABEL, artifact_id
 from service.transport.worker import Worker
@@ -57,7 +58,7 @@ async def reader(amqp_url: str, database_url: str, storage_root: Path) -> AsyncI
 
     async def start() -> Bus:
         settings = make_settings(amqp_url, database_url, storage_root, max_file_bytes=MAX_FILE_BYTES)
-        worker = Worker(settings)
+        worker = build_worker(settings)
         await worker.start()
         agent = await Bus(settings.amqp_url, settings.exchange, settings.dlq).open()
         started.append((worker, agent))
@@ -185,7 +186,7 @@ async def test_import_refuses_while_a_worker_owns_the_sqlite_database(
     monkeypatch.setattr("service.cli.setup_logging", lambda settings: None)
     source = build(tmp_path / "legacy", good=40, each_broken=1)
     settings = make_settings(amqp_url, url, storage_root)
-    worker = Worker(settings)
+    worker = build_worker(settings)
     await worker.start()
     try:
         code, _, err = await cli(capsys, "import", str(source.root), "--no-progress")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from service.bootstrap import build_worker
 from service.core.pipeline import Outcome
 from service.transport.worker import Worker
 from tests.conftest import _delete_topology, make_settings
@@ -24,7 +25,7 @@ class Workers:
     async def start(self, **overrides: object) -> tuple[Worker, Bus]:
         """Start one, e.g. ``start(max_file_bytes=1024)``; it shares the test's database and storage root."""
         settings = make_settings(self.amqp_url, self.database_url, self.storage_root, **overrides)
-        worker = Worker(settings)
+        worker = build_worker(settings)
         await worker.start()
         agent = await Bus(settings.amqp_url, settings.exchange, settings.dlq).open()
         self.running.append((worker, agent))

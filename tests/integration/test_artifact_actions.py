@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from service import __version__
-from service.handlers import HANDLERS
+from service.handlers import ACTIONS
 from service.store import artifacts as artifact_store
 from service.transport.worker import Worker
 from tests.support.artifacts import manifest_for, new_artifact_id
@@ -343,7 +343,7 @@ async def test_unknown_action_is_unimplemented_and_lists_the_supported_ones(bus:
     assert err["code"] == "UNIMPLEMENTED" and err["retryable"] is False
     assert err["details"]["action"] == "teleport_artifact"
     assert set(err["details"]["supported"]) >= SERVED
-    assert set(err["details"]["supported"]) == set(HANDLERS)
+    assert set(err["details"]["supported"]) == set(ACTIONS)
 
 
 async def test_ill_typed_or_missing_params_name_the_field(bus: Bus, storage_root: Path) -> None:

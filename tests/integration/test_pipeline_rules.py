@@ -201,7 +201,7 @@ async def test_a_command_without_reply_to_is_executed_silently(
     envelope = register_command(manifest)
     await bus.publish(envelope.to_json_bytes(), reply=False)
     outcome = await outcomes.wait_for(lambda o: o.action == "register_artifact")
-    assert outcome.reply is None and outcome.code == "OK"
+    assert outcome.body is None and outcome.code == "OK"
     assert await artifact_exists(bus, manifest["id"])
     assert not path_of(manifest["uri"]).exists()
     assert bus.unmatched == []

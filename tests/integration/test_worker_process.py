@@ -11,6 +11,7 @@ from pathlib import Path
 import aio_pika
 import pytest
 
+from service.bootstrap import build_worker
 from service.settings import Settings
 from service.store.engine.lock import DatabaseLocked
 from service.transport.worker import Worker
@@ -65,7 +66,7 @@ def sqlite_settings(amqp_url: str, tmp_path: Path, storage_root: Path) -> Settin
 
 @pytest.fixture
 async def sqlite_worker(sqlite_settings: Settings) -> AsyncIterator[Worker]:
-    worker = Worker(sqlite_settings)
+    worker = build_worker(sqlite_settings)
     await worker.start()
     try:
         yield worker
@@ -80,7 +81,7 @@ async def test_a_second_worker_on_the_same_sqlite_file_refuses_to_start(
     """A second worker on a SQLite file in use fails at start with a message saying why and what to do."""
     other_root = tmp_path / "other-files"
     other_root.mkdir()
-    second = Worker(make_settings(amqp_url, sqlite_settings.database_url, other_root))
+    second = build_worker(make_settings(amqp_url, sqlite_settings.database_url, other_root))
     with pytest.raises(DatabaseLocked) as refused:
         await second.start()
     message = str(refused.value)
@@ -90,7 +91,7 @@ async def test_a_second_worker_on_the_same_sqlite_file_refuses_to_start(
     assert "PostgreSQL" in message
 
     await sqlite_worker.stop()  # once the owner is gone, the file is free again
-    third = Worker(make_settings(amqp_url, sqlite_settings.database_url, other_root))
+    third = build_worker(make_settings(amqp_url, sqlite_settings.database_url, other_root))
     await third.start()
     try:
         assert third.services is not None

@@ -11,8 +11,8 @@ from pathlib import Path
 
 from sqlalchemy import update
 
+from service.bootstrap import build_worker
 from service.settings import Settings
-from service.transport.worker import Worker
 from tests.conftest import _delete_topology, make_settings
 from tests.support.bus import Bus, output
 from tests.support.databases import sqlite_url
@@ -61,7 +61,7 @@ async def _cli(settings: Settings, cwd: Path, *args: str) -> tuple[int, str, str
 async def test_worker_runs_cleanup_every_interval(amqp_url: str, database_url: str, storage_root: Path) -> None:
     """With STORAGE_CLEANUP_INTERVAL set, an expired thread disappears from the database with no command sent."""
     settings = make_settings(amqp_url, database_url, storage_root, cleanup_interval_s=0.2)
-    worker = Worker(settings)
+    worker = build_worker(settings)
     await worker.start()
     try:
         thread_id = await _expired_thread(settings)
@@ -80,7 +80,7 @@ async def test_cli_cleanup_dry_run_then_for_real(
 ) -> None:
     """`storage-worker cleanup --dry-run --scope` counts without changing anything; without --dry-run it cleans."""
     settings = make_settings(amqp_url, database_url, storage_root)
-    worker = Worker(settings)
+    worker = build_worker(settings)
     await worker.start()
     try:
         thread_id = await _expired_thread(settings)
@@ -106,7 +106,7 @@ async def test_cli_cleanup_refuses_while_a_worker_owns_the_sqlite_file(
 ) -> None:
     """With SQLite the command line cannot clean behind a running worker's back; it says so and how to proceed."""
     settings = make_settings(amqp_url, sqlite_url(tmp_path), storage_root)
-    worker = Worker(settings)
+    worker = build_worker(settings)
     await worker.start()
     try:
         code, out, err = await _cli(settings, tmp_path, "--dry-run")

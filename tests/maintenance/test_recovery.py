@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import insert, select, update
 
 from contracts import make_command
+from service.bootstrap import build_worker
 from service.transport.worker import Worker
 from tests.conftest import _delete_topology, make_settings
 from tests.support.artifacts import manifest_for, write_temp
@@ -71,7 +72,7 @@ async def test_start_repairs_every_half_done_state_and_logs_each(
     """Before consuming, a starting worker moves stranded files into place, fails rows without files and stale
     uploads, sweeps old temp files, and logs every one of these actions."""
     settings = make_settings(amqp_url, database_url, storage_root)
-    first = Worker(settings)
+    first = build_worker(settings)
     await first.start()
     try:
         bus = await Bus(amqp_url, settings.exchange, settings.dlq).open()
@@ -109,7 +110,7 @@ async def test_start_repairs_every_half_done_state_and_logs_each(
     fresh = write_temp(storage_root, b"upload in progress")
 
     caplog.set_level(logging.INFO, logger="service")
-    second = Worker(settings)
+    second = build_worker(settings)
     await second.start()
     try:
         assert second.maintenance.recovered == {
@@ -154,7 +155,7 @@ async def test_rows_registered_long_before_the_newest_are_left_to_the_periodic_s
 ) -> None:
     """Startup checks the newest day of registrations only; an old row without a file is the missing_files scope's."""
     settings = make_settings(amqp_url, database_url, storage_root)
-    first = Worker(settings)
+    first = build_worker(settings)
     await first.start()
     try:
         bus = await Bus(amqp_url, settings.exchange, settings.dlq).open()
@@ -167,7 +168,7 @@ async def test_rows_registered_long_before_the_newest_are_left_to_the_periodic_s
     await execute(
         settings, update(artifacts).where(artifacts.c.id == old["artifact_id"]).values(registered_at=ago(days=3))
     )
-    second = Worker(settings)
+    second = build_worker(settings)
     await second.start()
     try:
         assert second.maintenance.recovered is not None

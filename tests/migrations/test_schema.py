@@ -27,11 +27,11 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from contracts import utc_now
+from service.bootstrap import build_worker
 from service.store.engine import schema
 from service.store.engine.db import create_engine
 from service.store.models import NAMING, Artifact, ArtifactLabel, Base, InboxRecord
 from service.store.types import UtcDateTime
-from service.transport.worker import Worker
 from tests.conftest import _delete_topology, make_settings
 from tests.support.databases import create_pg_database, drop_pg_database
 from tests.support.requirements import require_postgres
@@ -137,9 +137,9 @@ async def test_worker_refuses_an_unmigrated_postgres(amqp_url: str, storage_root
     try:
         settings = make_settings(amqp_url, url, storage_root, migrate_on_start=False)
         with pytest.raises(schema.SchemaNotReady, match="storage-worker migrate"):
-            await Worker(settings).start()
+            await build_worker(settings).start()
         settings = make_settings(amqp_url, url, storage_root, migrate_on_start=True)
-        worker = Worker(settings)
+        worker = build_worker(settings)
         await worker.start()
         await worker.stop()
         await _delete_topology(settings)
@@ -150,7 +150,7 @@ async def test_worker_refuses_an_unmigrated_postgres(amqp_url: str, storage_root
 async def test_new_sqlite_database_is_created_on_start(amqp_url: str, tmp_path: Path, storage_root: Path) -> None:
     """`storage-worker run` on a brand-new SQLite file works without a migrate step or setting."""
     url = f"sqlite+aiosqlite:///{tmp_path / 'fresh.db'}"
-    worker = Worker(make_settings(amqp_url, url, storage_root, migrate_on_start=False))
+    worker = build_worker(make_settings(amqp_url, url, storage_root, migrate_on_start=False))
     await worker.start()
     try:
         assert worker.services is not None

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from contracts import make_command
+from service.bootstrap import build_worker
 from service.logs import JsonFormatter
 from service.ops.commandlog import LOGGER_NAME, otel_trace_id
 from service.transport.worker import Worker
@@ -58,7 +59,7 @@ async def test_command_log_can_be_turned_off(
 ) -> None:
     """With STORAGE_COMMAND_LOG=false a busy worker writes no per-command lines at all."""
     settings = make_settings(amqp_url, sqlite_url(tmp_path), storage_root, command_log=False, node_registry=False)
-    worker = Worker(settings)
+    worker = build_worker(settings)
     await worker.start()
     bus = await Bus(settings.amqp_url, settings.exchange, settings.dlq).open()
     try:

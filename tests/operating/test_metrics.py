@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from contracts import make_command
-from service.ops.metrics import Metrics, action_label, record_cleanup
+from service.bootstrap import build_worker
+from service.ops.metrics import Metrics, action_label
 from service.settings import Settings
 from service.transport.worker import Worker
 from tests.conftest import make_settings
@@ -89,7 +90,7 @@ async def test_other_paths_and_methods_are_refused(worker: Worker) -> None:
 
 async def test_healthz_is_503_when_nothing_is_connected(settings: Settings) -> None:
     """A worker whose stores and broker are not up is reported unavailable, not healthy."""
-    metrics = Metrics(Worker(settings))
+    metrics = Metrics(build_worker(settings))
     status, body = await metrics.health()
     assert status == 503
     assert body["status"] == "unavailable"
@@ -99,9 +100,9 @@ async def test_healthz_is_503_when_nothing_is_connected(settings: Settings) -> N
 async def test_cleanup_counts_by_scope_reach_the_scrape(worker: Worker) -> None:
     """Counts reported by the cleanup job appear per scope in the scrape."""
     assert worker.services is not None
-    record_cleanup(worker.services, "temp_orphans", 3)
-    record_cleanup(worker.services, "inbox", 2)
-    record_cleanup(worker.services, "inbox", 0)
+    for observer in worker.services.on_cleanup:  # what ``run_cleanup`` tells after each scope that did something
+        observer("temp_orphans", 3)
+        observer("inbox", 2)
     found = samples((await http_get(_port(worker), "/metrics"))[2].decode())
     assert found[("storage_cleanup_items_total", (("scope", "temp_orphans"),))] == 3
     assert found[("storage_cleanup_items_total", (("scope", "inbox"),))] == 2
@@ -111,12 +112,12 @@ def test_unknown_action_names_do_not_become_series() -> None:
     """A typo in an agent's action name is counted under 'unknown', keeping the series count bounded."""
     assert action_label("get_artifact") == "get_artifact"
     assert action_label("get_artifact2") == "unknown"
-    assert action_label("-") == "invalid"
+    assert action_label(None) == "invalid"
 
 
 async def test_metrics_are_off_when_the_port_is_unset(amqp_url: str, tmp_path: Path) -> None:
     """Without STORAGE_METRICS_PORT nothing listens and nothing is counted."""
-    worker = Worker(make_settings(amqp_url, "sqlite+aiosqlite:///unused.db", tmp_path))
+    worker = build_worker(make_settings(amqp_url, "sqlite+aiosqlite:///unused.db", tmp_path))
     assert worker.operations.metrics is None
 
 

@@ -12,8 +12,10 @@ from pathlib import Path
 import pytest
 
 from contracts import EventEnvelope, PingOutput, PingParams, make_command
+from service.bootstrap import build_worker
+from service.core.actions import Action
 from service.core.context import HandlerContext
-from service.handlers import HANDLERS
+from service.handlers import ACTIONS
 from service.ops.registry import capabilities
 from service.transport.worker import Worker
 from tests.conftest import _delete_topology, make_settings
@@ -29,7 +31,7 @@ async def events_and_worker(amqp_url: str, tmp_path: Path) -> AsyncIterator[tupl
     root.mkdir()
     settings = make_settings(amqp_url, sqlite_url(tmp_path), root, heartbeat_interval_s=0.2)
     events = await NodeEvents(amqp_url, settings.exchange).open()
-    worker = Worker(settings)
+    worker = build_worker(settings)
     await worker.start()
     try:
         yield events, worker
@@ -52,7 +54,7 @@ async def test_registered_event_carries_the_node_passport(events_and_worker: tup
     assert passport["queue"] == s.queue
     assert passport["routing_keys"] == ["cmd.storage.any", f"cmd.storage.{s.node_name}"]
     assert passport["version"]
-    assert set(passport["actions"]) == set(HANDLERS)
+    assert set(passport["actions"]) == set(ACTIONS)
     assert message.routing_key == "evt.node.registered"
     assert message.priority == 10
     assert int(message.delivery_mode) == 2
@@ -67,14 +69,14 @@ async def test_heartbeat_counts_in_flight_and_total_tasks(
     events, worker = events_and_worker
     release = asyncio.Event()
     entered = asyncio.Event()
-    real = HANDLERS["ping"]
+    real = ACTIONS["ping"]
 
     async def held_ping(params: PingParams, ctx: HandlerContext) -> PingOutput:
         entered.set()
         await release.wait()
-        return await real(params, ctx)
+        return await real.handler(params, ctx)
 
-    monkeypatch.setitem(HANDLERS, "ping", held_ping)
+    monkeypatch.setitem(ACTIONS, "ping", Action(real.spec, held_ping))  # type: ignore[index]
     bus = await Bus(worker.settings.amqp_url, worker.settings.exchange, worker.settings.dlq).open()
     try:
         envelope = make_command("ping", source="agent-test")
@@ -101,7 +103,7 @@ async def test_stop_publishes_deregistered_with_graceful_shutdown(amqp_url: str,
     """When the worker stops (SIGTERM), the registry is told it left on purpose, and no beat follows."""
     settings = make_settings(amqp_url, sqlite_url(tmp_path), tmp_path, heartbeat_interval_s=0.2)
     events = await NodeEvents(amqp_url, settings.exchange).open()
-    worker = Worker(settings)
+    worker = build_worker(settings)
     try:
         await worker.start()
         await events.next("evt.node.registered")
@@ -127,7 +129,7 @@ def test_capabilities_follow_the_served_actions() -> None:
 async def test_registry_can_be_turned_off(amqp_url: str, tmp_path: Path) -> None:
     """With STORAGE_NODE_REGISTRY=false the worker serves commands without announcing itself."""
     settings = make_settings(amqp_url, sqlite_url(tmp_path), tmp_path, node_registry=False)
-    worker = Worker(settings)
+    worker = build_worker(settings)
     assert worker.operations.registry is None
     events = await NodeEvents(amqp_url, settings.exchange).open()
     await worker.start()

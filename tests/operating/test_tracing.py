@@ -11,6 +11,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from contracts import make_command
+from service.bootstrap import build_worker
 from service.ops import telemetry
 from service.settings import Settings
 from service.transport.worker import Worker
@@ -37,7 +38,7 @@ async def traced(
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     settings = make_settings(amqp_url, sqlite_url(tmp_path), storage_root, node_registry=False)
-    worker = Worker(settings)
+    worker = build_worker(settings)
     telemetry.Tracing(worker, tracer_provider=provider).attach()
     await worker.start()
     bus = await Bus(settings.amqp_url, settings.exchange, settings.dlq).open()
@@ -114,7 +115,7 @@ async def test_worker_installs_tracing_when_asked(
     """With STORAGE_OTEL=true the worker wires tracing itself, into the configured tracer provider."""
     provider = TracerProvider()
     monkeypatch.setattr(telemetry, "default_provider", lambda settings: provider)
-    worker = Worker(settings_without_otel.model_copy(update={"otel": True}))
+    worker = build_worker(settings_without_otel.model_copy(update={"otel": True}))
     assert worker.operations.tracing is not None
     assert worker.operations.tracing.provider is provider
 

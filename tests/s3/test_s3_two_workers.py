@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from service.bootstrap import build_worker
 from service.transport.worker import Worker
 from tests.conftest import _delete_topology, make_settings
 from tests.support.artifacts import new_artifact_id
@@ -27,7 +28,7 @@ async def pool(amqp_url: str, s3_root: str, tmp_path: Path) -> AsyncIterator[lis
     await require_postgres()
     url, name = await create_pg_database()
     first = make_settings(amqp_url, url, tmp_path).model_copy(update={"storage_root": s3_root, "node_name": "s3-a"})
-    workers = [Worker(first), Worker(first.model_copy(update={"node_name": "s3-b"}))]
+    workers = [build_worker(first), build_worker(first.model_copy(update={"node_name": "s3-b"}))]
     try:
         await asyncio.gather(*(w.start() for w in workers))
         yield workers

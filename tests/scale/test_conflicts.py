@@ -81,15 +81,16 @@ async def test_a_twin_waits_for_the_winner_and_gets_its_reply(
     raced = asyncio.create_task(twin.write(second, job("second")))
     await _until_a_lock_wait(engine)  # the twin's inbox insert waits for that row
     release.set()
-    assert (await won).artifact_id == "art-first"
+    committed = await won
+    assert committed.output.artifact_id == "art-first"
     await held
     with pytest.raises(Duplicate) as duplicate:
         await raced
     async with engine.connect() as conn:
         effects = (await conn.execute(text("SELECT name FROM twin_effects"))).scalars().all()
     assert effects == ["first"], "the twin's effect was rolled back with its savepoint"
-    assert winner.stored is not None and duplicate.value.reply.reply_id == winner.stored.reply_id
-    assert duplicate.value.reply.data_json == winner.stored.data_json
+    assert committed.reply is not None and duplicate.value.reply.reply_id == committed.reply.reply_id
+    assert duplicate.value.reply.data_json == committed.reply.data_json
 
 
 async def test_a_deadlock_between_two_writers_is_retried_not_reported(

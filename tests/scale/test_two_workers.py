@@ -17,6 +17,7 @@ import pytest
 from sqlalchemy import func, select
 
 from contracts import make_command, topology
+from service.bootstrap import build_worker
 from service.settings import Settings
 from service.store import inbox
 from service.store.engine.db import create_engine
@@ -111,7 +112,7 @@ def _add_save(plan: Plan, j: int) -> None:
 async def two_workers(amqp_url: str, pg_url: str, storage_root: Path) -> AsyncIterator[list[Worker]]:
     first = make_settings(amqp_url, pg_url, storage_root, node_name="storage-a")
     second: Settings = first.model_copy(update={"node_name": "storage-b"})
-    workers = [Worker(first), Worker(second)]
+    workers = [build_worker(first), build_worker(second)]
     await asyncio.gather(*(w.start() for w in workers))  # both migrate on start: the advisory lock serialises
     try:
         yield workers

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from service.core.context import HandlerContext, Requester, Services
+from service.core.context import HandlerContext, Services
 from service.files import FileStore
+from service.identity import Requester
 from service.settings import Settings
 from service.store.engine.db import create_engine
 from service.store.engine.schema import migrate

@@ -10,6 +10,7 @@ import pytest
 
 from contracts import (
     AlreadyExists,
+    DeleteArtifactOutput,
     DeleteArtifactParams,
     FailedPrecondition,
     GetArtifactParams,
@@ -26,17 +27,23 @@ from contracts import (
 )
 from service import __version__
 from service.core.context import HandlerContext
-from service.handlers import HANDLERS
-from service.handlers.artifacts import (
-    delete_artifact,
-    get_artifact,
-    get_artifact_uri,
-    list_artifacts,
-    register_artifact,
-)
+from service.core.recording import Committed
+from service.handlers import ACTIONS, artifacts
+from service.handlers.artifacts import get_artifact, get_artifact_uri, list_artifacts
 from service.handlers.system import get_stats, ping
 from tests.support.artifacts import checksum, manifest_for, new_artifact_id
 from tests.unit.conftest import UNIT_MAX_FILE_BYTES, MakeContext
+
+
+async def register_artifact(params: RegisterArtifactParams, ctx: HandlerContext) -> RegisterArtifactOutput:
+    """The handler's output, as an agent reads it in the reply."""
+    result = await artifacts.register_artifact(params, ctx)
+    return result.output if isinstance(result, Committed) else result
+
+
+async def delete_artifact(params: DeleteArtifactParams, ctx: HandlerContext) -> DeleteArtifactOutput:
+    return (await artifacts.delete_artifact(params, ctx)).output
+
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
 
@@ -53,7 +60,7 @@ def local(uri: str) -> Path:
 async def test_every_served_action_has_a_handler() -> None:
     """The handler table serves the artifact actions, ping and get_stats (what issue 2 ships)."""
     expected = {"register_artifact", "get_artifact", "list_artifacts", "get_artifact_uri", "delete_artifact"}
-    assert {*expected, "ping", "get_stats"} <= set(HANDLERS)
+    assert {*expected, "ping", "get_stats"} <= set(ACTIONS)
 
 
 async def test_register_moves_the_file_and_commits_completed(make_ctx: MakeContext, storage_root: Path) -> None:

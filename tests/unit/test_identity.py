@@ -7,8 +7,7 @@ from typing import Any
 import pytest
 
 from contracts import make_command
-from service.core.context import Requester
-from service.identity import can_read, requester_of
+from service.identity import Requester, can_read, requester_of
 from service.settings import Settings
 
 
