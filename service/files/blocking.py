@@ -11,6 +11,7 @@ import errno
 import hashlib
 import os
 from collections.abc import Callable
+from functools import partial
 from typing import ParamSpec, TypeVar
 
 from contracts import InvalidArgument, PermissionDenied, StorageError, Unavailable
@@ -44,7 +45,8 @@ def refusal(exc: OSError, uri: str) -> StorageError | None:
 
 
 async def _io(fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
-    return await asyncio.to_thread(_call, fn, *args, **kwargs)  # type: ignore[arg-type]
+    # partial: mypy cannot bind a ParamSpec-generic function (_call) to to_thread's own ParamSpec
+    return await asyncio.to_thread(partial(_call, fn), *args, **kwargs)
 
 
 def _call(fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
