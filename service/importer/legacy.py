@@ -10,7 +10,6 @@ import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 DB_NAME = "storage.db"
 FILES_DIR = "artifacts"
@@ -18,7 +17,9 @@ TABLE = "artifacts"
 REQUIRED_COLUMNS = frozenset({"id", "uri", "checksum", "size_bytes"})
 FETCH_ROWS = 500
 
-LegacyRow = dict[str, Any]
+LegacyValue = str | int | float | bytes | None
+"""What a SQLite column holds."""
+LegacyRow = dict[str, LegacyValue]
 
 
 class NotLegacyLayout(Exception):

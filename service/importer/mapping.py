@@ -22,7 +22,7 @@ from urllib.parse import unquote, urlsplit
 from pydantic import ValidationError
 
 from contracts import ARTIFACT_ID_PATTERN, ArtifactManifest, ArtifactStatus, Visibility, parse_retention
-from service.importer.legacy import FILES_DIR, LegacyRow
+from service.importer.legacy import FILES_DIR, LegacyRow, LegacyValue
 
 LEGACY_ID_NAMESPACE = uuid.UUID("6b1f7c52-3d0e-5a8b-9c41-2f7e6d5a4b30")
 LEGACY_ID_LABEL = "legacy_id"
@@ -66,7 +66,7 @@ def map_row(row: LegacyRow, root: Path) -> Mapped:
     labels = {}
     if our_id != legacy_id and len(legacy_id) <= MAX_LABEL_VALUE:
         labels[LEGACY_ID_LABEL] = legacy_id
-    fields: dict[str, Any] = {
+    fields: dict[str, object] = {
         "id": our_id,
         "version": row.get("version") or 1,
         "supersedes": artifact_id(s) if (s := _text(row.get("supersedes"))) else None,
@@ -134,14 +134,16 @@ def _occurrences(text: str, marker: str) -> list[int]:
     return found
 
 
-def _text(value: Any) -> str | None:
+def _text(value: LegacyValue) -> str | None:
     if value is None:
         return None
     text = str(value).strip()
     return text or None
 
 
-def _enum(value: Any, enum: type[ArtifactStatus] | type[Visibility], field: str, default: Any) -> str:
+def _enum(
+    value: LegacyValue, enum: type[ArtifactStatus] | type[Visibility], field: str, default: ArtifactStatus | Visibility
+) -> str:
     text = _text(value)
     if text is None:
         return str(default.value)
@@ -151,7 +153,7 @@ def _enum(value: Any, enum: type[ArtifactStatus] | type[Visibility], field: str,
     return lowered
 
 
-def _checksum(value: Any) -> str | None:
+def _checksum(value: LegacyValue) -> str | None:
     text = _text(value)
     if text is None:
         return None
@@ -159,7 +161,7 @@ def _checksum(value: Any) -> str | None:
     return f"sha256:{bare.lower()}" if _HEX64.fullmatch(bare) else text
 
 
-def _retention(value: Any) -> str:
+def _retention(value: LegacyValue) -> str:
     text = _text(value)
     if text is None or text.lower() == "infinite":
         return "infinite"
@@ -172,7 +174,7 @@ def _retention(value: Any) -> str:
     raise Skip("invalid_record", f"retention {text!r} is not 'infinite' or a duration")
 
 
-def _created_at(value: Any) -> datetime | None:
+def _created_at(value: LegacyValue) -> datetime | None:
     if value is None or value == "":
         return None
     if isinstance(value, int | float):
@@ -184,7 +186,7 @@ def _created_at(value: Any) -> datetime | None:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
-def _context(value: Any) -> dict[str, Any] | None:
+def _context(value: LegacyValue) -> dict[str, Any] | None:
     if value is None or value == "":
         return None
     try:
