@@ -49,6 +49,7 @@ from contextlib import contextmanager
 from enum import IntEnum, StrEnum
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 from pydantic import ValidationError
 from pydantic_settings import SettingsError
@@ -487,22 +488,23 @@ async def check_broker(settings: Settings, *, debug: bool = False) -> None:
 
 def broker_error(exc: BaseException, url: str) -> StartupError | None:
     """The known mistakes among what logging in to the broker raises, or None."""
-    from aiormq import exceptions as amqp
-    from yarl import URL
+    from aio_pika import exceptions as amqp
 
-    parsed = URL(url)
-    where = f"{parsed.host or 'localhost'}:{parsed.port or 5672}"
-    vhost = parsed.path[1:] or "/"
+    parsed = urlsplit(url)
+    where = f"{parsed.hostname or 'localhost'}:{parsed.port or 5672}"
+    vhost = unquote(parsed.path[1:]) or "/"
     if isinstance(exc, amqp.ProbableAuthenticationError | amqp.AuthenticationError):
         return _from(
             exc,
             Stage.BROKER,
-            f'RabbitMQ at {where} refused the login of user "{parsed.user or "guest"}"',
+            f'RabbitMQ at {where} refused the login of user "{unquote(parsed.username or "guest")}"',
             "check the user and password in AMQP_URL",
             Exit.BROKER_AUTH,
         )
+    # RabbitMQ answers the open of a virtual host it will not give with Connection.Close (NOT_ALLOWED); aiormq
+    # reports that as a frame it did not expect, or (other versions) as ConnectionNotAllowed
     refused_open = isinstance(exc, amqp.InvalidFrameError) and "OpenOk" in str(exc) and "Connection.Close" in str(exc)
-    if refused_open or isinstance(exc, amqp.ConnectionNotAllowed):
+    if refused_open or any(kind.__name__ == "ConnectionNotAllowed" for kind in type(exc).__mro__):
         return _from(
             exc,
             Stage.BROKER,
@@ -602,7 +604,7 @@ def explain(exc: BaseException, settings: Settings) -> StartupError | None:
         return _from(exc, Stage.DATABASE, str(exc), None, Exit.DATABASE_LOCKED)
     if isinstance(exc, SchemaNotReady):
         return _from(exc, Stage.DATABASE, str(exc), None, Exit.SCHEMA_NOT_READY)
-    from aiormq.exceptions import AMQPError
+    from aio_pika.exceptions import AMQPError
 
     if isinstance(exc, AMQPError):
         return broker_error(exc, settings.amqp_url)

@@ -254,6 +254,14 @@ def test_a_wrong_broker_password_is_not_unreachable(tmp_path: Path, amqp_url: st
     assert not (tmp_path / "files").exists(), "the worker laid out its files before the broker let it in"
 
 
+def test_a_missing_virtual_host_is_one_line(tmp_path: Path, amqp_url: str) -> None:
+    """The login works but the virtual host in AMQP_URL does not exist: exit 17, naming it."""
+    vhost = f"no-such-vhost-{uuid.uuid4().hex[:8]}"
+    missing = urlunsplit(urlsplit(amqp_url)._replace(path=f"/{vhost}"))
+    outcome = storage_worker("run", env=environment(tmp_path, AMQP_URL=missing), cwd=tmp_path)
+    assert_one_line(outcome, Exit.BROKER_VHOST, "broker", f'virtual host "{vhost}"')
+
+
 # ---- ports ----
 
 
