@@ -5,8 +5,9 @@ from __future__ import annotations
 import time
 
 from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncConnection
 
-from contracts import ArtifactStats, GetStatsOutput, GetStatsParams, PingOutput, PingParams
+from contracts import GetStatsOutput, GetStatsParams, PingOutput, PingParams
 from service import __version__
 from service.core.context import HandlerContext
 from service.files import ARTIFACTS
@@ -21,11 +22,11 @@ async def ping(params: PingParams, ctx: HandlerContext) -> PingOutput:
     return PingOutput(node=ctx.settings.node_name, version=__version__, uptime_seconds=round(uptime, 3))
 
 
-async def _count(conn: object, table_name: str) -> int:
+async def _count(conn: AsyncConnection, table_name: str) -> int:
     table = Base.metadata.tables.get(table_name)
     if table is None:
         return 0
-    return int((await conn.execute(select(func.count()).select_from(table))).scalar_one())  # type: ignore[attr-defined]
+    return int((await conn.execute(select(func.count()).select_from(table))).scalar_one())
 
 
 async def get_stats(params: GetStatsParams, ctx: HandlerContext) -> GetStatsOutput:
@@ -38,7 +39,7 @@ async def get_stats(params: GetStatsParams, ctx: HandlerContext) -> GetStatsOutp
         memory = await memory_store.count_by_top_namespace(conn, ctx.requester, ctx.now)
     files = len(await ctx.files.walk(ARTIFACTS))
     return GetStatsOutput(
-        artifacts=ArtifactStats(**artifact_counts),
+        artifacts=artifact_counts,
         threads=threads,
         messages=messages,
         files=files,

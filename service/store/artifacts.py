@@ -7,17 +7,32 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any, NamedTuple
 
-from sqlalchemy import Row, Select, Text, and_, bindparam, cast, delete, exists, func, insert, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    FromClause,
+    Select,
+    Text,
+    and_,
+    bindparam,
+    cast,
+    delete,
+    exists,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from contracts import ArtifactManifest, ArtifactStatus, ListArtifactsParams, Visibility, utc_now
+from contracts import ArtifactManifest, ArtifactStats, ArtifactStatus, ListArtifactsParams, Visibility, utc_now
 from service.identity import Requester
 from service.store import cursor
 from service.store.engine.conflicts import prepared_insert_or_skip
 from service.store.engine.prepared import PreparedRead, PreparedWrite
 from service.store.engine.sqlite_driver import point_lookup
 from service.store.models import Artifact, ArtifactLabel
-from service.store.types import RawJSON
+from service.store.types import AnyRow, RawJSON
 
 artifacts = Artifact.__table__
 labels = ArtifactLabel.__table__
@@ -46,15 +61,15 @@ _SUCCESSOR = PreparedRead(point_lookup(select(*ROW_COLUMNS).where(artifacts.c.su
 _INSERT_LABELS = PreparedWrite(insert(labels))
 
 
-async def get(conn: AsyncConnection, artifact_id: str) -> Row[Any] | None:
-    return await _BY_ID.first(conn, {"artifact_id": artifact_id})  # type: ignore[no-any-return]
+async def get(conn: AsyncConnection, artifact_id: str) -> AnyRow | None:
+    return await _BY_ID.first(conn, {"artifact_id": artifact_id})
 
 
-async def successor_of(conn: AsyncConnection, artifact_id: str) -> Row[Any] | None:
-    return await _SUCCESSOR.first(conn, {"artifact_id": artifact_id})  # type: ignore[no-any-return]
+async def successor_of(conn: AsyncConnection, artifact_id: str) -> AnyRow | None:
+    return await _SUCCESSOR.first(conn, {"artifact_id": artifact_id})
 
 
-def manifest_of(row: Row[Any]) -> ArtifactManifest:
+def manifest_of(row: AnyRow) -> ArtifactManifest:
     """The stored manifest, with the one field that may change after creation taken from its column."""
     manifest = ArtifactManifest.model_validate_json(row.manifest)
     if manifest.status != row.status:
@@ -101,7 +116,7 @@ async def insert_artifact(
     return True
 
 
-async def delete_artifact(conn: AsyncConnection, artifact_id: str) -> Row[Any] | None:
+async def delete_artifact(conn: AsyncConnection, artifact_id: str) -> AnyRow | None:
     """Remove the row and its labels; returns the row as it was, or None when unknown."""
     row = await get(conn, artifact_id)
     if row is not None:
@@ -117,7 +132,7 @@ async def set_status(conn: AsyncConnection, ids: Sequence[str], status: str) -> 
     return int(result.rowcount or 0)
 
 
-def readable_by(requester: Requester) -> Any:
+def readable_by(requester: Requester) -> ColumnElement[bool]:
     """The SQL form of the read rule of docs/contract.md §3."""
     if requester.is_admin:
         return and_(True)
@@ -134,7 +149,7 @@ _SCALAR_FILTERS = ("trace_id", "artifact_type", "created_by", "step_id", "status
 
 async def list_page(
     conn: AsyncConnection, params: ListArtifactsParams, requester: Requester, *, now: datetime | None = None
-) -> tuple[list[Row[Any]], str | None]:
+) -> tuple[list[AnyRow], str | None]:
     """One page, newest first, keyset-paged on (created_at, id) so deep pages cost what the first does.
 
     Artifacts past their retention at ``now`` (default: the current time) are left out, as if cleanup had
@@ -148,7 +163,7 @@ async def list_page(
         "status": params.status.value if params.status else None,
     }
     present = tuple(name for name in _SCALAR_FILTERS if scalars[name] is not None)
-    values: dict[str, Any] = {f"filter_{name}": scalars[name] for name in present}
+    values: dict[str, object] = {f"filter_{name}": scalars[name] for name in present}
     for index, (key, value) in enumerate(params.labels.items()):
         values[f"label_key_{index}"] = key
         values[f"label_value_{index}"] = value
@@ -197,12 +212,12 @@ class _ListShape(NamedTuple):
     requester_trace: bool
 
 
-def _live(table: Any, now: Any) -> Any:
+def _live(table: FromClause, now: ColumnElement[datetime]) -> ColumnElement[bool]:
     """Not past its retention: checked per row on the index the listing walks, no index of its own needed."""
     return or_(table.c.expires_at.is_(None), table.c.expires_at > now)
 
 
-def _read_rule(table: Any, shape: _ListShape) -> Any:
+def _read_rule(table: FromClause, shape: _ListShape) -> ColumnElement[bool]:
     """The read rule of docs/contract.md §3 (as readable_by() states it) over ``table``, values as parameters."""
     rule = [table.c.visibility == Visibility.PUBLIC.value]
     if shape.requester_id:
@@ -251,7 +266,7 @@ def _list_statement(shape: _ListShape) -> Select[Any]:
     return query.order_by(artifacts.c.created_at.desc(), artifacts.c.id.desc()).limit(bindparam("page_limit"))
 
 
-async def stats(conn: AsyncConnection) -> dict[str, Any]:
+async def stats(conn: AsyncConnection) -> ArtifactStats:
     # Rows unpack as (key, count) pairs; Result.tuples() is deprecated since SQLAlchemy 2.1.
     by_status = {
         str(status): int(n)
@@ -263,4 +278,4 @@ async def stats(conn: AsyncConnection) -> dict[str, Any]:
             select(artifacts.c.artifact_type, func.count()).group_by(artifacts.c.artifact_type)
         )
     }
-    return {"total": sum(by_status.values()), "by_status": by_status, "by_type": by_type}
+    return ArtifactStats(total=sum(by_status.values()), by_status=by_status, by_type=by_type)
