@@ -4,29 +4,7 @@ Imports ``contracts`` and third-party libraries only, never the worker.
 """
 
 from buffer.client import StorageClient
-from buffer.errors import (
-    Aborted,
-    AlreadyExists,
-    BrokerUnavailable,
-    CallTimeout,
-    Cancelled,
-    DataLoss,
-    DeadlineExceeded,
-    ErrorCode,
-    FailedPrecondition,
-    InternalError,
-    InvalidArgument,
-    NotFound,
-    OutOfRange,
-    PermissionDenied,
-    ResourceExhausted,
-    SpillFailed,
-    StorageError,
-    Unauthenticated,
-    Unavailable,
-    Unimplemented,
-    Unroutable,
-)
+from buffer.errors import BrokerUnavailable, CallTimeout, SpillFailed, Unroutable
 from buffer.outcomes import Buffered, CallOptions
 from buffer.replay import Replayer, ReplayReport
 from buffer.restage import StorageFiles
@@ -35,42 +13,29 @@ from buffer.settings import ClientSettings
 from buffer.spill import BufferStatus, FileCopy, SpillBuffer
 from buffer.sync import SyncStorageClient
 from buffer.upload import StagedFile, Stager, new_artifact_id
+from contracts import errors as _wire
+from contracts.errors import *  # noqa: F403  (the whole wire hierarchy, listed once in contracts.errors)
 
 __all__ = [
-    "Aborted",
-    "AlreadyExists",
     "BrokerUnavailable",
     "BufferStatus",
     "Buffered",
     "CallOptions",
     "CallTimeout",
-    "Cancelled",
     "ClientSettings",
-    "DataLoss",
-    "DeadlineExceeded",
-    "ErrorCode",
-    "FailedPrecondition",
     "FileCopy",
-    "InternalError",
-    "InvalidArgument",
-    "NotFound",
-    "OutOfRange",
-    "PermissionDenied",
     "ReplayReport",
     "Replayer",
-    "ResourceExhausted",
     "RetryPolicy",
     "SpillBuffer",
     "SpillFailed",
     "StagedFile",
     "Stager",
     "StorageClient",
-    "StorageError",
     "StorageFiles",
     "SyncStorageClient",
-    "Unauthenticated",
-    "Unavailable",
-    "Unimplemented",
     "Unroutable",
     "new_artifact_id",
 ]
+__all__ += _wire.__all__
+__all__.sort()  # one sorted list for readers of help(buffer)

@@ -19,7 +19,7 @@ from typing import Any, Protocol, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from buffer.errors import InternalError, InvalidArgument, SpillFailed, StorageError, Unavailable
+from buffer.errors import SpillFailed
 from buffer.outcomes import Buffered, CallOptions
 from buffer.replay import Progress, Replayer, ReplayReport
 from buffer.restage import StorageFiles
@@ -27,7 +27,20 @@ from buffer.retry import RetryPolicy, Sleep, is_retryable_error
 from buffer.rpc import Reply, RpcTransport
 from buffer.settings import ClientSettings
 from buffer.spill import BufferStatus, Entry, SpillBuffer
-from contracts import ACTIONS, ActionSpec, CommandEnvelope, ErrorEnvelope, Output, Params, make_command, new_id
+from contracts import (
+    ACTIONS,
+    ActionSpec,
+    CommandEnvelope,
+    ErrorEnvelope,
+    InternalError,
+    InvalidArgument,
+    Output,
+    Params,
+    StorageError,
+    Unavailable,
+    make_command,
+    new_id,
+)
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""The client's errors: the wire hierarchy of ``contracts`` plus what only the client side can see.
+"""The errors only the client side can see; the package exports them beside the wire hierarchy of ``contracts``.
 
 An ERROR reply comes back as the ``contracts`` class of its code (``StorageError.from_wire``). A failure
 that never reached the worker (no reply in time, nothing bound to the routing key, no broker) is one of the
@@ -9,25 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from contracts import (
-    Aborted,
-    AlreadyExists,
-    Cancelled,
-    DataLoss,
-    DeadlineExceeded,
-    ErrorCode,
-    FailedPrecondition,
-    InternalError,
-    InvalidArgument,
-    NotFound,
-    OutOfRange,
-    PermissionDenied,
-    ResourceExhausted,
-    StorageError,
-    Unauthenticated,
-    Unavailable,
-    Unimplemented,
-)
+from contracts.errors import DeadlineExceeded, Unavailable
 
 
 class CallTimeout(DeadlineExceeded):
@@ -66,26 +48,4 @@ class SpillFailed(Unavailable):
         super().__init__(message, {"reason": "spill_failed", **(details or {})}, retryable=True)
 
 
-__all__ = [
-    "Aborted",
-    "AlreadyExists",
-    "BrokerUnavailable",
-    "CallTimeout",
-    "Cancelled",
-    "DataLoss",
-    "DeadlineExceeded",
-    "ErrorCode",
-    "FailedPrecondition",
-    "InternalError",
-    "InvalidArgument",
-    "NotFound",
-    "OutOfRange",
-    "PermissionDenied",
-    "ResourceExhausted",
-    "SpillFailed",
-    "StorageError",
-    "Unauthenticated",
-    "Unavailable",
-    "Unimplemented",
-    "Unroutable",
-]
+__all__ = ["BrokerUnavailable", "CallTimeout", "SpillFailed", "Unroutable"]

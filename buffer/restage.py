@@ -28,9 +28,8 @@ from urllib.parse import unquote, urlsplit
 from fsspec.core import url_to_fs
 
 from buffer import _format
-from buffer.errors import Unavailable
 from buffer.spill import FileCopy, Item
-from contracts import CommandEnvelope
+from contracts import CommandEnvelope, Unavailable
 
 log = logging.getLogger(__name__)
 

@@ -34,8 +34,8 @@ from aio_pika.connection import make_url
 from aio_pika.exceptions import CONNECTION_EXCEPTIONS, DeliveryError, PublishError
 from pydantic import ValidationError
 
-from buffer.errors import BrokerUnavailable, CallTimeout, InternalError, Unroutable
-from contracts import ERROR_TYPE, RESULT_TYPE, CommandEnvelope, ErrorEnvelope, ResultEnvelope, topology
+from buffer.errors import BrokerUnavailable, CallTimeout, Unroutable
+from contracts import ERROR_TYPE, RESULT_TYPE, CommandEnvelope, ErrorEnvelope, InternalError, ResultEnvelope, topology
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from typing import BinaryIO
 import fsspec
 from fsspec.core import url_to_fs
 
-from buffer.errors import InvalidArgument, NotFound, Unavailable
+from contracts import InvalidArgument, NotFound, Unavailable
 
 TEMP = "temp"
 CHUNK_BYTES = 1024 * 1024

@@ -141,3 +141,26 @@ class ResourceExhausted(StorageError):
 
 class Aborted(StorageError):
     code = ErrorCode.ABORTED
+
+
+__all__ = [
+    "RETRYABLE_CODES",
+    "Aborted",
+    "AlreadyExists",
+    "Cancelled",
+    "DataLoss",
+    "DeadlineExceeded",
+    "ErrorCode",
+    "FailedPrecondition",
+    "InternalError",
+    "InvalidArgument",
+    "NotFound",
+    "OutOfRange",
+    "PermissionDenied",
+    "ResourceExhausted",
+    "StorageError",
+    "Unauthenticated",
+    "Unavailable",
+    "Unimplemented",
+    "is_retryable",
+]
