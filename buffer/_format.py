@@ -14,10 +14,14 @@ of the envelope, and a replay must act as the same broker-validated identity as 
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import fcntl
 import hashlib
 import json
 import os
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -26,18 +30,19 @@ from typing import Any, BinaryIO
 from pydantic import ValidationError
 
 from contracts import SPILLABLE_ACTIONS, CommandEnvelope, utc_now
+from contracts.spill_layout import BLOB_SUFFIX, ITEM_SUFFIX
 
 MAGIC = "mindbus-spill"
 FORMAT_VERSION = 1
-SUFFIX = ".cmd"
-BLOB_SUFFIX = ".blob"
 CHUNK_BYTES = 1024 * 1024
 SEQ_DIGITS = 20
-NAME_PATTERN = re.compile(rf"^(\d{{{SEQ_DIGITS}}})-([A-Za-z0-9_.-]{{1,200}})\{SUFFIX}$")
+NAME_PATTERN = re.compile(rf"^(\d{{{SEQ_DIGITS}}})-([A-Za-z0-9_.-]{{1,200}})\{ITEM_SUFFIX}$")
 BLOB_PATTERN = re.compile(rf"^(\d{{{SEQ_DIGITS}}})-([A-Za-z0-9_.-]{{1,200}})\{BLOB_SUFFIX}$")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
 MAX_HEADER_BYTES = 4096
+STALE_TEMP_S = 3600.0
+"""A temp file older than this is a leftover even if its writer's pid is alive again (pid reuse)."""
 
 
 class NotAnItem(ValueError):
@@ -63,7 +68,7 @@ class Header:
 
 
 def item_name(seq: int, envelope_id: str) -> str:
-    return f"{seq:0{SEQ_DIGITS}d}-{_UNSAFE.sub('_', envelope_id)[:200]}{SUFFIX}"
+    return f"{seq:0{SEQ_DIGITS}d}-{_UNSAFE.sub('_', envelope_id)[:200]}{ITEM_SUFFIX}"
 
 
 def seq_of(name: str) -> int | None:
@@ -73,14 +78,14 @@ def seq_of(name: str) -> int | None:
 
 def blob_path(item_path: Path) -> Path:
     """Where an item's file copy lives: beside it, same name, ``.blob``."""
-    return item_path.with_name(item_path.name[: -len(SUFFIX)] + BLOB_SUFFIX)
+    return item_path.with_name(item_path.name[: -len(ITEM_SUFFIX)] + BLOB_SUFFIX)
 
 
 def item_of_blob(path: Path) -> Path | None:
     """The item a ``.blob`` file belongs to, or None when the name is not a file copy's."""
     if not BLOB_PATTERN.match(path.name):
         return None
-    return path.with_name(path.name[: -len(BLOB_SUFFIX)] + SUFFIX)
+    return path.with_name(path.name[: -len(BLOB_SUFFIX)] + ITEM_SUFFIX)
 
 
 def manifest_checksum(envelope: CommandEnvelope) -> str | None:
@@ -221,6 +226,12 @@ def _write_all(fd: int, data: bytes | memoryview) -> None:
         view = view[written:]
 
 
+def drop_temp(path: Path) -> None:
+    """Remove a file that was never put in place, if it is there (best effort)."""
+    with contextlib.suppress(OSError):
+        path.unlink()
+
+
 def publish(temp: Path, final: Path) -> None:
     """Rename a whole, fsynced ``temp`` file to ``final`` and make the rename durable."""
     os.replace(temp, final)
@@ -238,3 +249,55 @@ def write_durably(temp: Path, final: Path, data: bytes) -> None:
     finally:
         os.close(fd)
     publish(temp, final)
+
+
+@contextlib.contextmanager
+def locked(path: Path, *, wait: bool = True) -> Iterator[bool]:
+    """Hold an exclusive flock on ``path``: True once held; without ``wait``, False when another holds it.
+
+    Between processes and threads alike: each holder opens its own descriptor, so flock excludes all.
+    """
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if wait or exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+def is_leftover(temp: Path, now: float) -> bool:
+    """A temp file whose writer is gone (or that is older than STALE_TEMP_S): it was never acknowledged."""
+    pid = _pid_of_temp(temp.name)
+    try:
+        age = now - temp.stat().st_mtime
+    except FileNotFoundError:
+        return False
+    return pid is None or not _pid_alive(pid) or age >= STALE_TEMP_S
+
+
+def _pid_of_temp(name: str) -> int | None:
+    parts = name.rsplit(".", 2)
+    if len(parts) == 3 and parts[2] == "tmp" and parts[1].isdigit():
+        return int(parts[1])
+    return None
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

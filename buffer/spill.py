@@ -1,152 +1,64 @@
 """The crash-safe spill buffer: writes the worker could not take, kept on local disk until replay.
 
-Layout of the buffer directory::
-
-    pending/     one file per command, named <sequence>-<envelope id>.cmd; replay order = name order;
-                 beside a register_artifact, <same name>.blob: a copy of the artifact's bytes (see below)
-    tmp/         files being written (temp name + fsync + rename: a crash leaves a whole file or none)
-    quarantine/  files that were not valid items (cut, empty, garbage, foreign), with a .reason.json note
-    failed/      commands the worker refused for good, with the error beside them (.error.json)
-    replay.lock  flock held by whoever replays, so two clients never send the same item at once
-    spill.lock   flock held while a command and its file copy are put in place or taken away, so a
-                 client opening the buffer never mistakes a copy whose command is being written for debris
-
-Why a file copy: a buffered registration points at a file staged under ``<STORAGE_ROOT>/temp/``, and the
-worker's ``temp_orphans`` cleanup moves temp files older than an hour away. The copy lets replay put the
-bytes back after an outage of any length. It is written like an item (temp name, fsync, rename, fsync of
-the folder) and before it, so a crash leaves a whole pair, or a copy without its command (quarantined on
-open), never a command whose copy is half there. Both count toward the byte limit and go together.
-
-Methods here do blocking file I/O (fsync); the async client calls them in a thread.
+The directory's layout is ``contracts.spill_layout``; the file copy kept beside a ``register_artifact``
+is ``buffer.spill_copies``. Methods here do blocking file I/O (fsync); the async client calls them in a
+thread.
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
-import fcntl
 import json
 import logging
 import os
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 from buffer import _format
-from buffer._format import BlobInfo, NotAnItem, TooLarge
+from buffer._format import NotAnItem
 from buffer.errors import SpillFailed
+from buffer.spill_copies import FileCopy, blob_problem, copy_in
+from buffer.spill_types import (
+    DEFAULT_DIR,
+    DEFAULT_MAX_BYTES,
+    DEFAULT_MAX_ITEMS,
+    BufferStatus,
+    Counters,
+    Entry,
+    FailedItem,
+    Item,
+)
 from contracts import CommandEnvelope, utc_now
+from contracts.spill_layout import (
+    ERROR_NOTE,
+    FAILED,
+    ITEM_SUFFIX,
+    PENDING,
+    QUARANTINE,
+    REASON_NOTE,
+    REPLAY_LOCK,
+    SPILL_LOCK,
+    TMP,
+    count_items,
+)
 
 log = logging.getLogger(__name__)
 
-DEFAULT_DIR = ".data/buffer"
-DEFAULT_MAX_ITEMS = 1000
-DEFAULT_MAX_BYTES = 100 * 1024 * 1024
-STALE_TEMP_S = 3600.0
-"""A temp file older than this is a leftover even if its writer's pid is alive again (pid reuse)."""
-
-PENDING, TMP, QUARANTINE, FAILED = "pending", "tmp", "quarantine", "failed"
-
-
-@dataclass(frozen=True, slots=True)
-class FileCopy:
-    """Where to read the bytes a ``register_artifact`` points at, so the buffer can keep a copy beside it."""
-
-    open: Callable[[], AbstractContextManager[BinaryIO]]
-    """Opens the staged file for reading (called once, in the spilling thread)."""
-    uri: str
-    """For log lines only."""
-
-
-@dataclass(frozen=True, slots=True)
-class Entry:
-    """A pending file as listed, not yet read."""
-
-    path: Path
-    seq: int
-    size: int
-    """Bytes on disk: the command file plus its file copy, if any."""
-    blob: Path | None = None
-    """The file copy beside the command, when one was listed."""
-
-    @property
-    def name(self) -> str:
-        return self.path.name
-
-
-@dataclass(frozen=True, slots=True)
-class Item:
-    """A pending command, read and checked."""
-
-    entry: Entry
-    envelope: CommandEnvelope
-    spilled_at: datetime
-    reason: str | None
-    blob: Path | None = None
-    """The copy of the artifact's bytes kept with a ``register_artifact`` (None: the command alone)."""
-    blob_info: BlobInfo | None = None
-    user_id: str | None = None
-    """The AMQP ``user_id`` it was sent with (None: none): only a client connected as that user replays it."""
-
-    @property
-    def action(self) -> str:
-        return self.envelope.data.action
-
-
-@dataclass(slots=True)
-class Counters:
-    """What happened in this process; ``status()`` reports what is on disk."""
-
-    spilled: int = 0
-    evicted: int = 0
-    quarantined: int = 0
-    replayed: int = 0
-    failed: int = 0
-    copies_kept: int = 0
-    """Registrations spilled with a copy of their file's bytes."""
-    restaged: int = 0
-    """Files put back from a copy before a replay because the staged one was gone."""
-
-
-@dataclass(frozen=True, slots=True)
-class FailedItem:
-    name: str
-    action: str | None
-    error: dict[str, Any]
-
-
-@dataclass(frozen=True, slots=True)
-class BufferStatus:
-    directory: Path
-    pending: int
-    pending_bytes: int
-    by_action: dict[str, int]
-    oldest: datetime | None
-    newest: datetime | None
-    quarantined: int
-    failed: list[FailedItem] = field(default_factory=list)
-    max_items: int = DEFAULT_MAX_ITEMS
-    max_bytes: int = DEFAULT_MAX_BYTES
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "directory": str(self.directory),
-            "pending": self.pending,
-            "pending_bytes": self.pending_bytes,
-            "by_action": self.by_action,
-            "oldest": self.oldest.isoformat() if self.oldest else None,
-            "newest": self.newest.isoformat() if self.newest else None,
-            "quarantined": self.quarantined,
-            "failed": [{"name": f.name, "action": f.action, "error": f.error} for f in self.failed],
-            "max_items": self.max_items,
-            "max_bytes": self.max_bytes,
-        }
+__all__ = [
+    "DEFAULT_DIR",
+    "DEFAULT_MAX_BYTES",
+    "DEFAULT_MAX_ITEMS",
+    "BufferStatus",
+    "Entry",
+    "FileCopy",
+    "Item",
+    "SpillBuffer",
+]
 
 
 class SpillBuffer:
@@ -204,34 +116,22 @@ class SpillBuffer:
                     continue  # replayed or evicted by another client meanwhile
                 if header.blob is not None:
                     blob = _format.blob_path(path)
-                    if problem := _blob_problem(blob, header.blob, full=True):
+                    if problem := blob_problem(blob, header.blob, full=True):
                         self._quarantine(path, problem, companion=blob)
                         continue
                 self._last_seq = max(self._last_seq, seq)
         return self
 
-    @contextlib.contextmanager
-    def _pair_lock(self) -> Iterator[None]:
-        """Between processes and threads alike: each holder opens its own descriptor, so flock excludes all."""
-        fd = os.open(self.directory / "spill.lock", os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)
+    def _pair_lock(self) -> AbstractContextManager[bool]:
+        """Held while a command and its file copy are put in place or taken away (see ``spill.lock``)."""
+        return _format.locked(self.directory / SPILL_LOCK)
 
     def _sweep_temp(self) -> None:
         """Temp files of writers that are gone were never acknowledged: keep them aside, never replay them."""
         now = time.time()
         for path in self.folder(TMP).iterdir():
-            pid = _pid_of_temp(path.name)
-            try:
-                age = now - path.stat().st_mtime
-            except FileNotFoundError:
-                continue
-            if pid is not None and _pid_alive(pid) and age < STALE_TEMP_S:
-                continue
-            self._quarantine(path, "half-written (its writer stopped before the rename)")
+            if _format.is_leftover(path, now):
+                self._quarantine(path, "half-written (its writer stopped before the rename)")
 
     def _quarantine(self, path: Path, reason: str, *, companion: Path | None = None) -> None:
         """Set a file aside with a note (and its file copy with it, under the same prefix); counts one."""
@@ -245,7 +145,7 @@ class SpillBuffer:
             with contextlib.suppress(FileNotFoundError):
                 os.replace(companion, self.folder(QUARANTINE) / (prefix + companion.name))
         note = {"reason": reason, "original": str(path), "quarantined_at": utc_now().isoformat()}
-        target.with_name(target.name + ".reason.json").write_text(json.dumps(note))
+        target.with_name(target.name + REASON_NOTE).write_text(json.dumps(note))
         _format.fsync_dir(target.parent)
         _format.fsync_dir(path.parent)
         self.counters.quarantined += 1
@@ -283,13 +183,14 @@ class SpillBuffer:
                 {"size_bytes": len(data), "max_bytes": self.max_bytes, "envelope_id": envelope.id},
             )
         with self._write_lock:
-            copied = self._copy_in(envelope, file_copy, room=self.max_bytes - len(data)) if file_copy else None
+            room = self.max_bytes - len(data)
+            copied = copy_in(self.folder(TMP), envelope, file_copy, room=room, max_bytes=self.max_bytes)
             blob_size = 0
             if copied is not None:
                 data = _format.encode(envelope, reason, copied[1], user_id=user_id)
                 blob_size = copied[1].size
                 if len(data) + blob_size > self.max_bytes:  # the header grew by a few bytes: keep the command
-                    self._drop_temp(copied[0])
+                    _format.drop_temp(copied[0])
                     copied, blob_size, data = None, 0, _format.encode(envelope, reason, user_id=user_id)
             self._make_room(len(data) + blob_size)
             seq = self._next_seq()
@@ -306,7 +207,7 @@ class SpillBuffer:
                 leftovers = [temp, copied[0] if copied else None, None if final.exists() else blob]
                 for leftover in leftovers:
                     if leftover is not None:
-                        self._drop_temp(leftover)
+                        _format.drop_temp(leftover)
                 raise SpillFailed(
                     f"could not write the buffer file: {exc.strerror or exc}",
                     {"path": str(final), "errno": exc.errno, "envelope_id": envelope.id},
@@ -315,50 +216,6 @@ class SpillBuffer:
         if blob is not None:
             self.counters.copies_kept += 1
         return Entry(final, seq, len(data) + blob_size, blob)
-
-    def _copy_in(self, envelope: CommandEnvelope, source: FileCopy, *, room: int) -> tuple[Path, BlobInfo] | None:
-        """Copy the file into ``tmp/`` (fsynced, not yet in place) if it can be kept; None when it cannot."""
-        expected = _format.manifest_checksum(envelope)
-        manifest = envelope.data.params.get("manifest") or {}
-        size = manifest.get("size_bytes") if isinstance(manifest, dict) else None
-        if expected is None or not isinstance(size, int):
-            return None
-        if size > room:
-            log.warning(
-                "buffer: %s (%d bytes) does not fit the buffer's byte limit (%d): the registration %s is kept "
-                "without a copy, so it needs the staged file to outlast the outage",
-                source.uri,
-                size,
-                self.max_bytes,
-                envelope.id,
-            )
-            return None
-        temp = self.folder(TMP) / f"{_format.item_name(0, envelope.id)[:-4]}{_format.BLOB_SUFFIX}.{os.getpid()}.tmp"
-        self._drop_temp(temp)  # a leftover of a killed writer whose pid this process now has
-        try:
-            with source.open() as reader:
-                got_size, digest = _format.copy_to_temp(reader, temp, limit=size)
-        except (OSError, TooLarge) as exc:
-            self._drop_temp(temp)
-            log.warning("buffer: no copy of %s kept for %s: %s", source.uri, envelope.id, exc)
-            return None
-        if (got_size, digest) != (size, expected):
-            self._drop_temp(temp)
-            log.warning(
-                "buffer: no copy of %s kept for %s: the file is not the one its manifest describes "
-                "(%d bytes, sha256 %s)",
-                source.uri,
-                envelope.id,
-                got_size,
-                digest,
-            )
-            return None
-        return temp, BlobInfo(size, digest)
-
-    @staticmethod
-    def _drop_temp(path: Path) -> None:
-        with contextlib.suppress(OSError):
-            path.unlink()
 
     def _next_seq(self) -> int:
         """Monotonic in this process and after every item already on disk (wall-clock based across restarts)."""
@@ -431,7 +288,7 @@ class SpillBuffer:
         blob = None
         if header.blob is not None:
             blob = _format.blob_path(entry.path)
-            if problem := _blob_problem(blob, header.blob, full=False):
+            if problem := blob_problem(blob, header.blob, full=False):
                 with self._pair_lock():
                     if entry.path.exists():  # not removed by a replayer meanwhile: really damaged
                         self._quarantine(entry.path, problem, companion=blob)
@@ -460,7 +317,7 @@ class SpillBuffer:
     def fail(self, item: Item, error: dict[str, Any]) -> None:
         """The worker refused the command for good: keep it in ``failed/`` with the error beside it."""
         failed = self.folder(FAILED)
-        note = failed / (item.entry.name + ".error.json")
+        note = failed / (item.entry.name + ERROR_NOTE)
         body = json.dumps({"error": error, "action": item.action, "failed_at": utc_now().isoformat()}, default=str)
         temp = self.folder(TMP) / f"{note.name}.{os.getpid()}.tmp"
         with contextlib.suppress(FileNotFoundError):
@@ -476,24 +333,9 @@ class SpillBuffer:
         self.counters.failed += 1
         log.error("buffer: %s %s refused by the worker: %s", item.action, item.envelope.id, error.get("message"))
 
-    @contextlib.contextmanager
-    def replay_lock(self) -> Iterator[bool]:
+    def replay_lock(self) -> AbstractContextManager[bool]:
         """Yield True while this process alone may replay, False when another holder has it."""
-        fd = os.open(self.directory / "replay.lock", os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError as exc:
-                if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                    raise
-                yield False
-                return
-            try:
-                yield True
-            finally:
-                fcntl.flock(fd, fcntl.LOCK_UN)
-        finally:
-            os.close(fd)
+        return _format.locked(self.directory / REPLAY_LOCK, wait=False)
 
     # -- operators -----------------------------------------------------------------------------
 
@@ -513,7 +355,7 @@ class SpillBuffer:
             by_action=dict(by_action),
             oldest=min(times, default=None),
             newest=max(times, default=None),
-            quarantined=_count_items(self.folder(QUARANTINE)),
+            quarantined=count_items(self.folder(QUARANTINE)),
             failed=self._failed_items(),
             max_items=self.max_items,
             max_bytes=self.max_bytes,
@@ -521,8 +363,8 @@ class SpillBuffer:
 
     def _failed_items(self) -> list[FailedItem]:
         found = []
-        for path in sorted(self.folder(FAILED).glob("*" + _format.SUFFIX)):
-            note = path.with_name(path.name + ".error.json")
+        for path in sorted(self.folder(FAILED).glob("*" + ITEM_SUFFIX)):
+            note = path.with_name(path.name + ERROR_NOTE)
             try:
                 body = json.loads(note.read_text())
             except (OSError, ValueError):
@@ -537,54 +379,9 @@ class SpillBuffer:
         for name, wanted in chosen.items():
             if not wanted:
                 continue
-            counts[name] = _count_items(self.folder(name))
+            counts[name] = count_items(self.folder(name))
             for path in self.folder(name).iterdir():
                 with contextlib.suppress(FileNotFoundError):
                     path.unlink()
             _format.fsync_dir(self.folder(name))
         return counts
-
-
-def _blob_problem(path: Path, expected: BlobInfo, *, full: bool) -> str | None:
-    """Why a file copy cannot be trusted (missing, wrong size, with ``full`` wrong sha256), or None."""
-    try:
-        size = path.stat().st_size
-    except FileNotFoundError:
-        return "its file copy is missing"
-    if size != expected.size:
-        return f"its file copy is {size} bytes, the manifest says {expected.size}"
-    if full and _format.sha256_of(path)[1] != expected.sha256:
-        return "its file copy does not hash to the manifest's checksum"
-    return None
-
-
-def _count_items(folder: Path) -> int:
-    """Files set aside, one per command: notes do not count, nor a file copy kept with its command."""
-    names = {p.name for p in folder.iterdir()}
-    count = 0
-    for name in names:
-        if name.endswith((".reason.json", ".error.json")):
-            continue
-        if name.endswith(_format.BLOB_SUFFIX) and name[: -len(_format.BLOB_SUFFIX)] + _format.SUFFIX in names:
-            continue
-        count += 1
-    return count
-
-
-def _pid_of_temp(name: str) -> int | None:
-    parts = name.rsplit(".", 2)
-    if len(parts) == 3 and parts[2] == "tmp" and parts[1].isdigit():
-        return int(parts[1])
-    return None
-
-
-def _pid_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

@@ -22,12 +22,11 @@ from pathlib import Path
 import aio_pika
 from prometheus_client.parser import text_string_to_metric_families
 
+from contracts.spill_layout import FAILED, ITEM_SUFFIX, PENDING, QUARANTINE, count_items
 from service.cli import command
 from service.settings import Settings
 
 CLEAR = "\x1b[H\x1b[2J"
-PENDING, FAILED, QUARANTINE = "pending", "failed", "quarantine"
-BUFFER_SUFFIX = ".cmd"
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +84,10 @@ def parse_metrics(text: str, snapshot: Snapshot) -> None:
 
 
 def read_buffer(directory: Path, now: float | None = None) -> BufferState:
-    """The client's spill buffer: one file per buffered command under ``pending/`` (or flat in the directory)."""
+    """The client's spill buffer: one file per buffered command under ``pending/`` (or flat in the directory).
+
+    Failed and quarantined commands are counted as ``storage-buffer status`` counts them (``count_items``).
+    """
     now = time.time() if now is None else now
     if not directory.exists():  # the client creates it on its first spill: nothing buffered yet
         return BufferState(pending=0, pending_bytes=0, failed=0, quarantined=0, oldest_age_s=None)
@@ -93,20 +95,18 @@ def read_buffer(directory: Path, now: float | None = None) -> BufferState:
     flat = not pending_dir.is_dir()
     files = [p for p in (directory if flat else pending_dir).iterdir() if p.is_file() and not p.name.startswith(".")]
     if not flat:
-        files = [p for p in files if p.name.endswith(BUFFER_SUFFIX)]
+        files = [p for p in files if p.name.endswith(ITEM_SUFFIX)]
     stats = [p.stat() for p in files]
 
-    def count(sub: str, skip: tuple[str, ...] = ()) -> int:
+    def count(sub: str) -> int:
         folder = directory / sub
-        if flat or not folder.is_dir():
-            return 0
-        return sum(1 for p in folder.iterdir() if p.is_file() and not p.name.endswith(skip))
+        return 0 if flat or not folder.is_dir() else count_items(folder)
 
     return BufferState(
         pending=len(files),
         pending_bytes=sum(st.st_size for st in stats),
-        failed=count(FAILED, (".error.json",)),
-        quarantined=count(QUARANTINE, (".reason.json",)),
+        failed=count(FAILED),
+        quarantined=count(QUARANTINE),
         oldest_age_s=max(0.0, now - min(st.st_mtime for st in stats)) if stats else None,
     )
 
