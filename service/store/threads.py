@@ -15,12 +15,11 @@ import math
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     ColumnElement,
     LargeBinary,
-    Row,
     Text,
     and_,
     bindparam,
@@ -42,6 +41,7 @@ from service.store import cursor
 from service.store.engine.prepared import PreparedRead, PreparedWrite
 from service.store.engine.sqlite_driver import point_lookup
 from service.store.models import Thread, ThreadLabel, ThreadMessageRow
+from service.store.types import AnyRow
 
 threads = Thread.__table__
 messages = ThreadMessageRow.__table__
@@ -50,6 +50,7 @@ labels = ThreadLabel.__table__
 LABEL_VALUE_MAX = 200
 """Longer label values are stored as their sha256, so any value can be filtered on exactly."""
 _IN_CHUNK = 500
+T = TypeVar("T")
 MESSAGES_PER_THREAD_BATCH = 4
 """A purge job removes up to this many messages per thread of its batch: short threads go in one job."""
 
@@ -79,7 +80,7 @@ MESSAGE_COLUMNS = (
 )
 
 
-def label_text(value: Any) -> str | None:
+def label_text(value: object) -> str | None:
     """The canonical text a metadata value is indexed and filtered by; None for values that are not scalars.
 
     Booleans are ``true``/``false``, integral numbers have no fraction (``5`` and ``5.0`` match), strings are
@@ -102,11 +103,11 @@ def label_text(value: Any) -> str | None:
     return text
 
 
-def labels_of(metadata: Mapping[str, Any]) -> dict[str, str]:
+def labels_of(metadata: Mapping[str, object]) -> dict[str, str]:
     return {key: text for key, value in metadata.items() if (text := label_text(value)) is not None}
 
 
-def is_live(row: Row[Any], now: datetime) -> bool:
+def is_live(row: AnyRow, now: datetime) -> bool:
     """Neither deleted nor past its TTL: what agents can see without ``include_deleted``."""
     return row.deleted_at is None and (row.expires_at is None or row.expires_at > now)
 
@@ -126,13 +127,13 @@ _UPDATE = PreparedWrite(update(threads).where(threads.c.id == bindparam("thread_
 _INSERT_MESSAGES = PreparedWrite(insert(messages))
 
 
-async def get(conn: AsyncConnection, thread_id: str, *, for_update: bool = False) -> Row[Any] | None:
-    return await (_GET_FOR_UPDATE if for_update else _GET_PLAIN).first(conn, {"thread_key": thread_id})  # type: ignore[no-any-return]
+async def get(conn: AsyncConnection, thread_id: str, *, for_update: bool = False) -> AnyRow | None:
+    return await (_GET_FOR_UPDATE if for_update else _GET_PLAIN).first(conn, {"thread_key": thread_id})
 
 
 async def lock(
     conn: AsyncConnection, thread_id: str, now: datetime, *, owner: str | None, visibility: str, trace_id: str | None
-) -> tuple[Row[Any], bool]:
+) -> tuple[AnyRow, bool]:
     """The thread row, created empty when missing (owned by ``owner``), locked until commit; True when just created.
 
     An existing thread costs one SELECT ... FOR UPDATE. A missing one is inserted with ON CONFLICT DO
@@ -155,7 +156,9 @@ async def lock(
     }
     dialect = conn.dialect.name
     if dialect == "postgresql":
-        stmt: Any = postgresql.insert(threads).values(values).on_conflict_do_nothing(index_elements=["id"])
+        stmt: postgresql.Insert | sqlite.Insert = (
+            postgresql.insert(threads).values(values).on_conflict_do_nothing(index_elements=["id"])
+        )
     elif dialect == "sqlite":
         stmt = sqlite.insert(threads).values(values).on_conflict_do_nothing(index_elements=["id"])
     else:  # pragma: no cover - the worker supports the two databases above
@@ -166,7 +169,7 @@ async def lock(
     return row, created
 
 
-async def update_thread(conn: AsyncConnection, thread_id: str, values: Mapping[str, Any]) -> None:
+async def update_thread(conn: AsyncConnection, thread_id: str, values: Mapping[str, object]) -> None:
     await _UPDATE.execute(conn, {**values, "thread_key": thread_id})
 
 
@@ -187,9 +190,9 @@ async def set_labels(
 # -- messages ----------------------------------------------------------------------------------
 
 
-async def find_messages(conn: AsyncConnection, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, Row[Any]]:
+async def find_messages(conn: AsyncConnection, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, AnyRow]:
     """Messages by id, whatever their thread (the caller refuses ids that belong to another thread)."""
-    found: dict[uuid.UUID, Row[Any]] = {}
+    found: dict[uuid.UUID, AnyRow] = {}
     for start in range(0, len(ids), _IN_CHUNK):
         chunk = ids[start : start + _IN_CHUNK]
         for row in await conn.execute(select(*MESSAGE_COLUMNS).where(messages.c.id.in_(chunk))):
@@ -197,11 +200,11 @@ async def find_messages(conn: AsyncConnection, ids: Sequence[uuid.UUID]) -> dict
     return found
 
 
-async def insert_messages(conn: AsyncConnection, rows: Sequence[Mapping[str, Any]]) -> None:
+async def insert_messages(conn: AsyncConnection, rows: Sequence[Mapping[str, object]]) -> None:
     await _INSERT_MESSAGES.execute_many(conn, rows)
 
 
-async def update_message(conn: AsyncConnection, message_id: uuid.UUID, values: Mapping[str, Any]) -> None:
+async def update_message(conn: AsyncConnection, message_id: uuid.UUID, values: Mapping[str, object]) -> None:
     await conn.execute(update(messages).where(messages.c.id == message_id).values(dict(values)))
 
 
@@ -234,7 +237,7 @@ MESSAGE_OVERHEAD = 256
 """Bytes a stored message takes on the wire besides its content and metadata: id, role, times, field names."""
 
 
-def _json_bytes(column: Any, dialect: str) -> ColumnElement[int]:
+def _json_bytes(column: ColumnElement[Any], dialect: str) -> ColumnElement[int]:
     """The stored size in bytes of a JSON column (jsonb as text is a little longer than compact JSON)."""
     if dialect == "sqlite":
         return func.length(cast(column, LargeBinary))
@@ -249,7 +252,7 @@ async def message_page(
     include_deleted: bool,
     before_seq: int | None,
     budget: int,
-) -> tuple[list[Row[Any]], bool]:
+) -> tuple[list[AnyRow], bool]:
     """The most recent messages (older than ``before_seq``), up to ``limit`` and ``budget`` bytes, newest first;
     and whether older ones remain.
 
@@ -311,14 +314,14 @@ def readable_by(requester: Requester) -> ColumnElement[bool]:
 async def list_page(
     conn: AsyncConnection,
     *,
-    metadata: Mapping[str, Any],
+    metadata: Mapping[str, object],
     created_after: datetime | None,
     created_before: datetime | None,
     limit: int,
     after: str | None,
     now: datetime,
     requester: Requester,
-) -> tuple[list[Row[Any]], str | None]:
+) -> tuple[list[AnyRow], str | None]:
     """Live threads ``requester`` may read, newest first, keyset-paged on (created_at, id); each metadata filter
     is an index probe."""
     query = select(*THREAD_COLUMNS).where(live_clause(now), readable_by(requester))
@@ -378,8 +381,8 @@ async def purge_messages_batch(conn: AsyncConnection, cutoff: datetime, batch: i
     return int((await conn.execute(delete(messages).where(messages.c.id.in_(doomed)))).rowcount or 0)
 
 
-def chunks(items: Iterable[Any], size: int) -> Iterable[list[Any]]:
-    bucket: list[Any] = []
+def chunks(items: Iterable[T], size: int) -> Iterable[list[T]]:
+    bucket: list[T] = []
     for item in items:
         bucket.append(item)
         if len(bucket) >= size:
