@@ -1,14 +1,17 @@
-# Shared by scripts/worker and scripts/test: a project venv with everything installed, once.
+# Shared by scripts/worker and scripts/test: a project venv with the extras its caller needs, installed once.
+# The caller may set, before sourcing: venv_name (default .venv) and extras (default test,s3,bench, what the
+# tests and benchmarks use; empty for the worker and client alone).
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-VENV="$ROOT/.venv"
+VENV="$ROOT/${venv_name:-.venv}"
+extras=${extras-test,s3,bench}
 PYTHON=${PYTHON:-python3}
-stamp="$VENV/.installed-$(sha256sum "$ROOT/pyproject.toml" | cut -c1-16)"
+stamp="$VENV/.installed-$( (cat "$ROOT/pyproject.toml"; echo "extras=$extras") | sha256sum | cut -c1-16)"
 if [ ! -f "$stamp" ]; then
-  echo "==> installing the project into $VENV" >&2
+  echo "==> installing the project${extras:+ with [$extras]} into $VENV" >&2
   [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
   "$VENV/bin/python" -m pip install -q --upgrade pip >&2
-  "$VENV/bin/python" -m pip install -q -e "$ROOT[test,s3,bench]" >&2
+  "$VENV/bin/python" -m pip install -q -e "$ROOT${extras:+[$extras]}" >&2
   rm -f "$VENV"/.installed-* && touch "$stamp"
 fi
 export PATH="$VENV/bin:$PATH"
