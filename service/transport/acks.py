@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from typing import Any
 
 from aio_pika.abc import AbstractIncomingMessage
+from aiormq.abc import AbstractChannel
 
 
 class BulkAcks:
     def __init__(self) -> None:
-        self._channel: Any = None
+        self._channel: AbstractChannel | None = None
         self._open: deque[int] = deque()
         """Delivery tags of the current channel taken and not yet acked or rejected, in delivery order."""
         self._settled: set[int] = set()
@@ -52,11 +52,13 @@ class BulkAcks:
 
     async def reject(self, message: AbstractIncomingMessage) -> None:
         await message.reject(requeue=False)
-        if message.channel is self._channel and message.delivery_tag in self._open:
-            self._open.remove(message.delivery_tag)
+        tag = message.delivery_tag
+        if message.channel is self._channel and tag is not None and tag in self._open:
+            self._open.remove(tag)
 
     async def _flush(self) -> None:
         channel, open_tags, settled = self._channel, self._open, self._settled
+        assert channel is not None  # ack() flushes only deliveries taken on the current channel
         head = None
         while open_tags and open_tags[0] in settled:
             head = open_tags.popleft()

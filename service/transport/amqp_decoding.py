@@ -16,9 +16,8 @@ from __future__ import annotations
 
 import datetime
 import logging
-from typing import Any
 
-from pamqp import commands, common, decode
+from pamqp import base, commands, common, decode
 
 log = logging.getLogger(__name__)
 
@@ -37,12 +36,12 @@ def _tolerant_timestamp(value: bytes) -> tuple[int, datetime.datetime | None]:
         return _TIMESTAMP_BYTES, None
 
 
-def _tolerant_unmarshal(self: commands.Basic.Properties, flags: int, data: bytes) -> None:
+def _tolerant_unmarshal(self: base.BasicProperties, flags: int, data: bytes) -> None:
     """``Basic.Properties.unmarshal``, stopping at the first property that cannot be decoded."""
     for name in self.__slots__:
         if not flags & self.flags[name]:
             continue
-        data_type: Any = getattr(self.__class__, "_" + name)
+        data_type: str = getattr(self.__class__, "_" + name)  # the AMQP type name, e.g. "shortstr"
         try:
             consumed, value = decode.by_type(data, data_type)
         except Exception:
@@ -56,4 +55,5 @@ def install() -> None:
     """Put the tolerant decoders in place of pamqp's (idempotent; the worker calls it before connecting)."""
     decode.METHODS["timestamp"] = _tolerant_timestamp
     decode.TABLE_MAPPING[b"T"] = _tolerant_timestamp
+    # A deliberate patch of pamqp's class (same signature); mypy flags any assignment to a method.
     commands.Basic.Properties.unmarshal = _tolerant_unmarshal  # type: ignore[method-assign]
