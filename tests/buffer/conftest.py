@@ -1,31 +1,11 @@
-"""Client fixtures: settings that point a StorageClient at the test worker, with millisecond retries."""
+"""Client fixtures: a buffer folder, and a broker URL nothing answers."""
 
 from __future__ import annotations
 
 import socket
 from pathlib import Path
-from typing import Any
 
 import pytest
-
-from service.transport.worker import Worker
-
-FAST_RETRIES: dict[str, Any] = {"retries": 3, "retry_initial_s": 0.01, "retry_multiplier": 2.0, "heartbeat_s": 3600}
-
-
-def client_settings(worker: Worker, buffer_dir: Path, **overrides: Any) -> dict[str, Any]:
-    """StorageClient keyword arguments for an agent of ``worker``: same broker, exchange and storage root."""
-    values: dict[str, Any] = {
-        "amqp_url": worker.settings.amqp_url,
-        "exchange": worker.settings.exchange,
-        "storage_root": worker.settings.storage_root,
-        "buffer_dir": buffer_dir,
-        "agent_id": "agent-test",
-        "call_timeout_s": 5.0,
-        **FAST_RETRIES,
-    }
-    values.update(overrides)
-    return values
 
 
 @pytest.fixture

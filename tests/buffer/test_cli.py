@@ -12,7 +12,7 @@ import pytest
 from buffer import Buffered, SpillBuffer, StorageClient
 from buffer.cli import main
 from service.transport.worker import Worker
-from tests.buffer.conftest import client_settings
+from tests.support.client import client_settings
 from tests.support.fake_transport import command
 
 

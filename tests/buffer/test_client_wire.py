@@ -14,7 +14,7 @@ import pytest
 from buffer import BrokerUnavailable, Buffered, CallTimeout, NotFound, ReplayReport, StorageClient, Unroutable
 from contracts import RESULT_TYPE, ResultData, ResultEnvelope
 from service.transport.worker import Worker
-from tests.buffer.conftest import FAST_RETRIES, client_settings
+from tests.support.client import FAST_RETRIES, client_settings
 
 
 async def test_agent_uploads_gets_and_lists_artifacts(worker: Worker, buffer_dir: Path) -> None:

@@ -14,7 +14,7 @@ import pytest
 
 from buffer import StorageClient
 from service.transport.worker import Worker
-from tests.buffer.conftest import client_settings
+from tests.support.client import client_settings
 
 REPO = Path(__file__).resolve().parents[2]
 KILLS = 20

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from buffer import SpillBuffer
-from tests.buffer.test_file_copy import Root, replayer, worker_registering
 from tests.support.copy_proc import SIZE
+from tests.support.file_copy import Root, replayer, worker_registering
 
 REPO = Path(__file__).resolve().parents[2]
 KILLS = 12

@@ -11,7 +11,7 @@ from buffer.restage import StorageFiles
 from buffer.rpc import Reply, RpcTransport
 from contracts import CommandEnvelope
 from service.transport.worker import Worker
-from tests.buffer.conftest import client_settings
+from tests.support.client import client_settings
 
 TWO_HOURS_S = 2 * 3600
 

@@ -15,8 +15,8 @@ from buffer import Buffered, PermissionDenied, Replayer, SpillBuffer, StorageCli
 from buffer.settings import ClientSettings
 from contracts import CommandEnvelope
 from service.transport.worker import Worker
-from tests.buffer.conftest import client_settings
 from tests.support.broker import broker_user
+from tests.support.client import client_settings
 from tests.support.fake_transport import FakeTransport, command, result
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from buffer import Buffered, NotFound, PermissionDenied, StorageClient
 from service.transport.worker import Worker
-from tests.buffer.conftest import client_settings
+from tests.support.client import client_settings
 
 
 async def test_agent_keeps_and_finds_its_memory_with_the_client(worker: Worker, tmp_path: Path) -> None:

@@ -25,9 +25,9 @@ from aio_pika.exceptions import ChannelPreconditionFailed
 
 from buffer import PermissionDenied, StorageClient
 from contracts import make_command, topology
-from tests.buffer.conftest import FAST_RETRIES
 from tests.integration.conftest import Workers
 from tests.support.bus import Bus, error, output
+from tests.support.client import FAST_RETRIES
 from tests.support.requirements import missing, require_rabbitmqctl
 from tests.support.wire import register
 
