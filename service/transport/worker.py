@@ -16,8 +16,9 @@ from collections.abc import Awaitable, Callable
 from contextlib import AbstractContextManager
 from dataclasses import replace
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Protocol, cast
 
+import aiormq
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue
 from faststream.rabbit import Channel, RabbitBroker
 from pamqp.commands import Basic
@@ -249,8 +250,9 @@ class Worker:
             )
             # wait=False: the channel's lock is not held until the writer task has sent the frame (aiormq's
             # default serialises every publish of the channel behind the previous one's socket write); the
-            # broker's confirm, awaited here all the same, is what tells the reply is safe.
-            await raw.channel.basic_publish(
+            # broker's confirm, awaited here all the same, is what tells the reply is safe. (aiormq's abstract
+            # channel leaves ``wait`` out; the channel an incoming message carries is always its Channel.)
+            await cast(aiormq.Channel, raw.channel).basic_publish(
                 outcome.body,
                 exchange="",
                 routing_key=delivery.reply_to,
@@ -263,7 +265,8 @@ class Worker:
 def _delivery_of(raw: AbstractIncomingMessage) -> Delivery:
     """What the pipeline needs of a message; properties aio-pika cannot turn into values read as absent."""
     try:
-        expiration = raw.expiration
+        # aio-pika types every message's expiration as any date type; a received one is decoded to seconds
+        expiration = cast("float | None", raw.expiration)
         return Delivery(
             body=raw.body,
             reply_to=raw.reply_to,
