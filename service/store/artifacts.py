@@ -25,13 +25,14 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from contracts import ArtifactManifest, ArtifactStats, ArtifactStatus, ListArtifactsParams, Visibility, utc_now
+from contracts import ArtifactManifest, ArtifactStats, ArtifactStatus, ListArtifactsParams, utc_now
 from service.identity import Requester
 from service.store import cursor
 from service.store.engine.conflicts import prepared_insert_or_skip
 from service.store.engine.prepared import PreparedRead, PreparedWrite
 from service.store.engine.sqlite_driver import point_lookup
 from service.store.models import Artifact, ArtifactLabel
+from service.store.read_rule import read_rule
 from service.store.types import AnyRow, RawJSON
 
 artifacts = Artifact.__table__
@@ -132,18 +133,6 @@ async def set_status(conn: AsyncConnection, ids: Sequence[str], status: str) -> 
     return int(result.rowcount or 0)
 
 
-def readable_by(requester: Requester) -> ColumnElement[bool]:
-    """The SQL form of the read rule of docs/contract.md §3."""
-    if requester.is_admin:
-        return and_(True)
-    rule = [artifacts.c.visibility == Visibility.PUBLIC.value]
-    if requester.id is not None:
-        rule.append(artifacts.c.owner == requester.id)
-    if requester.trace_id is not None:
-        rule.append(and_(artifacts.c.visibility == Visibility.TRACE.value, artifacts.c.trace_id == requester.trace_id))
-    return or_(*rule)
-
-
 _SCALAR_FILTERS = ("trace_id", "artifact_type", "created_by", "step_id", "status")
 
 
@@ -218,14 +207,12 @@ def _live(table: FromClause, now: ColumnElement[datetime]) -> ColumnElement[bool
 
 
 def _read_rule(table: FromClause, shape: _ListShape) -> ColumnElement[bool]:
-    """The read rule of docs/contract.md §3 (as readable_by() states it) over ``table``, values as parameters."""
-    rule = [table.c.visibility == Visibility.PUBLIC.value]
-    if shape.requester_id:
-        rule.append(table.c.owner == bindparam("requester_id"))
-    if shape.requester_trace:
-        trace = table.c.trace_id == bindparam("requester_trace")
-        rule.append(and_(table.c.visibility == Visibility.TRACE.value, trace))
-    return or_(*rule)
+    """The read rule over ``table`` with the requester's identity as parameters, so one statement serves all."""
+    return read_rule(
+        table,
+        owner=bindparam("requester_id") if shape.requester_id else None,
+        trace_id=bindparam("requester_trace") if shape.requester_trace else None,
+    )
 
 
 @lru_cache(maxsize=512)

@@ -14,10 +14,11 @@ from sqlalchemy import Row, and_, delete, exists, func, insert, or_, select, upd
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from contracts import MemoryItem, Visibility, utc_now
+from contracts import MemoryItem, utc_now
 from service.identity import Requester
 from service.store import cursor, memory_keys
 from service.store.models import MemoryLabel, MemoryRecord
+from service.store.read_rule import readable_by
 
 items = MemoryRecord.__table__
 labels = MemoryLabel.__table__
@@ -25,18 +26,6 @@ labels = MemoryLabel.__table__
 
 def alive(now: datetime) -> Any:
     return or_(items.c.expires_at.is_(None), items.c.expires_at > now)
-
-
-def readable_by(requester: Requester) -> Any:
-    """The read rule of artifacts (docs/contract.md §3) on memory items."""
-    if requester.is_admin:
-        return and_(True)
-    rule = [items.c.visibility == Visibility.PUBLIC.value]
-    if requester.id is not None:
-        rule.append(items.c.owner == requester.id)
-    if requester.trace_id is not None:
-        rule.append(and_(items.c.visibility == Visibility.TRACE.value, items.c.trace_id == requester.trace_id))
-    return or_(*rule)
 
 
 def under(path: str, column: Any = items.c.ns_path) -> Any:
@@ -154,7 +143,7 @@ async def search_page(
 ) -> tuple[list[Row[Any]], str | None]:
     """One page newest first (by ``updated_at``), keyset-paged on (updated_at, id)."""
     source, driven_by_label = _search_source(prefix, label_filter)
-    conditions = [alive(now), readable_by(requester)]
+    conditions = [alive(now), readable_by(items, requester)]
     if not driven_by_label:  # else the label's own range already holds exactly the prefix's items
         conditions.append(under(prefix))
     query = select(items).select_from(source).where(*conditions)
@@ -193,7 +182,7 @@ async def namespaces(
         start, inclusive = _past(after, max_depth)
     while len(found) < limit:
         lower = items.c.ns_path >= start if inclusive else items.c.ns_path > start
-        query = select(items.c.ns_path).where(lower, alive(now), readable_by(requester))
+        query = select(items.c.ns_path).where(lower, alive(now), readable_by(items, requester))
         if upper is not None:
             query = query.where(items.c.ns_path < upper)
         path = (await conn.execute(query.order_by(items.c.ns_path).limit(1))).scalar()
@@ -214,7 +203,7 @@ async def count_by_top_namespace(
     namespaces appear neither as names nor in the counts. Admins see every namespace."""
     query = (
         select(items.c.ns_top, func.count())
-        .where(alive(now or utc_now()), readable_by(requester))
+        .where(alive(now or utc_now()), readable_by(items, requester))
         .group_by(items.c.ns_top)
     )
     return {str(top): int(n) for top, n in (await conn.execute(query)).all()}
