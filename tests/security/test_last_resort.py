@@ -15,11 +15,12 @@ from typing import Any
 
 import pytest
 
+import service.core.pipeline as pipeline_module
 from service.core.pipeline import Pipeline
 from service.core.recording import Recorder
 from service.transport.worker import Worker
-from tests.integration.conftest import Workers
 from tests.support.bus import error, output
+from tests.support.workers import Workers
 
 
 class Bug(RuntimeError):
@@ -57,7 +58,7 @@ def _is_async(function: Callable[..., Any]) -> bool:
 
 
 STAGES: dict[str, tuple[object, str]] = {
-    "parse": (Pipeline, "_parse"),
+    "parse": (pipeline_module, "parse"),
     "inbox lookup": (Recorder, "lookup"),
     "gate": (Pipeline, "_gate"),
     "execute": (Pipeline, "_execute"),
