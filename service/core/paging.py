@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from service.settings import Settings
 
@@ -30,7 +30,7 @@ def page_budget(settings: Settings, *, spent: int = 0) -> int:
     return max(MIN_BUDGET, settings.max_reply_bytes - REPLY_RESERVE - spent)
 
 
-def json_size(value: Any) -> int:
+def json_size(value: object) -> int:
     """``value``'s size as compact UTF-8 JSON, as the reply will carry it (two C-speed passes, no Python walk)."""
     return text_size(json.dumps(value, ensure_ascii=False, default=str, separators=(",", ":")))
 

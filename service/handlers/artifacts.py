@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
-from typing import Any
 
-from sqlalchemy import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from contracts import (
@@ -32,12 +30,14 @@ from contracts import (
     parse_retention,
 )
 from service.core import paging
+from service.core.actions import Handler
 from service.core.context import HandlerContext
 from service.core.recording import Committed
 from service.files import Upload
 from service.identity import Requester, can_read, refuse_read
 from service.store import artifacts as store
 from service.store import cursor
+from service.store.types import AnyRow
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +152,7 @@ async def _twin_or_raise(ctx: HandlerContext, manifest: ArtifactManifest, missin
     return _already_registered(twin, manifest, ctx.requester)
 
 
-def _already_registered(row: Row[Any], manifest: ArtifactManifest, requester: Requester) -> RegisterArtifactOutput:
+def _already_registered(row: AnyRow, manifest: ArtifactManifest, requester: Requester) -> RegisterArtifactOutput:
     """A retry of a registration gets the stored result; anything else about that id is a conflict."""
     if not _readable(row, requester):  # a bare conflict: nothing of someone else's artifact is told
         raise AlreadyExists(f"artifact {manifest.id} is already registered", {"artifact_id": manifest.id})
@@ -183,7 +183,7 @@ async def _lost_race(
     raise Aborted("the artifact raced with a concurrent change, retry", {"artifact_id": final.id})
 
 
-def _successor_exists(supersedes: str, successor: Row[Any], requester: Requester) -> AlreadyExists:
+def _successor_exists(supersedes: str, successor: AnyRow, requester: Requester) -> AlreadyExists:
     """The chain would fork; the existing successor is named only to a requester who may read it."""
     details = {"supersedes": supersedes}
     if _readable(successor, requester):
@@ -237,15 +237,15 @@ async def get_artifact(params: GetArtifactParams, ctx: HandlerContext) -> GetArt
     return GetArtifactOutput(artifact_id=row.id, manifest=store.manifest_of(row))
 
 
-def _readable(row: Row[Any], requester: Requester) -> bool:
+def _readable(row: AnyRow, requester: Requester) -> bool:
     return can_read(row.visibility, row.owner, row.trace_id, requester)
 
 
-def _expired(row: Row[Any], now: datetime) -> bool:
+def _expired(row: AnyRow, now: datetime) -> bool:
     return row.expires_at is not None and row.expires_at <= now
 
 
-def _live(row: Row[Any] | None, artifact_id: str, ctx: HandlerContext) -> Row[Any]:
+def _live(row: AnyRow | None, artifact_id: str, ctx: HandlerContext) -> AnyRow:
     """NOT_FOUND for an unknown artifact and for one past its retention, gone at once for every read even
     before cleanup removes its row; only a requester who could read it learns that it expired."""
     if row is None:
@@ -258,7 +258,7 @@ def _live(row: Row[Any] | None, artifact_id: str, ctx: HandlerContext) -> Row[An
     return row
 
 
-def _check_readable(row: Row[Any], ctx: HandlerContext) -> None:
+def _check_readable(row: AnyRow, ctx: HandlerContext) -> None:
     if not _readable(row, ctx.requester):
         raise refuse_read("artifact", row.id, row.visibility, ctx.requester)
 
@@ -303,7 +303,7 @@ async def delete_artifact(params: DeleteArtifactParams, ctx: HandlerContext) -> 
     return committed
 
 
-HANDLERS = {
+HANDLERS: dict[str, Handler] = {
     "register_artifact": register_artifact,
     "get_artifact": get_artifact,
     "list_artifacts": list_artifacts,

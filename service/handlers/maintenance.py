@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from contracts import CleanupOutput, CleanupParams
+from service.core.actions import Handler
 from service.core.context import HandlerContext
 from service.maintenance import run_cleanup
 
@@ -13,4 +14,4 @@ async def cleanup(params: CleanupParams, ctx: HandlerContext) -> CleanupOutput:
     return CleanupOutput(dry_run=params.dry_run, counts=counts)
 
 
-HANDLERS = {"cleanup": cleanup}
+HANDLERS: dict[str, Handler] = {"cleanup": cleanup}

@@ -8,7 +8,6 @@ is treated as absent by every action from the moment it expires: a put takes its
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -30,11 +29,13 @@ from contracts import (
     Unauthenticated,
 )
 from service.core import paging
+from service.core.actions import Handler
 from service.core.context import HandlerContext
 from service.core.recording import Committed
 from service.identity import Requester, can_read
 from service.store import cursor, memory_keys
 from service.store import memory as store
+from service.store.types import AnyRow
 
 MAX_TTL = timedelta(days=365 * 1000)
 
@@ -54,7 +55,7 @@ def _path(namespace: list[str], field: str) -> str:
     return path
 
 
-def _check_no_nul(value: Any, field: str) -> None:
+def _check_no_nul(value: object, field: str) -> None:
     """PostgreSQL text and JSONB cannot store U+0000; refuse it up front instead of failing the write."""
     if isinstance(value, str):
         if "\x00" in value:
@@ -68,22 +69,22 @@ def _check_no_nul(value: Any, field: str) -> None:
             _check_no_nul(v, field)
 
 
-def _where(namespace: list[str], key: str) -> dict[str, Any]:
+def _where(namespace: list[str], key: str) -> dict[str, object]:
     return {"namespace": namespace, "key": key}
 
 
-def _may_write(row: Any, requester: Requester) -> bool:
+def _may_write(row: AnyRow, requester: Requester) -> bool:
     return requester.is_admin or (requester.id is not None and row.owner == requester.id)
 
 
-def _refuse_write(row: Any, requester: Requester, namespace: list[str], key: str) -> PermissionDenied:
+def _refuse_write(row: AnyRow, requester: Requester, namespace: list[str], key: str) -> PermissionDenied:
     return PermissionDenied(
         "memory item belongs to another requester",
         {**_where(namespace, key), "visibility": row.visibility, "requester": requester.id},
     )
 
 
-def _refuse_read(row: Any, requester: Requester, namespace: list[str], key: str) -> PermissionDenied:
+def _refuse_read(row: AnyRow, requester: Requester, namespace: list[str], key: str) -> PermissionDenied:
     return PermissionDenied(
         f"memory item is {row.visibility} and not readable by this requester",
         {**_where(namespace, key), "visibility": row.visibility, "requester": requester.id},
@@ -182,7 +183,7 @@ async def get_memory(params: GetMemoryParams, ctx: HandlerContext) -> MemoryItem
     return (await ctx.commit(refresh)).output
 
 
-def _check_found(row: Any, now: datetime, params: GetMemoryParams) -> None:
+def _check_found(row: AnyRow | None, now: datetime, params: GetMemoryParams) -> None:
     if row is None or not store.is_alive(row, now):
         raise NotFound("memory item not found", _where(params.namespace, params.key))
 
@@ -206,12 +207,12 @@ async def search_memory(params: SearchMemoryParams, ctx: HandlerContext) -> Sear
     return SearchMemoryOutput(count=len(found), items=found, next_cursor=next_cursor)
 
 
-def _item_size(row: Any) -> int:
+def _item_size(row: AnyRow) -> int:
     parts = paging.json_size(row.value) + paging.json_size(row.labels) + paging.json_size(row.ns_path)
     return parts + paging.json_size(row.key) + paging.ITEM_OVERHEAD
 
 
-def _item_cursor(row: Any) -> str:
+def _item_cursor(row: AnyRow) -> str:
     return cursor.encode(row.updated_at, row.id)
 
 
@@ -263,7 +264,7 @@ async def delete_memory(params: DeleteMemoryParams, ctx: HandlerContext) -> Comm
     return await ctx.commit(job)
 
 
-HANDLERS = {
+HANDLERS: dict[str, Handler] = {
     "put_memory": put_memory,
     "get_memory": get_memory,
     "search_memory": search_memory,

@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from contracts import GetStatsOutput, GetStatsParams, PingOutput, PingParams
 from service import __version__
+from service.core.actions import Handler
 from service.core.context import HandlerContext
 from service.files import ARTIFACTS
 from service.store import artifacts as artifact_store
@@ -48,4 +49,4 @@ async def get_stats(params: GetStatsParams, ctx: HandlerContext) -> GetStatsOutp
     )
 
 
-HANDLERS = {"ping": ping, "get_stats": get_stats}
+HANDLERS: dict[str, Handler] = {"ping": ping, "get_stats": get_stats}
