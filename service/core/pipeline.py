@@ -153,8 +153,8 @@ class Pipeline:
                 return self._finish(delivery, envelope, who, error_reply(exc, started))
             if stored is not None:
                 return self._finish(delivery, envelope, who, stored)
-        if (refusal := self._gate(envelope, delivery)) is not None:
-            return self._finish(delivery, envelope, who, error_reply(refusal, started))
+        if (gated := self._gate(envelope, delivery)) is not None:
+            return self._finish(delivery, envelope, who, error_reply(gated, started))
         reply = await self._execute(envelope, action, who, recorder, started)
         return self._finish(delivery, envelope, who, reply)
 
