@@ -341,11 +341,8 @@ def check_storage(settings: Settings, *, debug: bool = False) -> None:
     root = settings.storage_root
     protocol = get_protocol(root)
     if protocol in ("file", "local"):
-        from fsspec.core import url_to_fs
-
-        _, path = url_to_fs(root)
         try:
-            _check_writable_folder(Path(path))
+            _check_writable_folder(_local_root(root))
         except OSError as exc:
             raise (storage_error(exc, root) or unexpected(Stage.STORAGE, exc)) from exc
         return
@@ -354,6 +351,14 @@ def check_storage(settings: Settings, *, debug: bool = False) -> None:
             _check_object_store(root, protocol)
     except Exception as exc:
         raise (storage_error(exc, root) or unexpected(Stage.STORAGE, exc)) from exc
+
+
+def _local_root(root: str) -> Path:
+    """The folder of a ``file://`` root, as the file store resolves it."""
+    from fsspec.core import url_to_fs
+
+    _, path = url_to_fs(root)
+    return Path(path)
 
 
 def _check_object_store(root: str, protocol: str) -> None:
@@ -369,13 +374,60 @@ def _check_object_store(root: str, protocol: str) -> None:
         fs.info(bucket)
 
 
-def storage_error(exc: BaseException, root: str) -> StartupError | None:
-    """The known mistakes among what opening the storage root raises, or None."""
+def storage_error(exc: BaseException, root: str, *, checking: bool = True) -> StartupError | None:
+    """The known mistakes among what opening the storage root raises, or None.
+
+    ``checking``: ``exc`` came from the storage check alone, so a missing package, a refused access, a missing
+    bucket or a dropped connection is the storage root's. Otherwise only errors that carry their origin count:
+    an OSError on a path of the local root, or botocore's credentials and endpoint errors.
+    """
     from fsspec.utils import get_protocol
 
     protocol = get_protocol(root)
     shown = root.split("@")[-1]
-    if isinstance(exc, ImportError) and protocol not in ("file", "local"):
+    name = type(exc).__name__
+    if protocol in ("file", "local"):
+        path = _local_root(root)
+        if isinstance(exc, OSError) and _concerns(exc, path):
+            return _from(
+                exc,
+                Stage.STORAGE,
+                f"cannot use STORAGE_ROOT {path}: {_os_reason(exc)}",
+                "point STORAGE_ROOT at a folder this user can create and write",
+                Exit.STORAGE_LOCAL,
+            )
+        return None
+    if name in ("NoCredentialsError", "PartialCredentialsError", "CredentialRetrievalError") or (
+        checking and isinstance(exc, PermissionError)
+    ):
+        return _from(
+            exc,
+            Stage.STORAGE,
+            f"the object store refused access to {shown}: {exc}",
+            "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, a profile or a role with access to the bucket",
+            Exit.STORAGE_CREDENTIALS,
+        )
+    if name in ("EndpointConnectionError", "ConnectTimeoutError") or (
+        checking and isinstance(exc, ConnectionError | TimeoutError)
+    ):
+        return _from(
+            exc,
+            Stage.STORAGE,
+            f"cannot reach the object store of {shown}: {exc}",
+            "check AWS_ENDPOINT_URL (or FSSPEC_S3_ENDPOINT_URL) and that the store is up",
+            Exit.STORAGE_UNREACHABLE,
+        )
+    if not checking:
+        return None
+    if isinstance(exc, FileNotFoundError):
+        return _from(
+            exc,
+            Stage.STORAGE,
+            f"the bucket of STORAGE_ROOT {shown} does not exist",
+            "create it first; the worker does not create buckets",
+            Exit.STORAGE_BUCKET,
+        )
+    if isinstance(exc, ImportError):
         extra = "pip install 'mindbus-storage[s3]'" if protocol in ("s3", "s3a") else "install the package it names"
         return _from(
             exc,
@@ -391,48 +443,6 @@ def storage_error(exc: BaseException, root: str) -> StartupError | None:
             f"STORAGE_ROOT {shown}: no filesystem for {protocol}://",
             "use file:///path or s3://bucket/prefix",
             Exit.STORAGE_SCHEME,
-        )
-    if protocol in ("file", "local"):
-        from fsspec.core import url_to_fs
-
-        _, path = url_to_fs(root)
-        if isinstance(exc, OSError) and _concerns(exc, Path(path)):
-            return _from(
-                exc,
-                Stage.STORAGE,
-                f"cannot use STORAGE_ROOT {path}: {_os_reason(exc)}",
-                "point STORAGE_ROOT at a folder this user can create and write",
-                Exit.STORAGE_LOCAL,
-            )
-        return None
-    name = type(exc).__name__
-    if name in ("NoCredentialsError", "PartialCredentialsError", "CredentialRetrievalError") or isinstance(
-        exc, PermissionError
-    ):
-        return _from(
-            exc,
-            Stage.STORAGE,
-            f"the object store refused access to {shown}: {exc}",
-            "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, a profile or a role with access to the bucket",
-            Exit.STORAGE_CREDENTIALS,
-        )
-    if isinstance(exc, FileNotFoundError):
-        return _from(
-            exc,
-            Stage.STORAGE,
-            f"the bucket of STORAGE_ROOT {shown} does not exist",
-            "create it first; the worker does not create buckets",
-            Exit.STORAGE_BUCKET,
-        )
-    if name in ("EndpointConnectionError", "ConnectTimeoutError", "ReadTimeoutError") or isinstance(
-        exc, ConnectionError | TimeoutError
-    ):
-        return _from(
-            exc,
-            Stage.STORAGE,
-            f"cannot reach the object store of {shown}: {exc}",
-            "check AWS_ENDPOINT_URL (or FSSPEC_S3_ENDPOINT_URL) and that the store is up",
-            Exit.STORAGE_UNREACHABLE,
         )
     return None
 
@@ -608,7 +618,7 @@ def explain(exc: BaseException, settings: Settings) -> StartupError | None:
 
     if isinstance(exc, AMQPError):
         return broker_error(exc, settings.amqp_url)
-    if (found := storage_error(exc, settings.storage_root)) is not None:
+    if (found := storage_error(exc, settings.storage_root, checking=False)) is not None:
         return found
     if settings.metrics_port is not None and isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE:
         return port_error(exc, settings.metrics_host, settings.metrics_port)
