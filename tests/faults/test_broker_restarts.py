@@ -15,11 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.faults.conftest import SpawnWorker, require_rabbitmq_server
 from tests.support.client_load import ClientLoad, client_for
 from tests.support.private_broker import BrokerError, PrivateBroker
+from tests.support.requirements import require_rabbitmq_server
 from tests.support.store_view import StoreView
 from tests.support.tally import Tally
+from tests.support.worker_process import SpawnWorker
 
 pytestmark = pytest.mark.faults
 

@@ -17,11 +17,11 @@ from pathlib import Path
 import pytest
 
 from buffer import Buffered
-from tests.faults.conftest import SpawnWorker
 from tests.support.client_load import ClientLoad, client_for
 from tests.support.private_broker import spare_ports
 from tests.support.store_view import StoreView
 from tests.support.tally import Tally
+from tests.support.worker_process import SpawnWorker
 
 pytestmark = pytest.mark.faults
 

@@ -13,10 +13,10 @@ import signal
 
 import pytest
 
-from tests.faults.conftest import SpawnWorker
 from tests.support.fault_commands import file_matches, register_commands, reply_kind, same_reply
 from tests.support.store_view import StoreView
 from tests.support.tally import Tally
+from tests.support.worker_process import SpawnWorker
 
 pytestmark = pytest.mark.faults
 

@@ -18,12 +18,12 @@ from pathlib import Path
 import pytest
 
 from service.store.engine.db import SQLITE_BUSY_TIMEOUT_MS
-from tests.faults.conftest import SpawnWorker
 from tests.support.client_load import ClientLoad, client_for
 from tests.support.private_postgres import PostgresError, PrivatePostgres
 from tests.support.requirements import missing, require_postgres_server
 from tests.support.store_view import StoreView
 from tests.support.tally import Tally
+from tests.support.worker_process import SpawnWorker
 
 pytestmark = pytest.mark.faults
 

@@ -7,8 +7,7 @@ import logging
 import pytest
 
 from service.faults import FaultHooks, InjectedFault, parse
-from tests.faults.conftest import SpawnWorker
-from tests.support.worker_process import READY_MARK
+from tests.support.worker_process import READY_MARK, SpawnWorker
 
 pytestmark = pytest.mark.faults
 

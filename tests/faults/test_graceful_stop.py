@@ -15,11 +15,11 @@ from typing import Any
 
 import pytest
 
-from tests.faults.conftest import SpawnWorker
 from tests.support.fault_commands import register_commands, reply_kind
 from tests.support.private_broker import PrivateBroker
 from tests.support.store_view import StoreView
 from tests.support.tally import Tally
+from tests.support.worker_process import SpawnWorker
 
 pytestmark = pytest.mark.faults
 

@@ -14,10 +14,10 @@ import random
 import pytest
 
 from contracts import make_command
-from tests.faults.conftest import SpawnWorker
 from tests.support.fault_commands import register_commands, reply_kind
 from tests.support.store_view import StoreView
 from tests.support.tally import Tally
+from tests.support.worker_process import SpawnWorker
 
 pytestmark = pytest.mark.faults
 

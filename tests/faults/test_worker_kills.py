@@ -15,10 +15,10 @@ import time
 
 import pytest
 
-from tests.faults.conftest import SpawnWorker
 from tests.support.client_load import ClientLoad, client_for
 from tests.support.store_view import StoreView
 from tests.support.tally import Tally
+from tests.support.worker_process import SpawnWorker
 
 pytestmark = pytest.mark.faults
 

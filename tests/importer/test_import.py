@@ -15,11 +15,11 @@ from service.bootstrap import build_worker
 from service.cli import main
 from service.importer import LEGACY_ID_LABEL, artifact_id
 from service.transport.worker import Worker
-from tests.conftest import _delete_topology, make_settings
 from tests.support.broker import ADMIN_AMQP
 from tests.support.bus import Bus, error, output
 from tests.support.databases import sqlite_url
 from tests.support.legacy_dir import Legacy, build, naive_utc
+from tests.support.workers import delete_topology, make_settings
 
 MAX_FILE_BYTES = 4096
 
@@ -68,7 +68,7 @@ async def reader(amqp_url: str, database_url: str, storage_root: Path) -> AsyncI
     for worker, agent in started:
         await agent.close()
         await worker.stop()
-        await _delete_topology(worker.settings)
+        await delete_topology(worker.settings)
 
 
 def files_under(folder: Path) -> list[Path]:
@@ -192,7 +192,7 @@ async def test_import_refuses_while_a_worker_owns_the_sqlite_database(
         code, _, err = await cli(capsys, "import", str(source.root), "--no-progress")
     finally:
         await worker.stop()
-        await _delete_topology(settings)
+        await delete_topology(settings)
     assert code == 2 and "running worker owns the SQLite database" in err
     code, out, _ = await cli(capsys, "import", str(source.root), "--no-progress")
     assert table(out)["imported"] == len(source.good)

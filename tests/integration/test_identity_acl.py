@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from tests.integration.conftest import Workers
 from tests.support.bus import Bus, error, output
 from tests.support.wire import ADMIN_AMQP, BROKER_USER, register
+from tests.support.workers import Workers
 
 OWNER = {"requester_id": "owner-agent", "requester_trace_id": "trace-A"}
 SAME_TRACE = {"requester_id": "colleague", "requester_trace_id": "trace-A"}

@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 
 from contracts import CommandEnvelope, make_command, new_id
-from tests.integration.conftest import Outcomes, Workers
 from tests.support.artifacts import manifest_for
 from tests.support.bus import Bus, error, output
 from tests.support.wire import ADMIN_AMQP, dead_letters, path_of
+from tests.support.workers import Outcomes, Workers
 
 NODE = "storage-primary"
 

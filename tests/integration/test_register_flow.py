@@ -8,10 +8,10 @@ import os
 from pathlib import Path
 from typing import Any
 
-from tests.integration.conftest import Workers
 from tests.support.artifacts import checksum, manifest_for, new_artifact_id, write_temp
 from tests.support.bus import Bus, error, output
 from tests.support.wire import path_of, register
+from tests.support.workers import Workers
 
 
 async def call_register(bus: Bus, manifest: dict[str, Any]) -> dict[str, Any]:

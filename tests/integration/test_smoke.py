@@ -7,9 +7,9 @@ from importlib.metadata import version
 from pathlib import Path
 
 from contracts import topology
-from tests.integration.conftest import Workers
 from tests.support.artifacts import manifest_for
 from tests.support.bus import Bus, output
+from tests.support.workers import Workers
 
 
 async def test_ping_answers_with_node_and_version(workers: Workers) -> None:

@@ -15,8 +15,8 @@ from service.bootstrap import build_worker
 from service.settings import Settings
 from service.store.engine.lock import DatabaseLocked
 from service.transport.worker import Worker
-from tests.conftest import _delete_topology, make_settings
 from tests.support.databases import sqlite_url
+from tests.support.workers import delete_topology, make_settings
 
 _OWN_ENV = ("AMQP_URL", "DATABASE_URL")
 
@@ -72,7 +72,7 @@ async def sqlite_worker(sqlite_settings: Settings) -> AsyncIterator[Worker]:
         yield worker
     finally:
         await worker.stop()
-        await _delete_topology(sqlite_settings)
+        await delete_topology(sqlite_settings)
 
 
 async def test_a_second_worker_on_the_same_sqlite_file_refuses_to_start(
@@ -97,7 +97,7 @@ async def test_a_second_worker_on_the_same_sqlite_file_refuses_to_start(
         assert third.services is not None
     finally:
         await third.stop()
-        await _delete_topology(third.settings)
+        await delete_topology(third.settings)
 
 
 async def test_cli_run_on_a_held_database_exits_2_with_the_reason(

@@ -13,10 +13,10 @@ from sqlalchemy import update
 
 from service.bootstrap import build_worker
 from service.settings import Settings
-from tests.conftest import _delete_topology, make_settings
 from tests.support.bus import Bus, output
 from tests.support.databases import sqlite_url
 from tests.support.maintenance import ago, count, execute, messages, threads
+from tests.support.workers import delete_topology, make_settings
 
 
 async def _expired_thread(settings: Settings) -> str:
@@ -72,7 +72,7 @@ async def test_worker_runs_cleanup_every_interval(amqp_url: str, database_url: s
         assert await count(settings, messages, messages.c.thread_id == thread_id) == 0
     finally:
         await worker.stop()
-        await _delete_topology(settings)
+        await delete_topology(settings)
 
 
 async def test_cli_cleanup_dry_run_then_for_real(
@@ -86,7 +86,7 @@ async def test_cli_cleanup_dry_run_then_for_real(
         thread_id = await _expired_thread(settings)
     finally:
         await worker.stop()
-        await _delete_topology(settings)
+        await delete_topology(settings)
 
     code, out, err = await _cli(
         settings, tmp_path, "--dry-run", "--scope", "expired_threads", "--scope", "inbox", "--json"
@@ -112,7 +112,7 @@ async def test_cli_cleanup_refuses_while_a_worker_owns_the_sqlite_file(
         code, out, err = await _cli(settings, tmp_path, "--dry-run")
     finally:
         await worker.stop()
-        await _delete_topology(settings)
+        await delete_topology(settings)
     assert code == 2 and out == ""
     assert "refused, a running worker owns the SQLite database" in err
     assert "`cleanup` action" in err and str(os.getpid()) in err

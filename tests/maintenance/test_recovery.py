@@ -14,11 +14,11 @@ from sqlalchemy import insert, select, update
 from contracts import make_command
 from service.bootstrap import build_worker
 from service.transport.worker import Worker
-from tests.conftest import _delete_topology, make_settings
 from tests.support.artifacts import manifest_for, write_temp
 from tests.support.bus import Bus, output
-from tests.support.maintenance import age_file, ago, artifacts, cleanup, delete_topology, execute, scalar
+from tests.support.maintenance import age_file, ago, artifacts, cleanup, execute, scalar
 from tests.support.worker_process import WorkerProcess, worker_env
+from tests.support.workers import delete_topology, make_settings
 
 READER = {"requester_trace_id": "trace-1"}
 
@@ -63,7 +63,7 @@ async def test_registration_killed_between_commit_and_move_is_repaired_on_restar
             assert await worker.terminate() == 0
         finally:
             await bus.close()
-            await delete_topology(amqp_url, worker.exchange, worker.queue, worker.dlq)
+            await delete_topology(worker)
 
 
 async def test_start_repairs_every_half_done_state_and_logs_each(
@@ -129,7 +129,7 @@ async def test_start_repairs_every_half_done_state_and_logs_each(
             await bus.close()
     finally:
         await second.stop()
-        await _delete_topology(settings)
+        await delete_topology(settings)
     assert status == {lost["artifact_id"]: "failed", stranded["artifact_id"]: "completed", uploading["id"]: "failed"}
     assert _path(stranded["uri"]).read_bytes() == b"stranded"
     assert not abandoned.exists() and (storage_root / "orphans" / "temp" / abandoned.name).exists()
@@ -180,4 +180,4 @@ async def test_rows_registered_long_before_the_newest_are_left_to_the_periodic_s
             await bus.close()
     finally:
         await second.stop()
-        await _delete_topology(settings)
+        await delete_topology(settings)

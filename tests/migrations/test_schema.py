@@ -32,9 +32,9 @@ from service.store.engine import schema
 from service.store.engine.db import create_engine
 from service.store.models import NAMING, Artifact, ArtifactLabel, Base, InboxRecord
 from service.store.types import UtcDateTime
-from tests.conftest import _delete_topology, make_settings
 from tests.support.databases import create_pg_database, drop_pg_database
 from tests.support.requirements import require_postgres
+from tests.support.workers import delete_topology, make_settings
 
 
 @pytest.fixture
@@ -142,7 +142,7 @@ async def test_worker_refuses_an_unmigrated_postgres(amqp_url: str, storage_root
         worker = build_worker(settings)
         await worker.start()
         await worker.stop()
-        await _delete_topology(settings)
+        await delete_topology(settings)
     finally:
         await drop_pg_database(name)
 
@@ -157,7 +157,7 @@ async def test_new_sqlite_database_is_created_on_start(amqp_url: str, tmp_path: 
         assert (await schema.state(worker.services.engine)).up_to_date
     finally:
         await worker.stop()
-        await _delete_topology(worker.settings)
+        await delete_topology(worker.settings)
 
 
 async def test_outdated_sqlite_is_not_upgraded_unasked(amqp_url: str, tmp_path: Path, storage_root: Path) -> None:

@@ -13,10 +13,9 @@ from service.bootstrap import build_worker
 from service.logs import JsonFormatter
 from service.ops.commandlog import LOGGER_NAME, otel_trace_id
 from service.transport.worker import Worker
-from tests.conftest import _delete_topology, make_settings
 from tests.support.bus import Bus, error, output
 from tests.support.databases import sqlite_url
-from tests.support.operating import Outcomes
+from tests.support.workers import Outcomes, delete_topology, make_settings
 
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 
@@ -70,7 +69,7 @@ async def test_command_log_can_be_turned_off(
     finally:
         await bus.close()
         await worker.stop()
-        await _delete_topology(settings)
+        await delete_topology(settings)
     assert _lines(caplog) == []
 
 

@@ -14,11 +14,11 @@ from service.bootstrap import build_worker
 from service.ops.metrics import Metrics, action_label
 from service.settings import Settings
 from service.transport.worker import Worker
-from tests.conftest import make_settings
 from tests.support.artifacts import manifest_for
 from tests.support.broker import ADMIN_AMQP
 from tests.support.bus import Bus, error, output
-from tests.support.operating import Outcomes, http_get, samples
+from tests.support.operating import http_get, samples
+from tests.support.workers import Outcomes, make_settings
 
 
 @pytest.fixture

@@ -18,10 +18,10 @@ from service.core.context import HandlerContext
 from service.handlers import ACTIONS
 from service.ops.registry import capabilities
 from service.transport.worker import Worker
-from tests.conftest import _delete_topology, make_settings
 from tests.support.bus import Bus, output
 from tests.support.databases import sqlite_url
 from tests.support.operating import NodeEvents
+from tests.support.workers import delete_topology, make_settings
 
 
 @pytest.fixture
@@ -38,7 +38,7 @@ async def events_and_worker(amqp_url: str, tmp_path: Path) -> AsyncIterator[tupl
     finally:
         await worker.stop()
         await events.close()
-        await _delete_topology(settings)
+        await delete_topology(settings)
 
 
 async def test_registered_event_carries_the_node_passport(events_and_worker: tuple[NodeEvents, Worker]) -> None:
@@ -116,7 +116,7 @@ async def test_stop_publishes_deregistered_with_graceful_shutdown(amqp_url: str,
         assert worker.operations.registry._heartbeat is None
     finally:
         await events.close()
-        await _delete_topology(settings)
+        await delete_topology(settings)
 
 
 def test_capabilities_follow_the_served_actions() -> None:
@@ -141,7 +141,7 @@ async def test_registry_can_be_turned_off(amqp_url: str, tmp_path: Path) -> None
     finally:
         await worker.stop()
         await events.close()
-        await _delete_topology(settings)
+        await delete_topology(settings)
 
 
 async def test_sigterm_to_the_cli_worker_deregisters_and_exits_zero(amqp_url: str, tmp_path: Path) -> None:
@@ -175,4 +175,4 @@ async def test_sigterm_to_the_cli_worker_deregisters_and_exits_zero(amqp_url: st
             await process.wait()
         log_file.close()
         await events.close()
-        await _delete_topology(settings)
+        await delete_topology(settings)

@@ -12,9 +12,8 @@ from contracts import make_command
 from service.cli.top import BufferState, QueueDepth, Sampler, Snapshot, read_buffer, render, top
 from service.settings import Settings
 from service.transport.worker import Worker
-from tests.conftest import make_settings
 from tests.support.bus import Bus, error, output
-from tests.support.operating import Outcomes
+from tests.support.workers import Outcomes, make_settings
 
 
 def _snapshot(at: float, pings: float, not_found: float, latency_sum: float, queue: int) -> Snapshot:

@@ -15,10 +15,9 @@ from service.bootstrap import build_worker
 from service.ops import telemetry
 from service.settings import Settings
 from service.transport.worker import Worker
-from tests.conftest import _delete_topology, make_settings
 from tests.support.bus import Bus, output
 from tests.support.databases import sqlite_url
-from tests.support.operating import Outcomes
+from tests.support.workers import Outcomes, delete_topology, make_settings
 
 TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
 AGENT_SPAN_ID = "b7ad6b7169203331"
@@ -47,7 +46,7 @@ async def traced(
     finally:
         await bus.close()
         await worker.stop()
-        await _delete_topology(settings)
+        await delete_topology(settings)
 
 
 async def test_body_traceparent_is_continued_by_worker_spans_and_copied_to_the_reply(

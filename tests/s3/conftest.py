@@ -12,8 +12,8 @@ from moto.server import ThreadedMotoServer
 
 from service.settings import Settings
 from service.transport.worker import Worker
-from tests.conftest import make_settings
 from tests.support.bus import Bus
+from tests.support.workers import make_settings
 
 PREFIX = "team/prod"
 

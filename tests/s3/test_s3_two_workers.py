@@ -13,11 +13,11 @@ import pytest
 
 from service.bootstrap import build_worker
 from service.transport.worker import Worker
-from tests.conftest import _delete_topology, make_settings
 from tests.support.artifacts import new_artifact_id
 from tests.support.bus import Bus, output
 from tests.support.databases import create_pg_database, drop_pg_database
 from tests.support.requirements import require_postgres
+from tests.support.workers import delete_topology, make_settings
 
 ARTIFACTS = 120
 RETRIED = 40  # of which re-sent under a new envelope id (no key): answered already_exists
@@ -35,7 +35,7 @@ async def pool(amqp_url: str, s3_root: str, tmp_path: Path) -> AsyncIterator[lis
     finally:
         for worker in workers:
             await worker.stop()
-        await _delete_topology(first)
+        await delete_topology(first)
         await drop_pg_database(name)
 
 

@@ -23,10 +23,10 @@ from service.store import inbox
 from service.store.engine.db import create_engine
 from service.store.models import Artifact, InboxRecord, Thread, ThreadMessageRow
 from service.transport.worker import Worker
-from tests.conftest import _delete_topology, make_settings
 from tests.support.artifacts import manifest_for
 from tests.support.broker import ADMIN_AMQP
 from tests.support.bus import Bus, output
+from tests.support.workers import delete_topology, make_settings
 
 UNIQUE_ARTIFACTS = 1500
 ARTIFACT_SAME_ID = 500  # the same envelope published twice
@@ -119,7 +119,7 @@ async def two_workers(amqp_url: str, pg_url: str, storage_root: Path) -> AsyncIt
     finally:
         for worker in workers:  # the ones the test did not stop itself
             await worker.stop()
-        await _delete_topology(first)
+        await delete_topology(first)
 
 
 @pytest.mark.timeout(900)

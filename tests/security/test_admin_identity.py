@@ -25,11 +25,11 @@ from aio_pika.exceptions import ChannelPreconditionFailed
 
 from buffer import PermissionDenied, StorageClient
 from contracts import make_command, topology
-from tests.integration.conftest import Workers
 from tests.support.bus import Bus, error, output
 from tests.support.client import FAST_RETRIES
 from tests.support.requirements import missing, require_rabbitmqctl
 from tests.support.wire import register
+from tests.support.workers import Workers
 
 ADMIN_NAME = "ops-admin"
 """An admin's name as ops would list it; the attacker claims it in the body."""

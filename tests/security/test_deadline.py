@@ -18,10 +18,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 import service.store.artifacts as artifact_store
 from service.transport.worker import Worker
-from tests.integration.conftest import Workers
 from tests.support.artifacts import manifest_for
 from tests.support.bus import Bus, error, output
 from tests.support.wire import path_of
+from tests.support.workers import Workers
 
 ALICE = {"requester_id": "alice", "requester_trace_id": "trace-1"}
 

@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 
 from contracts import COMMAND_TYPE
-from tests.integration.conftest import Workers
 from tests.support.bus import Bus, error, output
 from tests.support.wire import dead_letters
+from tests.support.workers import Workers
 
 OVERFLOW_LOW = "0001-01-01T00:00:00+14:00"
 """Year 1 at +14:00 is year 0 in UTC: no datetime holds it (OverflowError in astimezone)."""

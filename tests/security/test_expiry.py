@@ -13,9 +13,9 @@ import os
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from tests.integration.conftest import Workers
 from tests.support.bus import error, output
 from tests.support.wire import register
+from tests.support.workers import Workers
 
 BROKER_USER = unquote(urlsplit(os.environ.get("AMQP_URL") or "amqp://guest:guest@localhost/").username or "guest")
 BOB = {"requester_id": "bob", "requester_trace_id": "bob-trace"}

@@ -20,10 +20,10 @@ from urllib.parse import unquote, urlsplit
 import pytest
 
 from service.transport.worker import Worker
-from tests.integration.conftest import Workers
 from tests.support.artifacts import checksum, manifest_for, new_artifact_id, write_temp
 from tests.support.bus import Bus, error, output
 from tests.support.wire import path_of, register
+from tests.support.workers import Workers
 
 BROKER_USER = unquote(urlsplit(os.environ.get("AMQP_URL") or "amqp://guest:guest@localhost/").username or "guest")
 ADMIN = {"user_id": BROKER_USER}

@@ -20,9 +20,9 @@ from contracts import DeadlineExceeded
 from service.store.engine import db
 from service.store.engine.db import create_engine, read_connection
 from service.store.models import Thread
-from tests.integration.conftest import Workers
 from tests.support.artifacts import manifest_for
 from tests.support.bus import Bus, error, output
+from tests.support.workers import Workers
 
 MALLORY = {"requester_id": "mallory", "requester_trace_id": "trace-mallory"}
 ALICE = {"requester_id": "alice", "requester_trace_id": "trace-alice"}

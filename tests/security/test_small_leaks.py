@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from tests.integration.conftest import Workers
 from tests.support.bus import Bus, error, output
 from tests.support.wire import register
+from tests.support.workers import Workers
 
 OWNER = "alice-the-owner"
 STRANGER = {"requester_id": "mallory"}

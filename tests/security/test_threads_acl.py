@@ -14,8 +14,8 @@ from typing import Any
 from sqlalchemy import text
 
 from service.store.engine.db import create_engine
-from tests.integration.conftest import Workers
 from tests.support.bus import Bus, error, output
+from tests.support.workers import Workers
 
 ALICE = {"requester_id": "alice", "requester_trace_id": "trace-alice"}
 ALICE_COLLEAGUE = {"requester_id": "bob", "requester_trace_id": "trace-alice"}

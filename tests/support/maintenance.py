@@ -76,18 +76,3 @@ async def cleanup(bus: Bus, *scopes: str, dry_run: bool = False) -> dict[str, in
     assert out["dry_run"] is dry_run
     counts: dict[str, int] = out["counts"]
     return counts
-
-
-async def delete_topology(amqp_url: str, exchange: str, queue: str, dlq: str) -> None:
-    """Remove a test worker's queues and exchanges from the shared broker."""
-    import aio_pika
-
-    conn = await aio_pika.connect(amqp_url)
-    try:
-        channel = await conn.channel()
-        for name in (queue, dlq):
-            await channel.queue_delete(name)
-        for name in (exchange, f"{exchange}.dlx"):
-            await channel.exchange_delete(name)
-    finally:
-        await conn.close()

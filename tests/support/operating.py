@@ -1,4 +1,4 @@
-"""Helpers for the operating tests: await outcomes, read node events, fetch the metrics endpoint."""
+"""Helpers for the operating tests: read node events, fetch the metrics endpoint."""
 
 from __future__ import annotations
 
@@ -9,29 +9,6 @@ from typing import Any
 import aio_pika
 from aio_pika.abc import AbstractIncomingMessage
 from prometheus_client.parser import text_string_to_metric_families
-
-from service.core.pipeline import Outcome
-from service.transport.worker import Worker
-
-
-class Outcomes:
-    """A ``Worker.on_outcome`` observer a test can await: observers run after the ack, replies before it."""
-
-    def __init__(self, worker: Worker) -> None:
-        self.seen: list[Outcome] = []
-        self._changed = asyncio.Event()
-        worker.on_outcome.append(self._observe)
-
-    def _observe(self, outcome: Outcome, elapsed_s: float) -> None:
-        self.seen.append(outcome)
-        self._changed.set()
-
-    async def wait(self, count: int, within_s: float = 15) -> list[Outcome]:
-        async with asyncio.timeout(within_s):
-            while len(self.seen) < count:
-                self._changed.clear()
-                await self._changed.wait()
-        return self.seen
 
 
 class NodeEvents:

@@ -15,6 +15,7 @@ import signal
 import sys
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +25,10 @@ READY_MARK = " consuming "
 START_TIMEOUT_S = 60.0
 LINE_LIMIT_BYTES = 8 * 1024 * 1024
 """A log line with a long traceback must not stop the reader."""
+
+
+SpawnWorker = Callable[..., Awaitable["WorkerProcess"]]
+"""The ``spawn_worker`` fixture: ``await spawn_worker(faults="after_reply", STORAGE_PREFETCH="1")``."""
 
 
 class WorkerFailed(RuntimeError):
@@ -71,6 +76,10 @@ class WorkerProcess:
         self.runs: list[Run] = []
         self._proc: asyncio.subprocess.Process | None = None
         self._reader: asyncio.Task[None] | None = None
+
+    @property
+    def amqp_url(self) -> str:
+        return self.env["AMQP_URL"]
 
     @property
     def queue(self) -> str:

@@ -32,7 +32,7 @@ from service.handlers import ACTIONS, artifacts
 from service.handlers.artifacts import get_artifact, get_artifact_uri, list_artifacts
 from service.handlers.system import get_stats, ping
 from tests.support.artifacts import checksum, manifest_for, new_artifact_id
-from tests.unit.conftest import UNIT_MAX_FILE_BYTES, MakeContext
+from tests.support.services import UNIT_MAX_FILE_BYTES, MakeContext
 
 
 async def register_artifact(params: RegisterArtifactParams, ctx: HandlerContext) -> RegisterArtifactOutput:
