@@ -42,25 +42,16 @@ class _TwinCommitted(Exception):
     """The inbox already holds this command: its effect here is rolled back with the job's savepoint."""
 
 
+@dataclass(slots=True)
 class Recorder:
-    """Bound to one command: its requester, envelope id, action, idempotency key and request hash."""
+    """Bound to one command: its envelope id, action, idempotency key, request hash and requester."""
 
-    def __init__(
-        self,
-        envelope_id: str,
-        action: str,
-        idempotency_key: str | None,
-        req_hash: str,
-        started: float,
-        *,
-        requester: str = inbox.ANONYMOUS,
-    ) -> None:
-        self.requester = requester
-        self.envelope_id = envelope_id
-        self.action = action
-        self.idempotency_key = idempotency_key
-        self.req_hash = req_hash
-        self.started = started
+    envelope_id: str
+    action: str
+    idempotency_key: str | None
+    req_hash: str
+    started: float
+    requester: str = inbox.ANONYMOUS
 
     def check_stored(self, stored: StoredReply | None) -> StoredReply | None:
         """The stored reply that answers this command: the same requester sent the same request before.

@@ -12,7 +12,7 @@ import logging
 import posixpath
 import re
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -41,26 +41,27 @@ _ARTIFACT_FILE = re.compile(f"^({ARTIFACT_ID_PATTERN.strip('^$')})" + r"(\.[A-Za
 
 async def temp_orphans(ctx: HandlerContext) -> int:
     """Temp files older than an hour were never registered (or their registration failed): to orphans/."""
-    return await _sweep(ctx, TEMP, ctx.now - TEMP_MAX_AGE, "temp file older than 1 h")
+
+    async def to_orphans(path: str) -> bool:
+        return await retire(ctx.files, path, reason="temp file older than 1 h") is not None
+
+    return await _sweep(ctx, TEMP, ctx.now - TEMP_MAX_AGE, to_orphans)
 
 
 async def old_orphans(ctx: HandlerContext) -> int:
     """Files that sat in orphans/ for a week are deleted."""
-    cutoff = ctx.now - ORPHAN_KEEP
-    total = 0
-    async for chunk in walk(ctx.files, ORPHANS, ctx.batch):
-        old = [entry for entry in chunk if older_than(entry, cutoff)]
-        if ctx.dry_run:
-            total += len(old)
-            continue
-        for entry in old:
-            if await remove(ctx.files, entry.path):
-                log.info("deleted %s: in orphans/ for more than %s", ctx.files.url(entry.path), ORPHAN_KEEP)
-                total += 1
-    return total
+
+    async def delete(path: str) -> bool:
+        if not await remove(ctx.files, path):
+            return False
+        log.info("deleted %s: in orphans/ for more than %s", ctx.files.url(path), ORPHAN_KEEP)
+        return True
+
+    return await _sweep(ctx, ORPHANS, ctx.now - ORPHAN_KEEP, delete)
 
 
-async def _sweep(ctx: HandlerContext, folder: str, cutoff: datetime, reason: str) -> int:
+async def _sweep(ctx: HandlerContext, folder: str, cutoff: datetime, act: Callable[[str], Awaitable[bool]]) -> int:
+    """Apply ``act`` to every file of ``folder`` older than ``cutoff``, a batch of the listing at a time."""
     total = 0
     async for chunk in walk(ctx.files, folder, ctx.batch):
         old = [entry for entry in chunk if older_than(entry, cutoff)]
@@ -68,8 +69,7 @@ async def _sweep(ctx: HandlerContext, folder: str, cutoff: datetime, reason: str
             total += len(old)
             continue
         for entry in old:
-            if await retire(ctx.files, entry.path, reason=reason) is not None:
-                total += 1
+            total += await act(entry.path)
     return total
 
 
