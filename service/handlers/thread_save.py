@@ -11,11 +11,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from contracts import AlreadyExists, InvalidArgument, SaveThreadOutput, SaveThreadParams, ThreadMessage
 from service.store import threads as store
+from service.store.types import AnyRow
 
 METADATA_KEY_MAX = 128
 
@@ -45,7 +45,7 @@ class Save:
 
     params: SaveThreadParams
     now: datetime
-    row: Row[Any]
+    row: AnyRow
     created: bool
     restart: bool
     next_seq: int = 0
@@ -79,7 +79,7 @@ class Save:
         version = self.row.version
         if self.changed:
             version += 1
-            values: dict[str, Any] = {
+            values: dict[str, object] = {
                 "metadata": metadata,
                 "version": version,
                 "message_count": self.active,
@@ -105,7 +105,7 @@ class Save:
     async def _messages(self, conn: AsyncConnection) -> None:
         thread_id = self.params.thread_id
         known = await store.find_messages(conn, [m.id for m in self.params.messages if m.id is not None])
-        fresh: list[dict[str, Any]] = []
+        fresh: list[dict[str, object]] = []
         renew = self.restart or self.params.clear
         for index, message in enumerate(self.params.messages):
             existing = known.get(message.id) if message.id is not None else None
@@ -136,7 +136,7 @@ class Save:
         self.next_seq += 1
         return seq
 
-    def _new_row(self, message_id: uuid.UUID, message: ThreadMessage) -> dict[str, Any]:
+    def _new_row(self, message_id: uuid.UUID, message: ThreadMessage) -> dict[str, object]:
         return {
             "id": message_id,
             "thread_id": self.params.thread_id,
@@ -165,8 +165,8 @@ class Save:
         return after
 
 
-def changes_of(existing: Row[Any], message: ThreadMessage) -> dict[str, Any]:
-    changes: dict[str, Any] = {}
+def changes_of(existing: AnyRow, message: ThreadMessage) -> dict[str, object]:
+    changes: dict[str, object] = {}
     if existing.role != message.role.value:
         changes["role"] = message.role.value
     if existing.content != message.content:

@@ -26,7 +26,6 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from contracts import (
@@ -48,15 +47,17 @@ from contracts import (
 )
 from contracts.threads import MAX_THREAD_READ
 from service.core import paging
+from service.core.actions import Handler
 from service.core.context import HandlerContext
 from service.core.recording import Committed
 from service.handlers.thread_save import Save, check_request
 from service.identity import Requester, can_read
 from service.store import cursor
 from service.store import threads as store
+from service.store.types import AnyRow
 
 
-def thread_info(row: Row[Any]) -> ThreadInfo:
+def thread_info(row: AnyRow) -> ThreadInfo:
     return ThreadInfo(
         thread_id=row.id,
         metadata=row.metadata,
@@ -71,7 +72,7 @@ def thread_info(row: Row[Any]) -> ThreadInfo:
     )
 
 
-def stored_message(row: Row[Any]) -> StoredMessage:
+def stored_message(row: AnyRow) -> StoredMessage:
     return StoredMessage(
         id=row.id,
         role=row.role,
@@ -121,11 +122,11 @@ async def save_thread(params: SaveThreadParams, ctx: HandlerContext) -> Committe
 # -- access ------------------------------------------------------------------------------------
 
 
-def _readable(row: Row[Any], requester: Requester) -> bool:
+def _readable(row: AnyRow, requester: Requester) -> bool:
     return can_read(row.visibility, row.owner, row.trace_id, requester)
 
 
-def _may_write(row: Row[Any], requester: Requester) -> bool:
+def _may_write(row: AnyRow, requester: Requester) -> bool:
     """The owner or an admin; an ownerless (legacy) thread is written by admins only."""
     return requester.is_admin or (row.owner is not None and row.owner == requester.id)
 
@@ -134,7 +135,7 @@ def _not_found(thread_id: str) -> NotFound:
     return NotFound(f"thread {thread_id} not found", {"thread_id": thread_id})
 
 
-def _refuse_write(row: Row[Any], thread_id: str, requester: Requester, now: datetime) -> PermissionDenied:
+def _refuse_write(row: AnyRow, thread_id: str, requester: Requester, now: datetime) -> PermissionDenied:
     """The refusal of a write, naming neither the owner nor anything its requester may not read."""
     details: dict[str, Any] = {"thread_id": thread_id, "requester": requester.id}
     if _readable(row, requester) and store.is_live(row, now):
@@ -145,7 +146,7 @@ def _refuse_write(row: Row[Any], thread_id: str, requester: Requester, now: date
     return PermissionDenied(f"thread id {thread_id} belongs to another requester", details)
 
 
-def _check_writable(row: Row[Any], thread_id: str, requester: Requester, now: datetime) -> None:
+def _check_writable(row: AnyRow, thread_id: str, requester: Requester, now: datetime) -> None:
     if not _may_write(row, requester):
         raise _refuse_write(row, thread_id, requester, now)
 
@@ -174,7 +175,7 @@ async def get_thread(params: GetThreadParams, ctx: HandlerContext) -> GetThreadO
     return GetThreadOutput(thread=info, messages=[stored_message(r) for r in rows], next_cursor=next_cursor)
 
 
-def _check_visible(row: Row[Any] | None, thread_id: str, ctx: HandlerContext, *, include_deleted: bool) -> None:
+def _check_visible(row: AnyRow | None, thread_id: str, ctx: HandlerContext, *, include_deleted: bool) -> None:
     """Unknown, unreadable and expired threads are not found; a deleted one only with ``include_deleted``.
 
     A thread the requester may not read gets the very answer of an unknown id: not even its expiry shows.
@@ -192,11 +193,11 @@ def _check_visible(row: Row[Any] | None, thread_id: str, ctx: HandlerContext, *,
         )
 
 
-def _thread_size(row: Row[Any]) -> int:
+def _thread_size(row: AnyRow) -> int:
     return paging.json_size(row.metadata) + paging.ITEM_OVERHEAD
 
 
-def _thread_cursor(row: Row[Any]) -> str:
+def _thread_cursor(row: AnyRow) -> str:
     return cursor.encode(row.created_at, row.id)
 
 
@@ -240,7 +241,7 @@ async def delete_thread(params: DeleteThreadParams, ctx: HandlerContext) -> Comm
     return await ctx.commit(job)
 
 
-HANDLERS = {
+HANDLERS: dict[str, Handler] = {
     "save_thread": save_thread,
     "get_thread": get_thread,
     "list_threads": list_threads,
