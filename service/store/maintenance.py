@@ -70,25 +70,24 @@ async def fail_stale_uploading(conn: AsyncConnection, cutoff: datetime, batch: i
     return ids
 
 
+_FILE_CHECK_COLUMNS = (
+    artifacts.c.id,
+    artifacts.c.uri,
+    artifacts.c.checksum,
+    artifacts.c.size_bytes,
+    artifacts.c.status,
+    artifacts.c.registered_at,
+)
+"""What a check of an artifact against its file reads (cleanup's walk and start-up recovery alike)."""
+
+
 async def artifacts_page(conn: AsyncConnection, *, after_id: str, limit: int) -> list[AnyRow]:
     """The next artifacts in primary-key order: a keyset walk that costs the same on every page.
 
     Callers filter status and times in Python: with a status condition in SQL, SQLite prefers the status
     index and sorts every page, which turns a walk of a big table quadratic.
     """
-    query = (
-        select(
-            artifacts.c.id,
-            artifacts.c.uri,
-            artifacts.c.checksum,
-            artifacts.c.size_bytes,
-            artifacts.c.status,
-            artifacts.c.registered_at,
-        )
-        .where(artifacts.c.id > after_id)
-        .order_by(artifacts.c.id)
-        .limit(limit)
-    )
+    query = select(*_FILE_CHECK_COLUMNS).where(artifacts.c.id > after_id).order_by(artifacts.c.id).limit(limit)
     return list((await conn.execute(query)).all())
 
 
@@ -100,14 +99,7 @@ async def recent_artifacts_page(
     Startup recovery reads only the last registrations through the (registered_at, id) index, so a
     restart costs the same with a thousand artifacts as with a million.
     """
-    query = select(
-        artifacts.c.id,
-        artifacts.c.uri,
-        artifacts.c.checksum,
-        artifacts.c.size_bytes,
-        artifacts.c.status,
-        artifacts.c.registered_at,
-    ).where(artifacts.c.registered_at >= since)
+    query = select(*_FILE_CHECK_COLUMNS).where(artifacts.c.registered_at >= since)
     if after is not None:
         after_time, after_id = after
         query = query.where(
