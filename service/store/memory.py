@@ -8,9 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any
 
-from sqlalchemy import Row, and_, delete, exists, func, insert, or_, select, update
+from sqlalchemy import ColumnElement, FromClause, Insert, and_, delete, exists, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -19,16 +18,17 @@ from service.identity import Requester
 from service.store import cursor, memory_keys
 from service.store.models import MemoryLabel, MemoryRecord
 from service.store.read_rule import readable_by
+from service.store.types import AnyRow
 
 items = MemoryRecord.__table__
 labels = MemoryLabel.__table__
 
 
-def alive(now: datetime) -> Any:
+def alive(now: datetime) -> ColumnElement[bool]:
     return or_(items.c.expires_at.is_(None), items.c.expires_at > now)
 
 
-def under(path: str, column: Any = items.c.ns_path) -> Any:
+def under(path: str, column: ColumnElement[str] = items.c.ns_path) -> ColumnElement[bool]:
     """Every namespace at or below ``path``: an index range on ``column``."""
     upper = memory_keys.upper_bound(path)
     if upper is None:
@@ -36,7 +36,7 @@ def under(path: str, column: Any = items.c.ns_path) -> Any:
     return and_(column >= path, column < upper)
 
 
-def to_item(row: Row[Any]) -> MemoryItem:
+def to_item(row: AnyRow) -> MemoryItem:
     return MemoryItem(
         namespace=memory_keys.decode(row.ns_path),
         key=row.key,
@@ -52,7 +52,7 @@ def to_item(row: Row[Any]) -> MemoryItem:
     )
 
 
-async def get(conn: AsyncConnection, item_id: str, *, for_update: bool = False) -> Row[Any] | None:
+async def get(conn: AsyncConnection, item_id: str, *, for_update: bool = False) -> AnyRow | None:
     """The row whatever its expiry (writers need to see expired rows to replace them)."""
     query = select(items).where(items.c.id == item_id)
     if for_update:
@@ -60,14 +60,16 @@ async def get(conn: AsyncConnection, item_id: str, *, for_update: bool = False) 
     return (await conn.execute(query)).first()
 
 
-def is_alive(row: Row[Any], now: datetime) -> bool:
+def is_alive(row: AnyRow, now: datetime) -> bool:
     return row.expires_at is None or row.expires_at > now
 
 
-async def insert_item(conn: AsyncConnection, values: dict[str, Any]) -> bool:
+async def insert_item(conn: AsyncConnection, values: dict[str, object]) -> bool:
     """Insert unless a concurrent writer (another worker) inserted the same id first; False then."""
     if conn.dialect.name == "postgresql":
-        stmt: Any = postgresql.insert(items).values(values).on_conflict_do_nothing(index_elements=["id"])
+        stmt: postgresql.Insert | sqlite.Insert | Insert = (
+            postgresql.insert(items).values(values).on_conflict_do_nothing(index_elements=["id"])
+        )
     elif conn.dialect.name == "sqlite":
         stmt = sqlite.insert(items).values(values).on_conflict_do_nothing(index_elements=["id"])
     else:
@@ -76,7 +78,7 @@ async def insert_item(conn: AsyncConnection, values: dict[str, Any]) -> bool:
     return bool(result.rowcount)
 
 
-async def update_item(conn: AsyncConnection, item_id: str, seen_version: int, values: dict[str, Any]) -> bool:
+async def update_item(conn: AsyncConnection, item_id: str, seen_version: int, values: dict[str, object]) -> bool:
     """Replace the row if it still has the version read; False when someone changed it meanwhile."""
     result = await conn.execute(
         update(items).where(items.c.id == item_id, items.c.version == seen_version).values(values)
@@ -103,7 +105,7 @@ async def delete_item(conn: AsyncConnection, item_id: str) -> None:
     await conn.execute(delete(items).where(items.c.id == item_id))
 
 
-def _search_source(prefix: str, label_filter: Mapping[str, str]) -> tuple[Any, bool]:
+def _search_source(prefix: str, label_filter: Mapping[str, str]) -> tuple[FromClause, bool]:
     """Where a search reads its rows, so that its cost follows what matches, not what the store holds.
 
     With a prefix and a label, the first label's ``(key, value, ns_path)`` range is exactly the items
@@ -115,7 +117,7 @@ def _search_source(prefix: str, label_filter: Mapping[str, str]) -> tuple[Any, b
     Further labels are primary-key probes of ``(item_id, key)``.
     """
     pending = list(label_filter.items())
-    source: Any = items
+    source: FromClause = items
     driven = bool(prefix and pending)
     if driven:
         key, value = pending.pop(0)
@@ -140,7 +142,7 @@ async def search_page(
     now: datetime,
     limit: int,
     after: str | None,
-) -> tuple[list[Row[Any]], str | None]:
+) -> tuple[list[AnyRow], str | None]:
     """One page newest first (by ``updated_at``), keyset-paged on (updated_at, id)."""
     source, driven_by_label = _search_source(prefix, label_filter)
     conditions = [alive(now), readable_by(items, requester)]
