@@ -15,12 +15,9 @@ themselves.
 from __future__ import annotations
 
 import asyncio
-import json
-import math
 import os
 import uuid
 from collections import Counter
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +25,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from contracts import CommandEnvelope, ResultEnvelope
+from contracts import ResultEnvelope
 from service.core.pipeline import Settle
-from tests.faults.fuzz_harness import FuzzHarness, parse_reply
+from tests.support.fuzz_harness import FORBIDDEN_CODES, FuzzHarness, is_command, parse_reply
 from tests.support.hostile import Case, cases, stage_into
 from tests.support.requirements import require_postgres
 from tests.support.tally import Tally
@@ -46,45 +43,6 @@ RELAXED = settings(
     database=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example],
 )
-FORBIDDEN_CODES = {"INTERNAL", "UNAVAILABLE"}
-
-
-def is_command(body: bytes, limit: int) -> bool:
-    """What the contract calls a readable COMMAND envelope (anything else is refused to the DLQ)."""
-    if len(body) > limit:
-        return False
-    try:
-        envelope = CommandEnvelope.model_validate_json(body)
-    except ValueError:
-        return False
-    if not strict_json(body):
-        return False
-    return envelope.time is None or envelope.time - datetime.now(UTC) <= timedelta(minutes=5)
-
-
-class _NotJson(Exception):
-    pass
-
-
-def _refuse(token: str) -> float:
-    raise _NotJson(token)
-
-
-def _finite(token: str) -> float:
-    if math.isinf(value := float(token)):
-        raise _NotJson(token)
-    return value
-
-
-def strict_json(body: bytes) -> bool:
-    """RFC 8259 JSON whose numbers a double holds: no NaN, Infinity or 1e400."""
-    try:
-        json.loads(body, parse_constant=_refuse, parse_float=_finite)
-    except _NotJson:
-        return False
-    except (ValueError, RecursionError):
-        return True  # not JSON at all: pydantic refused it already
-    return True
 
 
 def check_case(harness: FuzzHarness, case: Case, kinds: Counter[str]) -> None:

@@ -17,8 +17,7 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 
 from contracts import make_command
-from tests.faults.fuzz_harness import parse_reply
-from tests.faults.test_hostile_input import FORBIDDEN_CODES, is_command
+from tests.support.fuzz_harness import FORBIDDEN_CODES, is_command, parse_reply
 from tests.support.hostile import OUTSIDE_FILE, Case, Paths, cases, stage_into
 from tests.support.lean_bus import LeanBus
 from tests.support.tally import Tally

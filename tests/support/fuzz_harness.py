@@ -11,15 +11,18 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import math
 import os
 import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from contracts import ErrorEnvelope, ResultEnvelope, make_command
+from contracts import CommandEnvelope, ErrorEnvelope, ResultEnvelope, make_command
 from service.core.context import Services
 from service.core.pipeline import Delivery, Outcome, Pipeline
 from service.files import FileStore
+from service.handlers import ACTIONS
 from service.settings import Settings
 from service.store.engine.db import create_engine
 from service.store.engine.schema import migrate
@@ -47,6 +50,48 @@ def parse_reply(raw: bytes) -> ResultEnvelope | ErrorEnvelope:
     if kind == "ai.team.result":
         return ResultEnvelope.model_validate_json(raw)
     return ErrorEnvelope.model_validate_json(raw)
+
+
+FORBIDDEN_CODES = {"INTERNAL", "UNAVAILABLE"}
+"""Never an answer to bad input: INTERNAL is an exception the pipeline caught, UNAVAILABLE would be retried forever."""
+
+
+def is_command(body: bytes, limit: int) -> bool:
+    """What the contract calls a readable COMMAND envelope (anything else is refused to the DLQ)."""
+    if len(body) > limit:
+        return False
+    try:
+        envelope = CommandEnvelope.model_validate_json(body)
+    except ValueError:
+        return False
+    if not is_strict_json(body):
+        return False
+    return envelope.time is None or envelope.time - datetime.now(UTC) <= timedelta(minutes=5)
+
+
+class _NotJson(Exception):
+    pass
+
+
+def _refuse(token: str) -> float:
+    raise _NotJson(token)
+
+
+def _finite(token: str) -> float:
+    if math.isinf(value := float(token)):
+        raise _NotJson(token)
+    return value
+
+
+def is_strict_json(body: bytes) -> bool:
+    """RFC 8259 JSON whose numbers a double holds: no NaN, Infinity or 1e400."""
+    try:
+        json.loads(body, parse_constant=_refuse, parse_float=_finite)
+    except _NotJson:
+        return False
+    except (ValueError, RecursionError):
+        return True  # not JSON at all: pydantic refused it already
+    return True
 
 
 class FuzzHarness:
@@ -107,7 +152,7 @@ class FuzzHarness:
         writer = SingleWriter(engine)
         await writer.start()
         self.services = Services(settings=self.settings, engine=engine, writer=writer, files=files)
-        self.pipeline = Pipeline(self.services)
+        self.pipeline = Pipeline(self.services, ACTIONS)
 
     def _lay_traps(self) -> None:
         temp = self.root / "temp"
