@@ -1,8 +1,8 @@
 """The read rule of docs/contract.md §3 in SQL, once for every table that carries it.
 
 Artifacts, memory items and threads each have ``visibility``, ``owner`` and ``trace_id`` columns; a row is
-readable by an admin, by its owner, by anyone when public, and within its trace when ``trace``. The same
-rule on a loaded row is ``identity.can_read``.
+readable by an admin, by its owner, by anyone when public, and within its trace when ``trace`` (threads
+saved before owners existed have none and are public). The same rule on a loaded row is ``identity.can_read``.
 """
 
 from __future__ import annotations

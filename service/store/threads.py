@@ -29,18 +29,18 @@ from sqlalchemy import (
     insert,
     or_,
     select,
-    true,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from contracts import InvalidArgument, Visibility
+from contracts import InvalidArgument
 from service.identity import Requester
 from service.store import cursor
 from service.store.engine.prepared import PreparedRead, PreparedWrite
 from service.store.engine.sqlite_driver import point_lookup
 from service.store.models import Thread, ThreadLabel, ThreadMessageRow
+from service.store.read_rule import readable_by
 from service.store.types import AnyRow
 
 threads = Thread.__table__
@@ -299,18 +299,6 @@ def decode_message_cursor(token: str) -> int:
 # -- listing -----------------------------------------------------------------------------------
 
 
-def readable_by(requester: Requester) -> ColumnElement[bool]:
-    """The read rule of docs/contract.md §3 in SQL (``identity.can_read``): ownerless legacy threads are public."""
-    if requester.is_admin:
-        return true()
-    rule = [threads.c.visibility == Visibility.PUBLIC.value]
-    if requester.id is not None:
-        rule.append(threads.c.owner == requester.id)
-    if requester.trace_id is not None:
-        rule.append(and_(threads.c.visibility == Visibility.TRACE.value, threads.c.trace_id == requester.trace_id))
-    return or_(*rule)
-
-
 async def list_page(
     conn: AsyncConnection,
     *,
@@ -324,7 +312,7 @@ async def list_page(
 ) -> tuple[list[AnyRow], str | None]:
     """Live threads ``requester`` may read, newest first, keyset-paged on (created_at, id); each metadata filter
     is an index probe."""
-    query = select(*THREAD_COLUMNS).where(live_clause(now), readable_by(requester))
+    query = select(*THREAD_COLUMNS).where(live_clause(now), readable_by(threads, requester))
     for key, value in metadata.items():
         text = label_text(value)
         matching = select(labels.c.thread_id).where(labels.c.key == key, labels.c.value == text)
