@@ -17,7 +17,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from contracts import ErrorCode, RegisterArtifactParams, StorageError
 from service.core.context import HandlerContext, Services
@@ -29,6 +29,9 @@ from service.importer import legacy
 from service.importer.mapping import Mapped, Skip, map_row
 from service.store import artifacts as artifact_store
 from service.store.engine.db import read_connection
+
+if TYPE_CHECKING:
+    from fsspec import AbstractFileSystem
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +104,7 @@ class Importer:
         summary = Summary(dry_run=self.dry_run)
         gate = asyncio.Semaphore(self.jobs)
         pending: set[asyncio.Task[None]] = set()
-        current_version: Any = object()
+        current_version: object = object()  # no version yet: differs from every row's
         chunks = legacy.rows(conn)
         while (chunk := await asyncio.to_thread(next, chunks, None)) is not None:
             for row in chunk:
@@ -251,7 +254,7 @@ def _sha256(path: Path) -> str:
     return "sha256:" + digest.hexdigest()
 
 
-def _copy_hashing(source: Path, fs: Any, dest: str) -> str:
+def _copy_hashing(source: Path, fs: AbstractFileSystem, dest: str) -> str:
     """Copy ``source`` to ``dest`` on the storage's filesystem in one pass, returning the bytes' sha256."""
     digest = hashlib.sha256()
     with _open_legacy(source) as reader, fs.open(dest, "wb") as writer:
