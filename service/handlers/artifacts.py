@@ -119,14 +119,7 @@ async def _commit_and_place(
             await _check_supersedes(conn, final, requester, ctx.now)
         if not await store.insert_artifact(conn, final, expires_at=expires_at, now=ctx.now):
             return await _lost_race(conn, final, manifest, requester)
-        return RegisterArtifactOutput(
-            artifact_id=final.id,
-            registered=True,
-            already_exists=False,
-            uri=final.uri,
-            checksum=final.checksum,
-            manifest=final,
-        )
+        return _registration(final, new=True)
 
     committed = await ctx.commit(commit)
     if committed.output.registered:
@@ -162,13 +155,18 @@ def _already_registered(row: AnyRow, manifest: ArtifactManifest, requester: Requ
             f"artifact {manifest.id} is already registered with another checksum",
             {"artifact_id": manifest.id, "checksum": stored.checksum, "requested_checksum": manifest.checksum},
         )
+    return _registration(stored, new=False)
+
+
+def _registration(manifest: ArtifactManifest, *, new: bool) -> RegisterArtifactOutput:
+    """The reply to a register: ``new`` for this command's own commit, else the stored registration it repeats."""
     return RegisterArtifactOutput(
-        artifact_id=stored.id,
-        registered=False,
-        already_exists=True,
-        uri=stored.uri,
-        checksum=stored.checksum,
-        manifest=stored,
+        artifact_id=manifest.id,
+        registered=new,
+        already_exists=not new,
+        uri=manifest.uri,
+        checksum=manifest.checksum,
+        manifest=manifest,
     )
 
 
