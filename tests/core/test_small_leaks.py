@@ -15,9 +15,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+import pytest
+
 from tests.support.bus import Bus, error, output
 from tests.support.wire import register
 from tests.support.workers import Workers
+
+pytestmark = pytest.mark.security
 
 OWNER = "alice-the-owner"
 STRANGER = {"requester_id": "mallory"}

@@ -10,9 +10,13 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from contracts import make_command
 from tests.support.artifacts import manifest_for
 from tests.support.bus import Bus, error, output
+
+pytestmark = pytest.mark.security
 
 ALICE = {"requester_id": "alice", "requester_trace_id": "trace-alice"}
 BOB = {"requester_id": "bob", "requester_trace_id": "trace-bob"}

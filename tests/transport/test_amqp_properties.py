@@ -18,6 +18,8 @@ import pytest
 from contracts import make_command
 from tests.support.bus import Bus, output
 
+pytestmark = pytest.mark.security
+
 OUT_OF_RANGE = struct.pack(">Q", 2**64 - 1)
 """An AMQP timestamp (u64 seconds) that no ``datetime`` can hold: the year 584,556,019."""
 

@@ -22,6 +22,8 @@ from service.transport.worker import Worker
 from tests.support.bus import error, output
 from tests.support.workers import Workers
 
+pytestmark = pytest.mark.security
+
 
 class Bug(RuntimeError):
     """What a defect in the worker looks like: an exception nobody planned for."""

@@ -23,6 +23,8 @@ from tests.support.bus import Bus, error, output
 from tests.support.wire import path_of
 from tests.support.workers import Workers
 
+pytestmark = pytest.mark.security
+
 ALICE = {"requester_id": "alice", "requester_trace_id": "trace-1"}
 
 

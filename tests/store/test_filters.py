@@ -24,6 +24,8 @@ from tests.support.artifacts import manifest_for
 from tests.support.bus import Bus, error, output
 from tests.support.workers import Workers
 
+pytestmark = pytest.mark.security
+
 MALLORY = {"requester_id": "mallory", "requester_trace_id": "trace-mallory"}
 ALICE = {"requester_id": "alice", "requester_trace_id": "trace-alice"}
 LIMIT = 32

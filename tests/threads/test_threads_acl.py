@@ -11,11 +11,14 @@ import asyncio
 import uuid
 from typing import Any
 
+import pytest
 from sqlalchemy import text
 
 from service.store.engine.db import create_engine
 from tests.support.bus import Bus, error, output
 from tests.support.workers import Workers
+
+pytestmark = pytest.mark.security
 
 ALICE = {"requester_id": "alice", "requester_trace_id": "trace-alice"}
 ALICE_COLLEAGUE = {"requester_id": "bob", "requester_trace_id": "trace-alice"}

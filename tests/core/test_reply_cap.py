@@ -14,9 +14,13 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.support.artifacts import manifest_for
 from tests.support.bus import Bus, error, output
 from tests.support.workers import Workers
+
+pytestmark = pytest.mark.security
 
 MALLORY = {"requester_id": "mallory", "requester_trace_id": "trace-mallory"}
 SMALL_CAP = 64 * 1024

@@ -20,6 +20,8 @@ from tests.support.bus import Bus, error, output
 from tests.support.wire import dead_letters
 from tests.support.workers import Workers
 
+pytestmark = pytest.mark.security
+
 OVERFLOW_LOW = "0001-01-01T00:00:00+14:00"
 """Year 1 at +14:00 is year 0 in UTC: no datetime holds it (OverflowError in astimezone)."""
 OVERFLOW_HIGH = "9999-12-31T23:59:59-14:00"

@@ -25,6 +25,8 @@ from tests.support.bus import Bus, error, output
 from tests.support.wire import path_of, register
 from tests.support.workers import Workers
 
+pytestmark = pytest.mark.security
+
 BROKER_USER = unquote(urlsplit(os.environ.get("AMQP_URL") or "amqp://guest:guest@localhost/").username or "guest")
 ADMIN = {"user_id": BROKER_USER}
 BOB = {"requester_id": "bob", "requester_trace_id": "bob-trace"}

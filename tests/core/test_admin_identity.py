@@ -31,6 +31,8 @@ from tests.support.requirements import missing, require_rabbitmqctl
 from tests.support.wire import register
 from tests.support.workers import Workers
 
+pytestmark = pytest.mark.security
+
 ADMIN_NAME = "ops-admin"
 """An admin's name as ops would list it; the attacker claims it in the body."""
 

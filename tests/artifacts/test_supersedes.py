@@ -14,10 +14,14 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+import pytest
+
 from tests.support.artifacts import manifest_for, new_artifact_id
 from tests.support.bus import Bus, error, output
 from tests.support.wire import register
 from tests.support.workers import Workers
+
+pytestmark = pytest.mark.security
 
 BROKER_USER = unquote(urlsplit(os.environ.get("AMQP_URL") or "amqp://guest:guest@localhost/").username or "guest")
 ADMIN = {"user_id": BROKER_USER}

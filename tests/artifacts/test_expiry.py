@@ -13,9 +13,13 @@ import os
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+import pytest
+
 from tests.support.bus import error, output
 from tests.support.wire import register
 from tests.support.workers import Workers
+
+pytestmark = pytest.mark.security
 
 BROKER_USER = unquote(urlsplit(os.environ.get("AMQP_URL") or "amqp://guest:guest@localhost/").username or "guest")
 BOB = {"requester_id": "bob", "requester_trace_id": "bob-trace"}
