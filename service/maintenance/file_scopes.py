@@ -15,10 +15,8 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
 from urllib.parse import quote
 
-from sqlalchemy import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from contracts import ARTIFACT_ID_PATTERN, StorageError
@@ -27,6 +25,7 @@ from service.files import ARTIFACTS, ORPHANS, TEMP, FileStore, Upload
 from service.maintenance.fileops import Entry, older_than, remove, retire, walk
 from service.maintenance.limits import ORPHAN_FILE_MIN_AGE, ORPHAN_KEEP, STALE_UPLOADING_AGE, TEMP_MAX_AGE
 from service.store import maintenance as q
+from service.store.types import AnyRow
 
 log = logging.getLogger(__name__)
 
@@ -212,7 +211,7 @@ async def check_completed(
     return FileCheck(repaired, failed, missing)
 
 
-def _absent(files: FileStore, rows: Sequence[Row[Any]]) -> list[tuple[Row[Any], str]]:
+def _absent(files: FileStore, rows: Sequence[AnyRow]) -> list[tuple[AnyRow, str]]:
     found = []
     for row in rows:
         try:
@@ -224,7 +223,7 @@ def _absent(files: FileStore, rows: Sequence[Row[Any]]) -> list[tuple[Row[Any], 
     return found
 
 
-async def _repair(files: FileStore, temp: TempBytes, row: Row[Any], dest: str) -> bool:
+async def _repair(files: FileStore, temp: TempBytes, row: AnyRow, dest: str) -> bool:
     upload = await temp.take(row.checksum, row.size_bytes)
     if upload is None:
         return False
