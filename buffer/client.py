@@ -12,10 +12,10 @@ retries; the command is then replayed in the background until the worker has it.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import datetime
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Protocol, Self, TypeVar
 
 from typing_extensions import Unpack
 
@@ -70,6 +70,27 @@ from contracts.retention import INFINITE
 
 def _drop_none(**values: Any) -> dict[str, Any]:
     return {k: v for k, v in values.items() if v is not None}
+
+
+class _Page(Protocol):
+    @property
+    def next_cursor(self) -> str | None: ...
+
+
+P = TypeVar("P", bound=_Page)
+T = TypeVar("T")
+
+
+async def _every_item(fetch: Callable[[str | None], Awaitable[P]], items: Callable[[P], list[T]]) -> AsyncIterator[T]:
+    """Every item of a keyset-paged listing: one call per page, until a page has no ``next_cursor``."""
+    cursor: str | None = None
+    while True:
+        page = await fetch(cursor)
+        for item in items(page):
+            yield item
+        if not page.next_cursor:
+            return
+        cursor = page.next_cursor
 
 
 class StorageClient(ClientCore):
@@ -187,16 +208,11 @@ class StorageClient(ClientCore):
         )
         return await self._read("list_artifacts", params, options, ListArtifactsOutput)
 
-    async def iter_artifacts(self, *, page_size: int = 100, **filters: Any) -> AsyncIterator[ArtifactManifest]:
+    def iter_artifacts(self, *, page_size: int = 100, **filters: Any) -> AsyncIterator[ArtifactManifest]:
         """Every matching manifest, newest first, fetching ``page_size`` per call (filters as ``list_artifacts``)."""
-        cursor: str | None = None
-        while True:
-            page = await self.list_artifacts(limit=page_size, cursor=cursor, **filters)
-            for manifest in page.artifacts:
-                yield manifest
-            if not page.next_cursor:
-                return
-            cursor = page.next_cursor
+        return _every_item(
+            lambda cursor: self.list_artifacts(limit=page_size, cursor=cursor, **filters), lambda page: page.artifacts
+        )
 
     async def get_artifact_uri(
         self, artifact_id: str, *, expires_in_seconds: int = 3600, **options: Unpack[CallOptions]
@@ -268,16 +284,11 @@ class StorageClient(ClientCore):
         )
         return await self._read("list_threads", params, options, ListThreadsOutput)
 
-    async def iter_threads(self, *, page_size: int = 100, **filters: Any) -> AsyncIterator[ThreadInfo]:
+    def iter_threads(self, *, page_size: int = 100, **filters: Any) -> AsyncIterator[ThreadInfo]:
         """Every matching thread, newest first (filters as ``list_threads``)."""
-        cursor: str | None = None
-        while True:
-            page = await self.list_threads(limit=page_size, cursor=cursor, **filters)
-            for thread in page.threads:
-                yield thread
-            if not page.next_cursor:
-                return
-            cursor = page.next_cursor
+        return _every_item(
+            lambda cursor: self.list_threads(limit=page_size, cursor=cursor, **filters), lambda page: page.threads
+        )
 
     async def delete_thread(self, thread_id: str, **options: Unpack[CallOptions]) -> DeleteThreadOutput | Buffered:
         params = validated(DeleteThreadParams, {"thread_id": thread_id})
@@ -332,16 +343,11 @@ class StorageClient(ClientCore):
         )
         return await self._read("search_memory", params, options, SearchMemoryOutput)
 
-    async def iter_memory(self, *, page_size: int = 100, **filters: Any) -> AsyncIterator[MemoryItem]:
+    def iter_memory(self, *, page_size: int = 100, **filters: Any) -> AsyncIterator[MemoryItem]:
         """Every matching memory item over all pages (filters as ``search_memory``)."""
-        cursor: str | None = None
-        while True:
-            page = await self.search_memory(limit=page_size, cursor=cursor, **filters)
-            for item in page.items:
-                yield item
-            if not page.next_cursor:
-                return
-            cursor = page.next_cursor
+        return _every_item(
+            lambda cursor: self.search_memory(limit=page_size, cursor=cursor, **filters), lambda page: page.items
+        )
 
     async def list_namespaces(
         self,
