@@ -5,12 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 from functools import lru_cache
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 from sqlalchemy import (
     ColumnElement,
     FromClause,
-    Select,
     Text,
     and_,
     bindparam,
@@ -33,7 +32,7 @@ from service.store.engine.prepared import PreparedRead, PreparedWrite
 from service.store.engine.sqlite_driver import point_lookup
 from service.store.models import Artifact, ArtifactLabel
 from service.store.read_rule import read_rule
-from service.store.types import AnyRow, RawJSON
+from service.store.types import AnyRow, AnySelect, RawJSON
 
 artifacts = Artifact.__table__
 labels = ArtifactLabel.__table__
@@ -216,7 +215,7 @@ def _read_rule(table: FromClause, shape: _ListShape) -> ColumnElement[bool]:
 
 
 @lru_cache(maxsize=512)
-def _list_statement(shape: _ListShape) -> Select[Any]:
+def _list_statement(shape: _ListShape) -> AnySelect:
     """The listing for one shape of request, built once: building it costs more than running it."""
     now = bindparam("now", type_=artifacts.c.expires_at.type)
     query = select(*ROW_COLUMNS).where(_live(artifacts, now))

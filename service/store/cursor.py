@@ -6,13 +6,12 @@ import base64
 import binascii
 import json
 from datetime import UTC, datetime
-from typing import Any
 
-from sqlalchemy import Column, ColumnElement, Select, and_, or_
+from sqlalchemy import Column, ColumnElement, and_, or_
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from contracts import InvalidArgument
-from service.store.types import AnyRow
+from service.store.types import AnyRow, AnySelect
 
 
 def encode(moment: datetime, item_id: str) -> str:
@@ -64,7 +63,7 @@ def after(time_column: ColumnElement[datetime], id_column: ColumnElement[str], t
 
 async def newest_first_page(
     conn: AsyncConnection,
-    query: Select[Any],
+    query: AnySelect,
     time_column: Column[datetime],
     id_column: Column[str],
     *,

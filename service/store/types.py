@@ -11,13 +11,15 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.types import TypeDecorator
 
 if TYPE_CHECKING:
-    from sqlalchemy import Row
+    from sqlalchemy import Row, Select
 
 JsonType = JSON().with_variant(JSONB(), "postgresql")
 
 AnyRow: TypeAlias = "Row[*tuple[Any, ...]]"
 """A result row of any number of columns, read by name. SQLAlchemy 2.1 types a Row by its columns' types,
 which makes ``Row[Any]`` a row of exactly one column."""
+AnySelect: TypeAlias = "Select[*tuple[Any, ...]]"
+"""A SELECT of any number of columns (``Select[Any]`` selects exactly one, as ``Row[Any]`` holds one)."""
 
 
 class RawJSON(str):

@@ -24,7 +24,6 @@ from collections import namedtuple
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, cast
 
-from sqlalchemy import Select
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -32,7 +31,7 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.dml import UpdateBase
 
 from service.store.engine.sqlite_driver import LeanConnection
-from service.store.types import AnyRow
+from service.store.types import AnyRow, AnySelect
 
 Processor = Callable[[Any], Any] | None
 
@@ -40,7 +39,7 @@ Processor = Callable[[Any], Any] | None
 class _Compiled:
     __slots__ = ("_compiled", "_processors", "sql")
 
-    def __init__(self, statement: UpdateBase | Select[Any], dialect: Dialect, keys: list[str]) -> None:
+    def __init__(self, statement: UpdateBase | AnySelect, dialect: Dialect, keys: list[str]) -> None:
         compiled = statement.compile(dialect=dialect, column_keys=keys)
         assert isinstance(compiled, SQLCompiler)  # a statement (not DDL) compiles with the dialect's SQL compiler
         self.sql: str | None = None
@@ -100,7 +99,7 @@ class PreparedWrite:
 
 def _compiled_for(
     cache: dict[tuple[str, tuple[str, ...]], _Compiled],
-    statement: UpdateBase | Select[Any],
+    statement: UpdateBase | AnySelect,
     dialect: Dialect,
     values: Mapping[str, Any],
 ) -> _Compiled:
@@ -126,7 +125,7 @@ def _inline_sqlite(conn: AsyncConnection) -> sqlite3.Connection | None:
 class PreparedRead:
     """A point lookup (``point_lookup``-marked SELECT) returning its rows; on SQLite run by sqlite3 directly."""
 
-    def __init__(self, statement: Select[Any]) -> None:
+    def __init__(self, statement: AnySelect) -> None:
         self.statement = statement
         self._compiled: dict[tuple[str, tuple[str, ...]], _Compiled] = {}
         self._rows: dict[str, tuple[Callable[..., tuple[Any, ...]], list[Processor]]] = {}

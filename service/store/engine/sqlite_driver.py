@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import aiosqlite
-from sqlalchemy import Select
+
+from service.store.types import AnySelect
 
 _Description = tuple[tuple[str, None, None, None, None, None, None], ...] | None
 """A DB-API cursor description as sqlite3 gives it: one (name, None x 6) per column; None for no rows."""
@@ -27,7 +28,7 @@ BEGIN_WRITE = "BEGIN IMMEDIATE"
 INLINE_MARK = "/* point lookup */"
 _INLINE_SELECT = f"SELECT {INLINE_MARK}"
 
-S = TypeVar("S", bound=Select[Any])
+S = TypeVar("S", bound=AnySelect)
 T = TypeVar("T")
 
 
