@@ -64,7 +64,7 @@ def check(actions: ActionTable) -> None:
         raise ActionTableError("the action table disagrees with the contract: " + "; ".join(problems))
 
 
-def _returns(annotation: Any, output: type) -> bool:
+def _returns(annotation: object, output: type) -> bool:
     """``output``, ``Committed[output]``, or a union of the two."""
     if annotation is output:
         return True

@@ -32,7 +32,7 @@ class RawJSON(str):
     __slots__ = ()
 
 
-def serialize_json(value: Any) -> str:
+def serialize_json(value: object) -> str:
     """The engines' ``json_serializer``: SQLAlchemy's default (``json.dumps``), except for ``RawJSON``."""
     return value if isinstance(value, RawJSON) else json.dumps(value)
 
