@@ -18,15 +18,14 @@ from pathlib import Path
 from tqdm import tqdm
 
 from contracts import StorageError
-from service.cli import _safe, command
 from service.core.context import Services
 from service.importer import legacy
 from service.importer.run import DEFAULT_JOBS, Importer, Outcome, Summary
 from service.settings import Settings
-from service.startup import STORES
+from service.startup import safe_url
 
 
-def _arguments(parser: argparse.ArgumentParser) -> None:
+def import_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("directory", metavar="DIR", type=Path, help="the legacy directory holding storage.db")
     parser.add_argument("--dry-run", action="store_true", help="verify and report, import nothing")
     parser.add_argument("--jobs", type=int, default=DEFAULT_JOBS, help="records verified and registered at once")
@@ -56,7 +55,6 @@ async def _read_only_services(settings: Settings) -> AsyncIterator[tuple[Service
         await engine.dispose()
 
 
-@command("import", "import a legacy MindBus storage directory (storage.db + artifacts/)", _arguments, checks=STORES)
 async def import_cmd(args: argparse.Namespace, settings: Settings) -> int:
     from service.bootstrap import standalone_services
     from service.store.engine.lock import DatabaseLocked
@@ -110,7 +108,7 @@ async def import_cmd(args: argparse.Namespace, settings: Settings) -> int:
         return 1
     if args.report is not None:
         _write_report(args.report, summary)
-    print(render(summary, root, _safe(settings.database_url)))
+    print(render(summary, root, safe_url(settings.database_url)))
     return 1 if summary.skipped else 0
 
 
@@ -139,4 +137,4 @@ def _write_report(path: Path, summary: Summary) -> None:
             handle.write(json.dumps(record, ensure_ascii=False) + "\n")
 
 
-__all__ = ["import_cmd", "render"]
+__all__ = ["import_arguments", "import_cmd", "render"]

@@ -11,12 +11,11 @@ import json
 import sys
 
 from contracts import CleanupScope, StorageError
-from service.cli import _safe, command
 from service.settings import Settings
-from service.startup import STORES
+from service.startup import safe_url
 
 
-def _arguments(parser: argparse.ArgumentParser) -> None:
+def cleanup_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dry-run", action="store_true", help="count what each scope would handle, change nothing")
     parser.add_argument(
         "--scope",
@@ -28,9 +27,6 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the counts as one JSON object")
 
 
-@command(
-    "cleanup", "run the cleanup scopes once, here (with SQLite: only while no worker runs)", _arguments, checks=STORES
-)
 async def cleanup_cmd(args: argparse.Namespace, settings: Settings) -> int:
     from service.bootstrap import standalone_services
     from service.maintenance import run_cleanup
@@ -58,7 +54,7 @@ async def cleanup_cmd(args: argparse.Namespace, settings: Settings) -> int:
     if args.json:
         print(json.dumps({"dry_run": args.dry_run, "counts": counts}))
         return 0
-    print(f"cleanup of {_safe(settings.database_url)}{' (dry run: nothing changed)' if args.dry_run else ''}")
+    print(f"cleanup of {safe_url(settings.database_url)}{' (dry run: nothing changed)' if args.dry_run else ''}")
     width = max(map(len, counts), default=0)
     for scope, count in counts.items():
         print(f"  {scope:<{width}}  {count}")

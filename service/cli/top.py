@@ -23,7 +23,6 @@ import aio_pika
 from prometheus_client.parser import text_string_to_metric_families
 
 from contracts.spill_layout import FAILED, ITEM_SUFFIX, PENDING, QUARANTINE, count_items
-from service.cli import command
 from service.settings import Settings
 
 CLEAR = "\x1b[H\x1b[2J"
@@ -276,14 +275,13 @@ def _fetch(url: str) -> str:
         return str(response.read().decode())
 
 
-def _arguments(parser: argparse.ArgumentParser) -> None:
+def top_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--metrics-url", help="the worker's metrics (default: http://127.0.0.1:$STORAGE_METRICS_PORT)")
     parser.add_argument("--buffer-dir", type=Path, help="an agent's client buffer directory to watch")
     parser.add_argument("--interval", type=float, default=2.0, help="seconds between refreshes (default 2)")
     parser.add_argument("--once", action="store_true", help="print one screen and exit (for scripts)")
 
 
-@command("top", "live view: commands/s by action, errors, queue depth, a client's buffer", _arguments)
 async def top(args: argparse.Namespace, settings: Settings) -> int:
     metrics_url = args.metrics_url
     if metrics_url is None and settings.metrics_port:

@@ -73,15 +73,8 @@ def final_stage(instructions: list[tuple[str, str]]) -> list[tuple[str, str]]:
 
 
 def cli_parser() -> argparse.ArgumentParser:
-    """The real ``storage-worker`` parser, subcommands as registered."""
-    cli._load_plugins()
-    parser = argparse.ArgumentParser(prog="storage-worker")
-    sub = parser.add_subparsers(dest="command", required=True)
-    for name, (help_text, _, arguments) in cli.COMMANDS.items():
-        sub_parser = sub.add_parser(name, help=help_text)
-        if arguments is not None:
-            arguments(sub_parser)
-    return parser
+    """The real ``storage-worker`` parser, every subcommand of its table."""
+    return cli.parser()
 
 
 def assert_cli_accepts(argv: list[str], command: str) -> None:

@@ -1,0 +1,57 @@
+"""The subcommands of ``storage-worker``, in one table: name, help, arguments, coroutine, start-up checks.
+
+Written out here rather than registered by the subcommand modules on import, so the list is what this file
+says and the modules import nothing of the package that lists them.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+from service.cli.importer import import_arguments, import_cmd
+from service.cli.maintenance import cleanup_arguments, cleanup_cmd
+from service.cli.top import top, top_arguments
+from service.cli.worker import health, health_arguments, migrate_arguments, migrate_cmd, run
+from service.settings import Settings
+from service.startup import ALL_STAGES, STORES, Stage
+
+Command = Callable[[argparse.Namespace, Settings], Coroutine[Any, Any, int]]
+Arguments = Callable[[argparse.ArgumentParser], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Subcommand:
+    help: str
+    run: Command
+    arguments: Arguments | None = None
+    checks: tuple[Stage, ...] = ()
+    """The start-up stages to check first (``service.startup``): the systems the command opens, so a wrong
+    setting is one line, not a traceback."""
+
+
+COMMANDS: dict[str, Subcommand] = {
+    "run": Subcommand("run the worker until SIGTERM or SIGINT", run, checks=ALL_STAGES),
+    "migrate": Subcommand(
+        "create or upgrade the database schema (Alembic, to head)",
+        migrate_cmd,
+        migrate_arguments,
+        checks=(Stage.DATABASE,),
+    ),
+    "health": Subcommand("send ping over the bus; exit 0 when answered in time", health, health_arguments),
+    "cleanup": Subcommand(
+        "run the cleanup scopes once, here (with SQLite: only while no worker runs)",
+        cleanup_cmd,
+        cleanup_arguments,
+        checks=STORES,
+    ),
+    "import": Subcommand(
+        "import a legacy MindBus storage directory (storage.db + artifacts/)",
+        import_cmd,
+        import_arguments,
+        checks=STORES,
+    ),
+    "top": Subcommand("live view: commands/s by action, errors, queue depth, a client's buffer", top, top_arguments),
+}
