@@ -110,14 +110,20 @@ def _compiled_for(
     return compiled
 
 
-def _inline_sqlite(conn: AsyncConnection) -> sqlite3.Connection | None:
-    """The sqlite3 connection when ``conn`` is the writer's, inside its transaction (statements run on the loop)."""
+def _lean(conn: AsyncConnection) -> LeanConnection | None:
+    """The worker's own SQLite driver connection behind ``conn``; None on PostgreSQL."""
     if conn.dialect.name != "sqlite":
         return None
     sync = conn.sync_connection
     assert sync is not None  # started: handed out by engine.connect() or begin()
     driver = sync.connection.driver_connection
-    if isinstance(driver, LeanConnection) and driver.in_transaction and not driver.inline_only:
+    return driver if isinstance(driver, LeanConnection) else None
+
+
+def _inline_sqlite(conn: AsyncConnection) -> sqlite3.Connection | None:
+    """The sqlite3 connection when ``conn`` is the writer's, inside its transaction (statements run on the loop)."""
+    driver = _lean(conn)
+    if driver is not None and driver.in_transaction and not driver.inline_only:
         return driver.sqlite_connection
     return None
 
@@ -165,9 +171,5 @@ class PreparedRead:
 
 def _sqlite_on_loop(conn: AsyncConnection) -> sqlite3.Connection | None:
     """Any of the worker's SQLite connections: a point lookup runs on the event loop on each of them."""
-    if conn.dialect.name != "sqlite":
-        return None
-    sync = conn.sync_connection
-    assert sync is not None  # started: handed out by engine.connect() or begin()
-    driver = sync.connection.driver_connection
-    return driver.sqlite_connection if isinstance(driver, LeanConnection) else None
+    driver = _lean(conn)
+    return driver.sqlite_connection if driver is not None else None
