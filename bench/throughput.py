@@ -97,6 +97,9 @@ class Bench:
         self.plan = Plan.quick() if args.quick else Plan()
         if args.in_flight:
             self.plan = Plan(**{**self.plan.__dict__, "in_flight": tuple(args.in_flight)})
+        if args.rounds:  # more rounds of the same size: the medians hold better on a noisy machine
+            counts = {k: v * args.rounds // self.plan.rounds for k, v in self.plan.counts.items()}
+            self.plan = Plan(**{**self.plan.__dict__, "rounds": args.rounds, "counts": counts})
         self.loadgen = LoadGenerator(args.amqp_url)
         self.rows: list[dict[str, Any]] = []
 
@@ -136,20 +139,25 @@ class Bench:
     # -- the parts of the run ----------------------------------------------------------------------------
 
     def matrix(self, systems: list[tuple[System, tuple[str, ...], Workload]]) -> None:
-        """Every system's actions at every in-flight level, the systems taking turns round by round."""
+        """Every system's actions at every in-flight level, the systems taking turns round by round.
+
+        Each round starts one system further along, so none is always measured right after the same other.
+        """
         plan = self.plan
         for in_flight in plan.in_flight:
             per_round = max(in_flight * 10, plan.count(in_flight) // plan.rounds)
             rounds: dict[tuple[str, str], list[dict[str, Any]]] = {}
-            for _ in range(plan.rounds):
-                for system, actions, base in systems:
+            for index in range(plan.rounds):
+                shift = index % len(systems)
+                for system, actions, base in systems[shift:] + systems[:shift]:
                     for action in actions:
                         result = self.measure(system, action, in_flight, base, per_round, say=False)
                         rounds.setdefault((system.kind, action), []).append(result)
-            for results in rounds.values():
-                row = _combine(results)
-                self.rows.append(row)
-                _say_row(row)
+            for system, actions, _ in systems:  # the rows in the systems' order, whatever order they ran in
+                for action in actions:
+                    row = _combine(rounds[(system.kind, action)])
+                    self.rows.append(row)
+                    _say_row(row)
 
     def _echo_base(self) -> Workload:
         return Workload("echo", count=0, artifact_ids=tuple(f"art_{uuid.uuid4()}" for _ in range(SEED_ARTIFACTS)))
@@ -327,6 +335,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=1, help="worker processes on one queue (PostgreSQL only)")
     parser.add_argument("--quick", action="store_true", help="a short run: fewer commands, a 10,000-command soak")
     parser.add_argument("--in-flight", type=int, nargs="+", help="in-flight levels (default 1 10 100)")
+    parser.add_argument(
+        "--rounds", type=int, help="rounds per measurement (default 3, 2 with --quick), each as large as the plan's"
+    )
     parser.add_argument("--actions", nargs="+", choices=ACTIONS, default=list(ACTIONS), help="actions to measure")
     parser.add_argument(
         "--parts", nargs="*", choices=PARTS, default=list(PARTS), help="which parts beside echo and worker to run"
