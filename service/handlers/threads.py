@@ -72,17 +72,6 @@ def thread_info(row: AnyRow) -> ThreadInfo:
     )
 
 
-def stored_message(row: AnyRow) -> StoredMessage:
-    return StoredMessage(
-        id=row.id,
-        role=row.role,
-        content=row.content,
-        created_at=row.created_at,
-        metadata=row.metadata,
-        deleted_at=row.deleted_at,
-    )
-
-
 # -- save_thread -------------------------------------------------------------------------------
 
 
@@ -172,7 +161,11 @@ async def get_thread(params: GetThreadParams, ctx: HandlerContext) -> GetThreadO
         )
     next_cursor = store.message_cursor(rows[-1].seq) if more and rows else None
     rows.reverse()  # fetched newest first; a page reads oldest first
-    return GetThreadOutput(thread=info, messages=[stored_message(r) for r in rows], next_cursor=next_cursor)
+    return GetThreadOutput(
+        thread=info,
+        messages=[StoredMessage.model_validate(r, from_attributes=True) for r in rows],  # columns named as its fields
+        next_cursor=next_cursor,
+    )
 
 
 def _check_visible(row: AnyRow | None, thread_id: str, ctx: HandlerContext, *, include_deleted: bool) -> None:
