@@ -58,9 +58,9 @@ async def _read_only_services(settings: Settings) -> AsyncIterator[tuple[Service
 async def import_cmd(args: argparse.Namespace, settings: Settings) -> int:
     from service.bootstrap import standalone_services
     from service.store.engine.lock import DatabaseLocked
-    from service.store.engine.schema import SchemaNotReady
 
     root: Path = args.directory.resolve()
+    # a schema not at this worker's revision (SchemaNotReady) is told by ``main``: one line, exit 4, as for run
     try:
         with legacy.open_legacy(root) as conn:
             total = legacy.count(conn)
@@ -95,9 +95,6 @@ async def import_cmd(args: argparse.Namespace, settings: Settings) -> int:
             "Stop that worker for the import (it takes the database to itself), then start it again.",
             file=sys.stderr,
         )
-        return 2
-    except SchemaNotReady as exc:
-        print(f"storage-worker import: {exc}", file=sys.stderr)
         return 2
     except StorageError as exc:
         print(

@@ -31,9 +31,9 @@ async def cleanup_cmd(args: argparse.Namespace, settings: Settings) -> int:
     from service.bootstrap import standalone_services
     from service.maintenance import run_cleanup
     from service.store.engine.lock import DatabaseLocked
-    from service.store.engine.schema import SchemaNotReady
 
     scopes = [CleanupScope(value) for value in args.scopes] if args.scopes else None
+    # a schema not at this worker's revision (SchemaNotReady) is told by ``main``: one line, exit 4, as for run
     try:
         async with standalone_services(settings) as services:
             counts = await run_cleanup(services, scopes, dry_run=args.dry_run)
@@ -44,9 +44,6 @@ async def cleanup_cmd(args: argparse.Namespace, settings: Settings) -> int:
             "(STORAGE_ADMINS) can send it the `cleanup` action over the bus.",
             file=sys.stderr,
         )
-        return 2
-    except SchemaNotReady as exc:
-        print(f"storage-worker cleanup: {exc}", file=sys.stderr)
         return 2
     except StorageError as exc:
         print(f"storage-worker cleanup: {exc.code.value}: {exc.message} {exc.details or ''}", file=sys.stderr)
