@@ -15,8 +15,6 @@ from sqlalchemy.dialects import postgresql
 
 revision: str = "0001"
 down_revision: str | Sequence[str] | None = None
-branch_labels: str | Sequence[str] | None = None
-depends_on: str | Sequence[str] | None = None
 
 _JSON = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
 

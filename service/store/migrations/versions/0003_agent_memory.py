@@ -1,10 +1,6 @@
 """Agent memory: namespaced key-value items with TTL, and their labels.
 
 ``ns_path`` compares bytewise (``COLLATE "C"`` on PostgreSQL) so a namespace prefix is an index range.
-
-Revision ID: 0003
-Revises: 0001
-Create Date: 2026-11-22
 """
 
 from __future__ import annotations
@@ -17,8 +13,6 @@ from sqlalchemy.dialects import postgresql
 
 revision: str = "0003"
 down_revision: str | Sequence[str] | None = "0001"
-branch_labels: str | Sequence[str] | None = None
-depends_on: str | Sequence[str] | None = None
 
 _JSON = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
 _PATH = sa.String(length=1024).with_variant(sa.String(length=1024, collation="C"), "postgresql")

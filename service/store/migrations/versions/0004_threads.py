@@ -1,9 +1,4 @@
-"""Threads: conversation histories, their messages and their metadata labels.
-
-Revision ID: 0004
-Revises: 0003
-Create Date: 2026-11-22
-"""
+"""Threads: conversation histories, their messages and their metadata labels."""
 
 from __future__ import annotations
 
@@ -15,8 +10,6 @@ from sqlalchemy.dialects import postgresql
 
 revision: str = "0004"
 down_revision: str | Sequence[str] | None = "0003"
-branch_labels: str | Sequence[str] | None = None
-depends_on: str | Sequence[str] | None = None
 
 _JSON = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
 

@@ -1,9 +1,4 @@
-"""Artifacts by registration time: startup recovery reads only the last day of registrations.
-
-Revision ID: 0005
-Revises: 0004
-Create Date: 2026-11-22
-"""
+"""Artifacts by registration time: startup recovery reads only the last day of registrations."""
 
 from __future__ import annotations
 
@@ -13,8 +8,6 @@ from alembic import op
 
 revision: str = "0005"
 down_revision: str | Sequence[str] | None = "0004"
-branch_labels: str | Sequence[str] | None = None
-depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:

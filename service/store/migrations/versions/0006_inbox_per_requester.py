@@ -3,10 +3,6 @@
 Records written before this revision get the requester "" (anonymous): a named agent's retry of such an
 old command is executed again (registrations answer it as already registered); they age out with
 ``STORAGE_INBOX_RETENTION``.
-
-Revision ID: 0006
-Revises: 0005
-Create Date: 2026-12-03
 """
 
 from __future__ import annotations
@@ -18,8 +14,6 @@ from alembic import op
 
 revision: str = "0006"
 down_revision: str | Sequence[str] | None = "0005"
-branch_labels: str | Sequence[str] | None = None
-depends_on: str | Sequence[str] | None = None
 
 
 def _inbox_before() -> sa.Table:

@@ -2,10 +2,6 @@
 
 Threads saved before this revision keep no owner (NULL) and become ``public``: everyone could read them
 before, everyone still can; only admins may save, clear or delete them (README, "Threads").
-
-Revision ID: 0007
-Revises: 0006
-Create Date: 2026-12-03
 """
 
 from __future__ import annotations
@@ -17,8 +13,6 @@ from alembic import op
 
 revision: str = "0007"
 down_revision: str | Sequence[str] | None = "0006"
-branch_labels: str | Sequence[str] | None = None
-depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
