@@ -7,6 +7,7 @@ import os
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from contracts import make_command
@@ -17,8 +18,9 @@ from service.transport.worker import Worker
 from tests.support.artifacts import manifest_for
 from tests.support.broker import ADMIN_AMQP
 from tests.support.bus import Bus, error, output
+from tests.support.databases import sqlite_url
 from tests.support.operating import http_get, samples
-from tests.support.workers import Outcomes, make_settings
+from tests.support.workers import Outcomes, make_settings, running
 
 
 @pytest.fixture
@@ -115,10 +117,26 @@ def test_unknown_action_names_do_not_become_series() -> None:
     assert action_label(None) == "invalid"
 
 
-async def test_metrics_are_off_when_the_port_is_unset(amqp_url: str, tmp_path: Path) -> None:
-    """Without STORAGE_METRICS_PORT nothing listens and nothing is counted."""
-    worker = build_worker(make_settings(amqp_url, "sqlite+aiosqlite:///unused.db", tmp_path))
-    assert worker.operations.metrics is None
+def _listening() -> set[tuple[str, int]]:
+    """The TCP addresses this process listens on."""
+    return {
+        (c.laddr.ip, c.laddr.port)
+        for c in psutil.Process().net_connections(kind="tcp")
+        if c.status == psutil.CONN_LISTEN
+    }
+
+
+async def test_metrics_are_off_when_the_port_is_unset(amqp_url: str, tmp_path: Path, storage_root: Path) -> None:
+    """Without STORAGE_METRICS_PORT a running, answering worker listens on no port and counts nothing."""
+    before = _listening()
+    async with running(make_settings(amqp_url, sqlite_url(tmp_path), storage_root)) as worker:
+        bus = await Bus(worker.settings.amqp_url, worker.settings.exchange, worker.settings.dlq).open()
+        try:
+            output(await bus.call("ping"))
+        finally:
+            await bus.close()
+        assert _listening() - before == set()
+        assert worker.operations.metrics is None
 
 
 async def test_cleanup_action_counts_handled_items_but_not_dry_runs(
