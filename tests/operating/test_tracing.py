@@ -17,7 +17,7 @@ from service.settings import Settings
 from service.transport.worker import Worker
 from tests.support.bus import Bus, output
 from tests.support.databases import sqlite_url
-from tests.support.workers import Outcomes, delete_topology, make_settings
+from tests.support.workers import Outcomes, delete_topology, make_settings, running
 
 TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
 AGENT_SPAN_ID = "b7ad6b7169203331"
@@ -111,12 +111,22 @@ def test_tracing_is_wanted_by_setting_or_otel_environment(
 async def test_worker_installs_tracing_when_asked(
     monkeypatch: pytest.MonkeyPatch, settings_without_otel: Settings, exporter: InMemorySpanExporter
 ) -> None:
-    """With STORAGE_OTEL=true the worker wires tracing itself, into the configured tracer provider."""
+    """With STORAGE_OTEL=true the worker wires tracing itself, into the configured tracer provider: a command
+    it runs is exported as a span."""
     provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
     monkeypatch.setattr(telemetry, "default_provider", lambda settings: provider)
-    worker = build_worker(settings_without_otel.model_copy(update={"otel": True}))
-    assert worker.operations.tracing is not None
-    assert worker.operations.tracing.provider is provider
+    async with running(settings_without_otel.model_copy(update={"otel": True})) as worker:
+        outcomes = Outcomes(worker)
+        bus = await Bus(worker.settings.amqp_url, worker.settings.exchange, worker.settings.dlq).open()
+        try:
+            output(await bus.call("ping"))
+        finally:
+            await bus.close()
+        await outcomes.wait(1)
+    command = [s for s in exporter.get_finished_spans() if s.name == "storage.ping"]
+    assert len(command) == 1 and command[0].attributes is not None
+    assert command[0].attributes["mindbus.action"] == "ping"
 
 
 @pytest.fixture
