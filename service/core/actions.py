@@ -41,12 +41,13 @@ class ActionTableError(RuntimeError):
     """The handlers disagree with the contract: a programming error, reported at start-up."""
 
 
-def table(handlers: Mapping[str, Handler]) -> dict[str, Action]:
-    """Pair every handler with its contract entry; an action the contract does not know is an error."""
-    unknown = sorted(set(handlers) - set(CONTRACT))
+def table(*handlers: Handler) -> dict[str, Action]:
+    """Pair every handler with the contract entry of its name; an action the contract does not know is an error."""
+    named = {handler.__name__: handler for handler in handlers}
+    unknown = sorted(set(named) - set(CONTRACT))
     if unknown:
         raise ActionTableError(f"handlers for actions the contract does not define: {', '.join(unknown)}")
-    return {name: Action(CONTRACT[name], handler) for name, handler in handlers.items()}
+    return {name: Action(CONTRACT[name], handler) for name, handler in named.items()}
 
 
 def check(actions: ActionTable) -> None:

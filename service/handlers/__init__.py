@@ -10,13 +10,24 @@ from service.core.actions import ActionTable, table
 from service.handlers import artifacts, maintenance, memory, system, threads
 
 ACTIONS: ActionTable = table(
-    {
-        **artifacts.HANDLERS,
-        **maintenance.HANDLERS,
-        **memory.HANDLERS,
-        **system.HANDLERS,
-        **threads.HANDLERS,
-    }
+    artifacts.register_artifact,
+    artifacts.get_artifact,
+    artifacts.list_artifacts,
+    artifacts.get_artifact_uri,
+    artifacts.delete_artifact,
+    threads.save_thread,
+    threads.get_thread,
+    threads.list_threads,
+    threads.delete_thread,
+    memory.put_memory,
+    memory.get_memory,
+    memory.search_memory,
+    memory.list_namespaces,
+    memory.delete_memory,
+    maintenance.cleanup,
+    system.get_stats,
+    system.ping,
 )
+"""Every served action, named after its handler function: the contract's name for it."""
 
 __all__ = ["ACTIONS"]

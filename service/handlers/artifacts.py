@@ -30,7 +30,6 @@ from contracts import (
     parse_retention,
 )
 from service.core import paging
-from service.core.actions import Handler
 from service.core.context import HandlerContext
 from service.core.recording import Committed
 from service.files import Upload
@@ -299,12 +298,3 @@ async def delete_artifact(params: DeleteArtifactParams, ctx: HandlerContext) -> 
     for uri in removed:
         await ctx.files.to_orphans(ctx.files.resolve_stored(uri))
     return committed
-
-
-HANDLERS: dict[str, Handler] = {
-    "register_artifact": register_artifact,
-    "get_artifact": get_artifact,
-    "list_artifacts": list_artifacts,
-    "get_artifact_uri": get_artifact_uri,
-    "delete_artifact": delete_artifact,
-}

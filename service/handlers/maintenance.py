@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from contracts import CleanupOutput, CleanupParams
-from service.core.actions import Handler
 from service.core.context import HandlerContext
 from service.maintenance import run_cleanup
 
@@ -12,6 +11,3 @@ async def cleanup(params: CleanupParams, ctx: HandlerContext) -> CleanupOutput:
     """Runs in bounded batches through the writer; commands arriving meanwhile are served between them."""
     counts = await run_cleanup(ctx.services, params.scopes, dry_run=params.dry_run, now=ctx.now)
     return CleanupOutput(dry_run=params.dry_run, counts=counts)
-
-
-HANDLERS: dict[str, Handler] = {"cleanup": cleanup}

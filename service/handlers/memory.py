@@ -29,7 +29,6 @@ from contracts import (
     Unauthenticated,
 )
 from service.core import paging
-from service.core.actions import Handler
 from service.core.context import HandlerContext
 from service.core.recording import Committed
 from service.identity import Requester, can_read
@@ -262,12 +261,3 @@ async def delete_memory(params: DeleteMemoryParams, ctx: HandlerContext) -> Comm
         return DeleteMemoryOutput(namespace=params.namespace, key=params.key, deleted=live)
 
     return await ctx.commit(job)
-
-
-HANDLERS: dict[str, Handler] = {
-    "put_memory": put_memory,
-    "get_memory": get_memory,
-    "search_memory": search_memory,
-    "list_namespaces": list_namespaces,
-    "delete_memory": delete_memory,
-}

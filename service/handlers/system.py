@@ -9,7 +9,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from contracts import GetStatsOutput, GetStatsParams, PingOutput, PingParams
 from service import __version__
-from service.core.actions import Handler
 from service.core.context import HandlerContext
 from service.files import ARTIFACTS
 from service.store import artifacts as artifact_store
@@ -47,6 +46,3 @@ async def get_stats(params: GetStatsParams, ctx: HandlerContext) -> GetStatsOutp
         inbox=inbox_count,
         memory=memory,
     )
-
-
-HANDLERS: dict[str, Handler] = {"ping": ping, "get_stats": get_stats}

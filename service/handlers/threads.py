@@ -47,7 +47,6 @@ from contracts import (
 )
 from contracts.threads import MAX_THREAD_READ
 from service.core import paging
-from service.core.actions import Handler
 from service.core.context import HandlerContext
 from service.core.recording import Committed
 from service.handlers.thread_save import Save, check_request
@@ -232,11 +231,3 @@ async def delete_thread(params: DeleteThreadParams, ctx: HandlerContext) -> Comm
         return DeleteThreadOutput(thread_id=params.thread_id, deleted=True)
 
     return await ctx.commit(job)
-
-
-HANDLERS: dict[str, Handler] = {
-    "save_thread": save_thread,
-    "get_thread": get_thread,
-    "list_threads": list_threads,
-    "delete_thread": delete_thread,
-}
