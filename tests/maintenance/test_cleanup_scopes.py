@@ -9,7 +9,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import select, update
 
 from contracts import utc_now
 from service.settings import Settings
@@ -25,6 +25,7 @@ from tests.support.maintenance import (
     database,
     execute,
     inbox,
+    insert_uploading,
     messages,
     scalar_rows,
     thread_labels,
@@ -249,25 +250,7 @@ async def test_stale_uploading_rows_become_failed(bus: Bus, storage_root: Path, 
     for age in (timedelta(hours=2), timedelta(minutes=5)):
         manifest = manifest_for(storage_root, uuid.uuid4().bytes, status="uploading")
         rows.append(manifest["id"])
-        stamped = utc_now() - age
-        await execute(
-            settings,
-            insert(artifacts).values(
-                id=manifest["id"],
-                version=1,
-                trace_id="trace-1",
-                created_by="importer",
-                created_at=stamped,
-                artifact_type="report",
-                uri=manifest["uri"],
-                size_bytes=manifest["size_bytes"],
-                checksum=manifest["checksum"],
-                status="uploading",
-                visibility="trace",
-                registered_at=stamped,
-                manifest=manifest,
-            ),
-        )
+        await insert_uploading(settings, manifest, at=utc_now() - age, created_by="importer")
     assert (await cleanup(bus, "stale_uploading")) == {"stale_uploading": 1}
     statuses = [
         output(await bus.call("get_artifact", {"artifact_id": artifact_id}, context=READER))["manifest"]["status"]

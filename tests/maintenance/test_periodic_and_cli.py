@@ -11,26 +11,22 @@ from pathlib import Path
 
 from sqlalchemy import update
 
-from service.bootstrap import build_worker
 from service.settings import Settings
 from tests.support.bus import Bus, output
 from tests.support.databases import sqlite_url
 from tests.support.maintenance import ago, count, execute, messages, threads
-from tests.support.workers import delete_topology, make_settings
+from tests.support.workers import make_settings, running
 
 
 async def _expired_thread(settings: Settings) -> str:
     """A thread saved through the worker, whose TTL has since run out."""
     thread_id = f"ttl-{uuid.uuid4().hex}"
-    bus = await Bus(settings.amqp_url, settings.exchange, settings.dlq).open()
-    try:
+    async with Bus.of(settings) as bus:
         saved = await bus.call(
             "save_thread",
             {"thread_id": thread_id, "messages": [{"role": "user", "content": "hi"}], "ttl_seconds": 60},
         )
         output(saved)
-    finally:
-        await bus.close()
     await execute(settings, update(threads).where(threads.c.id == thread_id).values(expires_at=ago(seconds=1)))
     return thread_id
 
@@ -61,18 +57,13 @@ async def _cli(settings: Settings, cwd: Path, *args: str) -> tuple[int, str, str
 async def test_worker_runs_cleanup_every_interval(amqp_url: str, database_url: str, storage_root: Path) -> None:
     """With STORAGE_CLEANUP_INTERVAL set, an expired thread disappears from the database with no command sent."""
     settings = make_settings(amqp_url, database_url, storage_root, cleanup_interval_s=0.2)
-    worker = build_worker(settings)
-    await worker.start()
-    try:
+    async with running(settings) as worker:
         thread_id = await _expired_thread(settings)
         seen = worker.maintenance.runs
         await asyncio.wait_for(worker.maintenance.wait_for_run(seen + 1), 60)  # the run under way may predate it
         await asyncio.wait_for(worker.maintenance.wait_for_run(seen + 2), 60)
         assert await count(settings, threads, threads.c.id == thread_id) == 0
         assert await count(settings, messages, messages.c.thread_id == thread_id) == 0
-    finally:
-        await worker.stop()
-        await delete_topology(settings)
 
 
 async def test_cli_cleanup_dry_run_then_for_real(
@@ -80,13 +71,8 @@ async def test_cli_cleanup_dry_run_then_for_real(
 ) -> None:
     """`storage-worker cleanup --dry-run --scope` counts without changing anything; without --dry-run it cleans."""
     settings = make_settings(amqp_url, database_url, storage_root)
-    worker = build_worker(settings)
-    await worker.start()
-    try:
+    async with running(settings):
         thread_id = await _expired_thread(settings)
-    finally:
-        await worker.stop()
-        await delete_topology(settings)
 
     code, out, err = await _cli(
         settings, tmp_path, "--dry-run", "--scope", "expired_threads", "--scope", "inbox", "--json"
@@ -106,13 +92,8 @@ async def test_cli_cleanup_refuses_while_a_worker_owns_the_sqlite_file(
 ) -> None:
     """With SQLite the command line cannot clean behind a running worker's back; it says so and how to proceed."""
     settings = make_settings(amqp_url, sqlite_url(tmp_path), storage_root)
-    worker = build_worker(settings)
-    await worker.start()
-    try:
+    async with running(settings):
         code, out, err = await _cli(settings, tmp_path, "--dry-run")
-    finally:
-        await worker.stop()
-        await delete_topology(settings)
     assert code == 2 and out == ""
     assert "refused, a running worker owns the SQLite database" in err
     assert "`cleanup` action" in err and str(os.getpid()) in err

@@ -9,16 +9,15 @@ import uuid
 from pathlib import Path
 
 import pytest
-from sqlalchemy import insert, select, update
+from sqlalchemy import select, update
 
 from contracts import make_command
-from service.bootstrap import build_worker
 from service.transport.worker import Worker
 from tests.support.artifacts import manifest_for, write_temp
 from tests.support.bus import Bus, output
-from tests.support.maintenance import age_file, ago, artifacts, cleanup, execute, scalar
+from tests.support.maintenance import age_file, ago, artifacts, cleanup, execute, insert_uploading, scalar
 from tests.support.worker_process import WorkerProcess, worker_env
-from tests.support.workers import delete_topology, make_settings
+from tests.support.workers import delete_topology, make_settings, running
 
 READER = {"requester_trace_id": "trace-1"}
 
@@ -72,64 +71,31 @@ async def test_start_repairs_every_half_done_state_and_logs_each(
     """Before consuming, a starting worker moves stranded files into place, fails rows without files and stale
     uploads, sweeps old temp files, and logs every one of these actions."""
     settings = make_settings(amqp_url, database_url, storage_root)
-    first = build_worker(settings)
-    await first.start()
-    try:
-        bus = await Bus(amqp_url, settings.exchange, settings.dlq).open()
+    async with running(settings), Bus.of(settings) as bus:
         lost = output(await bus.call("register_artifact", {"manifest": manifest_for(storage_root, b"lost bytes")}))
         stranded = output(await bus.call("register_artifact", {"manifest": manifest_for(storage_root, b"stranded")}))
-        await bus.close()
-    finally:
-        await first.stop()
 
     _path(lost["uri"]).unlink()
     _path(stranded["uri"]).rename(storage_root / "temp" / "upload-7.tmp")
     uploading = manifest_for(storage_root, b"never finished", status="uploading")
-    stamped = ago(hours=2)
-    await execute(
-        settings,
-        insert(artifacts).values(
-            id=uploading["id"],
-            version=1,
-            trace_id="trace-1",
-            created_by="agent",
-            created_at=stamped,
-            artifact_type="report",
-            uri=uploading["uri"],
-            size_bytes=uploading["size_bytes"],
-            checksum=uploading["checksum"],
-            status="uploading",
-            visibility="trace",
-            registered_at=stamped,
-            manifest=uploading,
-        ),
-    )
+    await insert_uploading(settings, uploading, at=ago(hours=2), created_by="agent")
     abandoned = write_temp(storage_root, b"abandoned")
     age_file(abandoned, hours=3)
     age_file(_path(uploading["uri"]), hours=3)
     fresh = write_temp(storage_root, b"upload in progress")
 
     caplog.set_level(logging.INFO, logger="service")
-    second = build_worker(settings)
-    await second.start()
-    try:
+    async with running(settings) as second, Bus.of(settings) as bus:
         assert second.maintenance.recovered == {
             "moved_into_place": 1,
             "failed_without_file": 1,
             "stale_uploading_failed": 1,
             "temp_to_orphans": 2,
         }
-        bus = await Bus(amqp_url, settings.exchange, settings.dlq).open()
-        try:
-            status = {}
-            for artifact_id in (lost["artifact_id"], stranded["artifact_id"], uploading["id"]):
-                got = output(await bus.call("get_artifact", {"artifact_id": artifact_id}, context=READER))
-                status[artifact_id] = got["manifest"]["status"]
-        finally:
-            await bus.close()
-    finally:
-        await second.stop()
-        await delete_topology(settings)
+        status = {}
+        for artifact_id in (lost["artifact_id"], stranded["artifact_id"], uploading["id"]):
+            got = output(await bus.call("get_artifact", {"artifact_id": artifact_id}, context=READER))
+            status[artifact_id] = got["manifest"]["status"]
     assert status == {lost["artifact_id"]: "failed", stranded["artifact_id"]: "completed", uploading["id"]: "failed"}
     assert _path(stranded["uri"]).read_bytes() == b"stranded"
     assert not abandoned.exists() and (storage_root / "orphans" / "temp" / abandoned.name).exists()
@@ -155,29 +121,14 @@ async def test_rows_registered_long_before_the_newest_are_left_to_the_periodic_s
 ) -> None:
     """Startup checks the newest day of registrations only; an old row without a file is the missing_files scope's."""
     settings = make_settings(amqp_url, database_url, storage_root)
-    first = build_worker(settings)
-    await first.start()
-    try:
-        bus = await Bus(amqp_url, settings.exchange, settings.dlq).open()
+    async with running(settings), Bus.of(settings) as bus:
         old = output(await bus.call("register_artifact", {"manifest": manifest_for(storage_root, b"old")}))
         output(await bus.call("register_artifact", {"manifest": manifest_for(storage_root, b"new")}))
-        await bus.close()
-    finally:
-        await first.stop()
     _path(old["uri"]).unlink()
     await execute(
         settings, update(artifacts).where(artifacts.c.id == old["artifact_id"]).values(registered_at=ago(days=3))
     )
-    second = build_worker(settings)
-    await second.start()
-    try:
+    async with running(settings) as second, Bus.of(settings) as bus:
         assert second.maintenance.recovered is not None
         assert second.maintenance.recovered["failed_without_file"] == 0
-        bus = await Bus(amqp_url, settings.exchange, settings.dlq).open()
-        try:
-            assert (await cleanup(bus, "missing_files")) == {"missing_files": 1}
-        finally:
-            await bus.close()
-    finally:
-        await second.stop()
-        await delete_topology(settings)
+        assert (await cleanup(bus, "missing_files")) == {"missing_files": 1}

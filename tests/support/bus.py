@@ -10,9 +10,12 @@ import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractQueue, AbstractRobustConnection
 
 from contracts import make_command, topology
+from service.settings import Settings
 
 
 class Bus:
+    """An agent on one worker's exchange: ``async with Bus.of(worker.settings) as bus`` or ``await Bus(...).open()``."""
+
     def __init__(self, url: str, exchange: str, dlq: str) -> None:
         self.url = url
         self.exchange_name = exchange
@@ -35,6 +38,17 @@ class Bus:
     async def close(self) -> None:
         if self.conn is not None:
             await self.conn.close()
+
+    @classmethod
+    def of(cls, settings: Settings) -> Bus:
+        """An agent (not yet open) on the exchange those settings name."""
+        return cls(settings.amqp_url, settings.exchange, settings.dlq)
+
+    async def __aenter__(self) -> Bus:
+        return await self.open()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
 
     async def _on_reply(self, message: aio_pika.abc.AbstractIncomingMessage) -> None:
         body = json.loads(message.body)

@@ -6,11 +6,11 @@ import os
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Executable, func, select
+from sqlalchemy import Executable, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from contracts import utc_now
@@ -76,3 +76,23 @@ async def cleanup(bus: Bus, *scopes: str, dry_run: bool = False) -> dict[str, in
     assert out["dry_run"] is dry_run
     counts: dict[str, int] = out["counts"]
     return counts
+
+
+async def insert_uploading(settings: Settings, manifest: dict[str, Any], *, at: datetime, created_by: str) -> None:
+    """An artifact row left ``uploading`` since ``at``: what a registration cut short leaves behind."""
+    row = {key: manifest[key] for key in ("id", "uri", "size_bytes", "checksum")}
+    await execute(
+        settings,
+        insert(artifacts).values(
+            **row,
+            version=1,
+            trace_id="trace-1",
+            created_by=created_by,
+            created_at=at,
+            artifact_type="report",
+            status="uploading",
+            visibility="trace",
+            registered_at=at,
+            manifest=manifest,
+        ),
+    )
