@@ -9,13 +9,12 @@ from pathlib import Path
 import pytest
 
 from contracts import make_command
-from service.bootstrap import build_worker
 from service.logs import JsonFormatter
 from service.ops.commandlog import LOGGER_NAME, otel_trace_id
 from service.transport.worker import Worker
 from tests.support.bus import Bus, error, output
 from tests.support.databases import sqlite_url
-from tests.support.workers import Outcomes, delete_topology, make_settings
+from tests.support.workers import Outcomes, make_settings, running
 
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 
@@ -58,18 +57,11 @@ async def test_command_log_can_be_turned_off(
 ) -> None:
     """With STORAGE_COMMAND_LOG=false a busy worker writes no per-command lines at all."""
     settings = make_settings(amqp_url, sqlite_url(tmp_path), storage_root, command_log=False, node_registry=False)
-    worker = build_worker(settings)
-    await worker.start()
-    bus = await Bus(settings.amqp_url, settings.exchange, settings.dlq).open()
-    try:
+    async with running(settings) as worker, Bus.of(settings) as bus:
         outcomes = Outcomes(worker)
         with caplog.at_level(logging.INFO, logger=LOGGER_NAME):
             output(await bus.call("ping"))
             await outcomes.wait(1)
-    finally:
-        await bus.close()
-        await worker.stop()
-        await delete_topology(settings)
     assert _lines(caplog) == []
 
 

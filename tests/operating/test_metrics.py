@@ -130,11 +130,8 @@ async def test_metrics_are_off_when_the_port_is_unset(amqp_url: str, tmp_path: P
     """Without STORAGE_METRICS_PORT a running, answering worker listens on no port and counts nothing."""
     before = _listening()
     async with running(make_settings(amqp_url, sqlite_url(tmp_path), storage_root)) as worker:
-        bus = await Bus(worker.settings.amqp_url, worker.settings.exchange, worker.settings.dlq).open()
-        try:
+        async with Bus.of(worker.settings) as bus:
             output(await bus.call("ping"))
-        finally:
-            await bus.close()
         assert _listening() - before == set()
         assert worker.operations.metrics is None
 

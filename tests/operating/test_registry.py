@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 
 from contracts import EventEnvelope, PingOutput, PingParams, make_command
-from service.bootstrap import build_worker
 from service.core.actions import Action
 from service.core.context import HandlerContext
 from service.handlers import ACTIONS
@@ -21,7 +20,7 @@ from service.transport.worker import Worker
 from tests.support.bus import Bus, output
 from tests.support.databases import sqlite_url
 from tests.support.operating import NodeEvents
-from tests.support.workers import delete_topology, make_settings
+from tests.support.workers import delete_topology, make_settings, running
 
 
 @pytest.fixture
@@ -30,15 +29,8 @@ async def events_and_worker(amqp_url: str, tmp_path: Path) -> AsyncIterator[tupl
     root = tmp_path / "files"
     root.mkdir()
     settings = make_settings(amqp_url, sqlite_url(tmp_path), root, heartbeat_interval_s=0.2)
-    events = await NodeEvents(amqp_url, settings.exchange).open()
-    worker = build_worker(settings)
-    await worker.start()
-    try:
+    async with NodeEvents(amqp_url, settings.exchange) as events, running(settings) as worker:
         yield events, worker
-    finally:
-        await worker.stop()
-        await events.close()
-        await delete_topology(settings)
 
 
 async def test_registered_event_carries_the_node_passport(events_and_worker: tuple[NodeEvents, Worker]) -> None:
@@ -102,10 +94,7 @@ async def test_heartbeat_counts_in_flight_and_total_tasks(
 async def test_stop_publishes_deregistered_with_graceful_shutdown(amqp_url: str, tmp_path: Path) -> None:
     """When the worker stops (SIGTERM), the registry is told it left on purpose, and no beat follows."""
     settings = make_settings(amqp_url, sqlite_url(tmp_path), tmp_path, heartbeat_interval_s=0.2)
-    events = await NodeEvents(amqp_url, settings.exchange).open()
-    worker = build_worker(settings)
-    try:
-        await worker.start()
+    async with NodeEvents(amqp_url, settings.exchange) as events, running(settings) as worker:
         await events.next("evt.node.registered")
         await worker.stop()
         body, message = await events.next("evt.node.deregistered")
@@ -114,9 +103,6 @@ async def test_stop_publishes_deregistered_with_graceful_shutdown(amqp_url: str,
         assert message.priority == 10
         assert worker.operations.registry is not None
         assert worker.operations.registry._heartbeat is None
-    finally:
-        await events.close()
-        await delete_topology(settings)
 
 
 def test_capabilities_follow_the_served_actions() -> None:
@@ -129,19 +115,11 @@ def test_capabilities_follow_the_served_actions() -> None:
 async def test_registry_can_be_turned_off(amqp_url: str, tmp_path: Path) -> None:
     """With STORAGE_NODE_REGISTRY=false the worker serves commands without announcing itself."""
     settings = make_settings(amqp_url, sqlite_url(tmp_path), tmp_path, node_registry=False)
-    worker = build_worker(settings)
-    assert worker.operations.registry is None
-    events = await NodeEvents(amqp_url, settings.exchange).open()
-    await worker.start()
-    try:
-        bus = await Bus(settings.amqp_url, settings.exchange, settings.dlq).open()
-        output(await bus.call("ping"))
-        await bus.close()
+    async with NodeEvents(amqp_url, settings.exchange) as events, running(settings) as worker:
+        assert worker.operations.registry is None
+        async with Bus.of(settings) as bus:
+            output(await bus.call("ping"))
         assert events.received.empty()
-    finally:
-        await worker.stop()
-        await events.close()
-        await delete_topology(settings)
 
 
 async def test_sigterm_to_the_cli_worker_deregisters_and_exits_zero(amqp_url: str, tmp_path: Path) -> None:

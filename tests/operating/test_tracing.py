@@ -11,13 +11,12 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from contracts import make_command
-from service.bootstrap import build_worker
 from service.ops import telemetry
 from service.settings import Settings
 from service.transport.worker import Worker
 from tests.support.bus import Bus, output
 from tests.support.databases import sqlite_url
-from tests.support.workers import Outcomes, delete_topology, make_settings, running
+from tests.support.workers import Outcomes, make_settings, running
 
 TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
 AGENT_SPAN_ID = "b7ad6b7169203331"
@@ -37,16 +36,12 @@ async def traced(
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     settings = make_settings(amqp_url, sqlite_url(tmp_path), storage_root, node_registry=False)
-    worker = build_worker(settings)
-    telemetry.Tracing(worker, tracer_provider=provider).attach()
-    await worker.start()
-    bus = await Bus(settings.amqp_url, settings.exchange, settings.dlq).open()
-    try:
+
+    def with_tracing(worker: Worker) -> None:
+        telemetry.Tracing(worker, tracer_provider=provider).attach()
+
+    async with running(settings, prepare=with_tracing) as worker, Bus.of(settings) as bus:
         yield worker, bus
-    finally:
-        await bus.close()
-        await worker.stop()
-        await delete_topology(settings)
 
 
 async def test_body_traceparent_is_continued_by_worker_spans_and_copied_to_the_reply(
@@ -118,11 +113,8 @@ async def test_worker_installs_tracing_when_asked(
     monkeypatch.setattr(telemetry, "default_provider", lambda settings: provider)
     async with running(settings_without_otel.model_copy(update={"otel": True})) as worker:
         outcomes = Outcomes(worker)
-        bus = await Bus(worker.settings.amqp_url, worker.settings.exchange, worker.settings.dlq).open()
-        try:
+        async with Bus.of(worker.settings) as bus:
             output(await bus.call("ping"))
-        finally:
-            await bus.close()
         await outcomes.wait(1)
     command = [s for s in exporter.get_finished_spans() if s.name == "storage.ping"]
     assert len(command) == 1 and command[0].attributes is not None

@@ -16,7 +16,7 @@ from service.settings import Settings
 from service.store.engine.lock import DatabaseLocked
 from service.transport.worker import Worker
 from tests.support.databases import sqlite_url
-from tests.support.workers import delete_topology, make_settings
+from tests.support.workers import make_settings, running
 
 _OWN_ENV = ("AMQP_URL", "DATABASE_URL")
 
@@ -66,13 +66,8 @@ def sqlite_settings(amqp_url: str, tmp_path: Path, storage_root: Path) -> Settin
 
 @pytest.fixture
 async def sqlite_worker(sqlite_settings: Settings) -> AsyncIterator[Worker]:
-    worker = build_worker(sqlite_settings)
-    await worker.start()
-    try:
+    async with running(sqlite_settings) as worker:
         yield worker
-    finally:
-        await worker.stop()
-        await delete_topology(sqlite_settings)
 
 
 async def test_a_second_worker_on_the_same_sqlite_file_refuses_to_start(
@@ -91,13 +86,8 @@ async def test_a_second_worker_on_the_same_sqlite_file_refuses_to_start(
     assert "PostgreSQL" in message
 
     await sqlite_worker.stop()  # once the owner is gone, the file is free again
-    third = build_worker(make_settings(amqp_url, sqlite_settings.database_url, other_root))
-    await third.start()
-    try:
+    async with running(make_settings(amqp_url, sqlite_settings.database_url, other_root)) as third:
         assert third.services is not None
-    finally:
-        await third.stop()
-        await delete_topology(third.settings)
 
 
 async def test_cli_run_on_a_held_database_exits_2_with_the_reason(

@@ -44,6 +44,12 @@ class NodeEvents:
         if self._conn is not None:
             await self._conn.close()
 
+    async def __aenter__(self) -> NodeEvents:
+        return await self.open()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
 
 async def http_get(port: int, path: str, method: str = "GET") -> tuple[int, dict[str, str], bytes]:
     """(status, headers, body) of one plain HTTP request to 127.0.0.1."""
