@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.bootstrap import build_worker
 from service.core.context import HandlerContext, Services
@@ -119,6 +120,16 @@ async def workers(amqp_url: str, database_url: str, storage_root: Path) -> Async
 def outcomes(worker: Worker) -> Outcomes:
     """Observe the ``worker`` fixture's settled commands (after reply and ack)."""
     return Outcomes(worker)
+
+
+@pytest.fixture
+async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    """An engine of our own on the test's database (disposed afterwards)."""
+    created = create_engine(database_url)
+    try:
+        yield created
+    finally:
+        await created.dispose()
 
 
 # --- broker-free: the worker's services ----------------------------------------------------------------------

@@ -5,21 +5,19 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from service.bootstrap import build_worker
 from service.cli import main
 from service.importer import LEGACY_ID_LABEL, artifact_id
-from service.transport.worker import Worker
 from tests.support.broker import ADMIN_AMQP
 from tests.support.bus import Bus, error, output
 from tests.support.databases import sqlite_url
 from tests.support.legacy_dir import Legacy, build, naive_utc
-from tests.support.workers import delete_topology, make_settings
+from tests.support.workers import Workers, make_settings, running
 
 MAX_FILE_BYTES = 4096
 
@@ -52,23 +50,13 @@ def table(out: str) -> dict[str, int]:
 
 
 @pytest.fixture
-async def reader(amqp_url: str, database_url: str, storage_root: Path) -> AsyncIterator[Any]:
-    """Starts a worker on the imported stores once the import is done, and an agent to ask it."""
-    started: list[tuple[Worker, Bus]] = []
+def reader(workers: Workers) -> Callable[[], Awaitable[Bus]]:
+    """Starts a worker on the imported stores once the import is done; returns an agent to ask it."""
 
     async def start() -> Bus:
-        settings = make_settings(amqp_url, database_url, storage_root, max_file_bytes=MAX_FILE_BYTES)
-        worker = build_worker(settings)
-        await worker.start()
-        agent = await Bus(settings.amqp_url, settings.exchange, settings.dlq).open()
-        started.append((worker, agent))
-        return agent
+        return (await workers.start(max_file_bytes=MAX_FILE_BYTES))[1]
 
-    yield start
-    for worker, agent in started:
-        await agent.close()
-        await worker.stop()
-        await delete_topology(worker.settings)
+    return start
 
 
 def files_under(folder: Path) -> list[Path]:
@@ -186,13 +174,8 @@ async def test_import_refuses_while_a_worker_owns_the_sqlite_database(
     monkeypatch.setattr("service.cli.setup_logging", lambda settings: None)
     source = build(tmp_path / "legacy", good=40, each_broken=1)
     settings = make_settings(amqp_url, url, storage_root)
-    worker = build_worker(settings)
-    await worker.start()
-    try:
+    async with running(settings):
         code, _, err = await cli(capsys, "import", str(source.root), "--no-progress")
-    finally:
-        await worker.stop()
-        await delete_topology(settings)
     assert code == 2 and "running worker owns the SQLite database" in err
     code, out, _ = await cli(capsys, "import", str(source.root), "--no-progress")
     assert table(out)["imported"] == len(source.good)

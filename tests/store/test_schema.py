@@ -32,18 +32,9 @@ from service.store.engine import schema
 from service.store.engine.db import create_engine
 from service.store.models import NAMING, Artifact, ArtifactLabel, Base, InboxRecord
 from service.store.types import UtcDateTime
-from tests.support.databases import create_pg_database, drop_pg_database
+from tests.support.databases import postgres_database
 from tests.support.requirements import require_postgres
-from tests.support.workers import delete_topology, make_settings
-
-
-@pytest.fixture
-async def engine(database_url: str) -> Any:
-    created = create_engine(database_url)
-    try:
-        yield created
-    finally:
-        await created.dispose()
+from tests.support.workers import make_settings, running
 
 
 def _drift(conn: Connection) -> list[Any]:
@@ -133,31 +124,20 @@ async def test_database_made_before_migrations_is_adopted(engine: AsyncEngine) -
 async def test_worker_refuses_an_unmigrated_postgres(amqp_url: str, storage_root: Path) -> None:
     """With migrate-on-start off, a worker on an empty PostgreSQL database refuses to start and says why."""
     await require_postgres()
-    url, name = await create_pg_database()
-    try:
+    async with postgres_database() as url:
         settings = make_settings(amqp_url, url, storage_root, migrate_on_start=False)
         with pytest.raises(schema.SchemaNotReady, match="storage-worker migrate"):
             await build_worker(settings).start()
-        settings = make_settings(amqp_url, url, storage_root, migrate_on_start=True)
-        worker = build_worker(settings)
-        await worker.start()
-        await worker.stop()
-        await delete_topology(settings)
-    finally:
-        await drop_pg_database(name)
+        async with running(make_settings(amqp_url, url, storage_root, migrate_on_start=True)) as worker:
+            assert worker.services is not None
 
 
 async def test_new_sqlite_database_is_created_on_start(amqp_url: str, tmp_path: Path, storage_root: Path) -> None:
     """`storage-worker run` on a brand-new SQLite file works without a migrate step or setting."""
     url = f"sqlite+aiosqlite:///{tmp_path / 'fresh.db'}"
-    worker = build_worker(make_settings(amqp_url, url, storage_root, migrate_on_start=False))
-    await worker.start()
-    try:
+    async with running(make_settings(amqp_url, url, storage_root, migrate_on_start=False)) as worker:
         assert worker.services is not None
         assert (await schema.state(worker.services.engine)).up_to_date
-    finally:
-        await worker.stop()
-        await delete_topology(worker.settings)
 
 
 async def test_outdated_sqlite_is_not_upgraded_unasked(amqp_url: str, tmp_path: Path, storage_root: Path) -> None:

@@ -7,11 +7,9 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-import pytest
 from sqlalchemy import text
 
 from service.store.engine import schema
-from service.store.engine.db import create_engine
 from tests.support.bus import Bus, error, output
 
 
@@ -39,15 +37,6 @@ async def test_a_cursor_not_issued_by_the_worker_is_invalid(bus: Bus) -> None:
     for forged in ("not-base64!", "eyJiZWZvcmUiOiAiMTAifQ", "eyJiZWZvcmUiOiAxZTMwMH0"):
         failure = error(await bus.call("get_thread", {"thread_id": thread_id, "cursor": forged}))
         assert failure["code"] == "INVALID_ARGUMENT" and failure["details"]["field"] == "cursor"
-
-
-@pytest.fixture
-async def engine(database_url: str) -> Any:
-    created = create_engine(database_url)
-    try:
-        yield created
-    finally:
-        await created.dispose()
 
 
 async def test_migration_0007_makes_old_threads_public_and_ownerless(engine: Any) -> None:
