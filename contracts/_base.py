@@ -18,3 +18,17 @@ class Params(BaseModel):
 
 class Output(BaseModel):
     model_config = ConfigDict(extra="allow")
+
+
+class PageParams(Params):
+    """A listing's page: how many items at most, and where the previous page stopped."""
+
+    limit: PageLimit = DEFAULT_PAGE
+    cursor: str | None = Field(default=None, max_length=1024)
+
+
+class Page(Output):
+    """A page of a listing: ``count`` items, and the cursor of the next page (None on the last)."""
+
+    count: int
+    next_cursor: str | None = None

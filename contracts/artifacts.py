@@ -6,7 +6,7 @@ from datetime import datetime
 
 from pydantic import Field
 
-from contracts._base import DEFAULT_PAGE, Output, PageLimit, Params
+from contracts._base import Output, Page, PageParams, Params
 from contracts.envelope import UtcDatetime
 from contracts.manifest import ArtifactId, ArtifactManifest, ArtifactStatus, Labels
 
@@ -36,7 +36,7 @@ class GetArtifactOutput(Output):
     manifest: ArtifactManifest
 
 
-class ListArtifactsParams(Params):
+class ListArtifactsParams(PageParams):
     trace_id: str | None = None
     artifact_type: str | None = None
     created_by: str | None = None
@@ -46,14 +46,10 @@ class ListArtifactsParams(Params):
     created_after: UtcDatetime | None = None
     created_before: UtcDatetime | None = None
     latest_only: bool = False
-    limit: PageLimit = DEFAULT_PAGE
-    cursor: str | None = Field(default=None, max_length=1024)
 
 
-class ListArtifactsOutput(Output):
-    count: int
+class ListArtifactsOutput(Page):
     artifacts: list[ArtifactManifest]
-    next_cursor: str | None = None
 
 
 class GetArtifactUriParams(Params):

@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, Field, StringConstraints
 
-from contracts._base import DEFAULT_PAGE, Output, PageLimit, Params
+from contracts._base import DEFAULT_PAGE, Output, Page, PageLimit, PageParams, Params
 from contracts.envelope import UtcDatetime
 from contracts.manifest import Labels, Visibility
 
@@ -68,17 +68,13 @@ class MemoryItem(Output):
     expires_at: UtcDatetime | None = None
 
 
-class SearchMemoryParams(Params):
+class SearchMemoryParams(PageParams):
     namespace_prefix: NamespacePrefix = Field(default_factory=list)
     labels: Labels = Field(default_factory=dict)
-    limit: PageLimit = DEFAULT_PAGE
-    cursor: str | None = Field(default=None, max_length=1024)
 
 
-class SearchMemoryOutput(Output):
-    count: int
+class SearchMemoryOutput(Page):
     items: list[MemoryItem]
-    next_cursor: str | None = None
 
 
 class ListNamespacesParams(Params):

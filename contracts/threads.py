@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 from pydantic import Field, StringConstraints
 
-from contracts._base import DEFAULT_PAGE, Output, PageLimit, Params
+from contracts._base import Output, Page, PageParams, Params
 from contracts.envelope import UtcDatetime
 from contracts.manifest import Visibility
 
@@ -97,20 +97,16 @@ class GetThreadOutput(Output):
     """Where the older messages continue; None when the page reaches the start of the history."""
 
 
-class ListThreadsParams(Params):
+class ListThreadsParams(PageParams):
     metadata: dict[Annotated[str, StringConstraints(min_length=1, max_length=128)], MetadataScalar] = Field(
         default_factory=dict, max_length=MAX_METADATA_FILTERS
     )
     created_after: UtcDatetime | None = None
     created_before: UtcDatetime | None = None
-    limit: PageLimit = DEFAULT_PAGE
-    cursor: str | None = Field(default=None, max_length=1024)
 
 
-class ListThreadsOutput(Output):
-    count: int
+class ListThreadsOutput(Page):
     threads: list[ThreadInfo]
-    next_cursor: str | None = None
 
 
 class DeleteThreadParams(Params):
