@@ -17,7 +17,6 @@ import pytest
 from sqlalchemy import func, select
 
 from contracts import make_command, topology
-from service.bootstrap import build_worker
 from service.settings import Settings
 from service.store import inbox
 from service.store.engine.db import create_engine
@@ -26,7 +25,7 @@ from service.transport.worker import Worker
 from tests.support.artifacts import manifest_for
 from tests.support.broker import ADMIN_AMQP
 from tests.support.bus import Bus, output
-from tests.support.workers import delete_topology, make_settings
+from tests.support.workers import make_settings, running_together
 
 UNIQUE_ARTIFACTS = 1500
 ARTIFACT_SAME_ID = 500  # the same envelope published twice
@@ -111,15 +110,8 @@ def _add_save(plan: Plan, j: int) -> None:
 @pytest.fixture
 async def two_workers(amqp_url: str, pg_url: str, storage_root: Path) -> AsyncIterator[list[Worker]]:
     first = make_settings(amqp_url, pg_url, storage_root, node_name="storage-a")
-    second: Settings = first.model_copy(update={"node_name": "storage-b"})
-    workers = [build_worker(first), build_worker(second)]
-    await asyncio.gather(*(w.start() for w in workers))  # both migrate on start: the advisory lock serialises
-    try:
+    async with running_together(first, first.model_copy(update={"node_name": "storage-b"})) as workers:
         yield workers
-    finally:
-        for worker in workers:  # the ones the test did not stop itself
-            await worker.stop()
-        await delete_topology(first)
 
 
 @pytest.mark.timeout(900)

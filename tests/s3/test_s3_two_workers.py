@@ -11,32 +11,20 @@ from typing import Any
 
 import pytest
 
-from service.bootstrap import build_worker
 from service.transport.worker import Worker
 from tests.support.artifacts import new_artifact_id
 from tests.support.bus import Bus, output
-from tests.support.databases import create_pg_database, drop_pg_database
-from tests.support.requirements import require_postgres
-from tests.support.workers import delete_topology, make_settings
+from tests.support.workers import make_settings, running_together
 
 ARTIFACTS = 120
 RETRIED = 40  # of which re-sent under a new envelope id (no key): answered already_exists
 
 
 @pytest.fixture
-async def pool(amqp_url: str, s3_root: str, tmp_path: Path) -> AsyncIterator[list[Worker]]:
-    await require_postgres()
-    url, name = await create_pg_database()
-    first = make_settings(amqp_url, url, tmp_path).model_copy(update={"storage_root": s3_root, "node_name": "s3-a"})
-    workers = [build_worker(first), build_worker(first.model_copy(update={"node_name": "s3-b"}))]
-    try:
-        await asyncio.gather(*(w.start() for w in workers))
+async def pool(amqp_url: str, pg_url: str, s3_root: str, tmp_path: Path) -> AsyncIterator[list[Worker]]:
+    first = make_settings(amqp_url, pg_url, tmp_path).model_copy(update={"storage_root": s3_root, "node_name": "s3-a"})
+    async with running_together(first, first.model_copy(update={"node_name": "s3-b"})) as workers:
         yield workers
-    finally:
-        for worker in workers:
-            await worker.stop()
-        await delete_topology(first)
-        await drop_pg_database(name)
 
 
 async def test_two_workers_on_s3_register_each_artifact_once(pool: list[Worker], s3_root: str, agent_fs: Any) -> None:

@@ -79,6 +79,19 @@ async def running(settings: Settings, *, prepare: Callable[[Worker], object] | N
         await delete_topology(settings)
 
 
+@asynccontextmanager
+async def running_together(*all_settings: Settings) -> AsyncIterator[list[Worker]]:
+    """Workers started at once on one queue (settings that differ in node name, say), all stopped on exit."""
+    workers = [build_worker(settings) for settings in all_settings]
+    try:
+        await asyncio.gather(*(worker.start() for worker in workers))  # both migrate: the advisory lock serialises
+        yield workers
+    finally:
+        for worker in workers:  # stopping twice is harmless: a test may stop one itself
+            await worker.stop()
+        await delete_topology(all_settings[0])
+
+
 class Workers:
     """Workers (each with an agent on its exchange) started with overridden settings, stopped at teardown."""
 
