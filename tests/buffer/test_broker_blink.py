@@ -9,8 +9,9 @@ from pathlib import Path
 import aio_pika
 import pytest
 
-from buffer import Buffered, ReplayReport, StorageClient
+from buffer import Buffered, StorageClient
 from contracts import CommandEnvelope, ResultData, ResultEnvelope
+from tests.support.client import replay_emptied
 from tests.support.private_broker import PrivateBroker
 from tests.support.requirements import require_rabbitmq_server
 
@@ -82,13 +83,7 @@ async def test_client_survives_a_broker_crash(tmp_path: Path) -> None:
                 during = [await storage.save_thread(f"during-{i}") for i in range(3)]
                 assert all(isinstance(o, Buffered) for o in during)
 
-                emptied = asyncio.Event()
-
-                def observe(report: ReplayReport) -> None:
-                    if report.sent and report.remaining == 0:
-                        emptied.set()
-
-                storage.on_replay.append(observe)
+                emptied = replay_emptied(storage)
                 await broker.start()
                 await asyncio.wait_for(emptied.wait(), 60)
                 assert not isinstance(await storage.save_thread("after"), Buffered)

@@ -53,6 +53,11 @@ def test_purge_needs_a_choice_and_confirmation_for_pending(tmp_path: Path, capsy
     assert buffer.entries() == []
 
 
+def _to(worker: Worker, buffer_dir: Path) -> list[str]:
+    """The options that point ``storage-buffer replay`` at a buffer and at the worker's broker and exchange."""
+    return ["--dir", str(buffer_dir), "--amqp-url", worker.settings.amqp_url, "--exchange", worker.settings.exchange]
+
+
 async def _run_cli(*args: str) -> tuple[int, str, str]:
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "buffer.cli", *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
@@ -74,15 +79,7 @@ async def test_replay_command_delivers_buffered_commands(
     unreachable = await _run_cli("replay", "--dir", str(buffer_dir), "--amqp-url", closed_amqp_url, "--exchange", "x")
     assert unreachable[0] == 1 and "remaining 3" in unreachable[1]
 
-    code, out, err = await _run_cli(
-        "replay",
-        "--dir",
-        str(buffer_dir),
-        "--amqp-url",
-        worker.settings.amqp_url,
-        "--exchange",
-        worker.settings.exchange,
-    )
+    code, out, err = await _run_cli("replay", *_to(worker, buffer_dir))
     assert code == 0, err
     assert "replayed 3, failed 0, remaining 0" in out
     assert "3/3" in err, "the progress bar reached the end"
@@ -106,12 +103,7 @@ async def test_replay_command_puts_orphaned_files_back(worker: Worker, buffer_di
 
     code, out_text, err = await _run_cli(
         "replay",
-        "--dir",
-        str(buffer_dir),
-        "--amqp-url",
-        worker.settings.amqp_url,
-        "--exchange",
-        worker.settings.exchange,
+        *_to(worker, buffer_dir),
         "--storage-root",
         worker.settings.storage_root,
         "--no-progress",

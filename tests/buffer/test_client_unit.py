@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,20 @@ def saved(env: CommandEnvelope) -> dict[str, Any]:
         "updated": 0,
         "trimmed": 0,
     }
+
+
+@dataclass
+class Outage:
+    """A fake worker that answers UNAVAILABLE while ``down``, then saves (``answered`` tells it did)."""
+
+    down: bool = True
+    answered: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def __call__(self, env: CommandEnvelope) -> Reply | Exception:
+        if self.down:
+            return Unavailable("down")
+        self.answered.set()
+        return result(saved(env))
 
 
 def client_with(
@@ -152,16 +167,12 @@ async def test_while_worker_is_known_down_new_writes_queue_behind_buffered_ones(
 
 async def test_replay_after_recovery_sends_original_envelope_without_expiration(tmp_path: Path) -> None:
     """When the worker is back, the buffered command goes out with its original id, no expiration, and is removed."""
-    down = True
-
-    def respond(env: CommandEnvelope) -> Reply | Exception:
-        return Unavailable("down") if down else result(saved(env))
-
-    client, transport, _ = client_with(tmp_path, respond)
+    worker = Outage()
+    client, transport, _ = client_with(tmp_path, worker)
     async with client:
         buffered = await client.save_thread("t-r")
         assert isinstance(buffered, Buffered)
-        down = False
+        worker.down = False
         report = await client.replay()
         assert report.sent == 1 and report.remaining == 0
         replayed = transport.sent[-1]
@@ -172,15 +183,11 @@ async def test_replay_after_recovery_sends_original_envelope_without_expiration(
 
 async def test_new_write_replays_the_buffer_first_when_the_worker_is_back(tmp_path: Path) -> None:
     """A write made after the worker came back reaches it after the buffered ones, never before them."""
-    down = True
-
-    def respond(env: CommandEnvelope) -> Reply | Exception:
-        return Unavailable("down") if down else result(saved(env))
-
-    client, transport, _ = client_with(tmp_path, respond)
+    worker = Outage()
+    client, transport, _ = client_with(tmp_path, worker)
     async with client:
         await client.save_thread("t-old")
-        down = False
+        worker.down = False
         client._on_worker_event("evt.node.registered")  # the worker announced itself: no longer known down
         await client.save_thread("t-new")
     last_two = [(s.envelope.data.params["thread_id"], s.expire) for s in transport.sent[-2:]]
@@ -189,38 +196,26 @@ async def test_new_write_replays_the_buffer_first_when_the_worker_is_back(tmp_pa
 
 async def test_worker_event_triggers_replay_before_the_heartbeat(tmp_path: Path) -> None:
     """A storage node announcing itself makes the client replay at once instead of waiting for its next tick."""
-    down = True
-    replayed = asyncio.Event()
-
-    def respond(env: CommandEnvelope) -> Reply | Exception:
-        if down:
-            return Unavailable("down")
-        replayed.set()
-        return result(saved(env))
-
-    client, _, _ = client_with(tmp_path, respond, heartbeat_s=3600)
+    worker = Outage()
+    client, _, _ = client_with(tmp_path, worker, heartbeat_s=3600)
     async with client:
         await client.save_thread("t-e")
-        down = False
+        worker.down = False
         client._on_worker_event("evt.node.registered")
-        await asyncio.wait_for(replayed.wait(), 10)
+        await asyncio.wait_for(worker.answered.wait(), 10)
         report = await client.replay()  # waits for the heartbeat's pass to finish, then finds nothing left
         assert report.sent == 0 and report.remaining == 0
 
 
 async def test_heartbeat_replays_without_any_call(tmp_path: Path) -> None:
     """With no worker announcement and no new call, the heartbeat alone delivers what was buffered."""
-    down = True
-
-    def respond(env: CommandEnvelope) -> Reply | Exception:
-        return Unavailable("down") if down else result(saved(env))
-
-    client, transport, _ = client_with(tmp_path, respond, heartbeat_s=0.05)
+    worker = Outage()
+    client, transport, _ = client_with(tmp_path, worker, heartbeat_s=0.05)
     delivered = asyncio.Event()
     client.on_replay.append(lambda report: delivered.set() if report.sent else None)
     async with client:
         buffered = await client.save_thread("t-h")
-        down = False
+        worker.down = False
         await asyncio.wait_for(delivered.wait(), 10)
     assert isinstance(buffered, Buffered)
     assert transport.sent[-1].envelope.id == buffered.command_id and not transport.sent[-1].expire

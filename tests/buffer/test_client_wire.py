@@ -11,10 +11,10 @@ from pathlib import Path
 import aio_pika
 import pytest
 
-from buffer import BrokerUnavailable, Buffered, CallTimeout, NotFound, ReplayReport, StorageClient, Unroutable
+from buffer import BrokerUnavailable, Buffered, CallTimeout, NotFound, StorageClient, Unroutable
 from contracts import RESULT_TYPE, ResultData, ResultEnvelope
 from service.transport.worker import Worker
-from tests.support.client import FAST_RETRIES, client_settings
+from tests.support.client import FAST_RETRIES, client_settings, replay_emptied
 
 
 async def test_agent_uploads_gets_and_lists_artifacts(worker: Worker, buffer_dir: Path) -> None:
@@ -115,13 +115,7 @@ async def test_worker_announcement_triggers_replay(worker: Worker, buffer_dir: P
         await worker.stop()
         out = await storage.save_thread("th-evt", [{"role": "user", "content": "while down"}])
         assert isinstance(out, Buffered)
-        emptied = asyncio.Event()
-
-        def observe(report: ReplayReport) -> None:
-            if report.sent and report.remaining == 0:
-                emptied.set()
-
-        storage.on_replay.append(observe)
+        emptied = replay_emptied(storage)
         await worker.start()
         await asyncio.wait_for(emptied.wait(), 30)
         assert [m.content for m in (await storage.get_thread("th-evt")).messages] == ["while down"]

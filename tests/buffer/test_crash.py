@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import os
 import random
-import signal
-import sys
 from pathlib import Path
 
 import pytest
 
 from buffer import StorageClient
 from service.transport.worker import Worker
+from tests.support.agents import agent_process, killed_after
 from tests.support.client import client_settings
 
-REPO = Path(__file__).resolve().parents[2]
 KILLS = 20
 
 pytestmark = pytest.mark.faults
@@ -24,26 +21,11 @@ pytestmark = pytest.mark.faults
 
 async def _run_until_killed(args: list[str], delay_s: float) -> None:
     """Start the agent process, wait for ``ready``, let it work ``delay_s``, then SIGKILL it (if still alive)."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "tests.support.agent_proc", *args,
-        cwd=REPO, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    assert proc.stdout is not None and proc.stderr is not None
-    try:
-        line = await asyncio.wait_for(proc.stdout.readline(), 60)
-        if line.strip() != b"ready":
-            raise AssertionError(f"agent did not start: {line!r} {await proc.stderr.read()!r}")
-        try:
-            await asyncio.wait_for(proc.wait(), delay_s)
-        except TimeoutError:
-            proc.send_signal(signal.SIGKILL)
-        else:
+    async with agent_process("tests.support.agent_proc", *args) as proc:
+        if not await killed_after(proc, delay_s):
+            assert proc.stderr is not None
             stderr = await proc.stderr.read()
             assert proc.returncode == 0, f"agent failed on its own: {stderr.decode()[-2000:]}"
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-        await proc.wait()
 
 
 async def test_sigkill_during_spill_and_replay_loses_no_acknowledged_command(

@@ -8,16 +8,15 @@ import os
 import random
 import shutil
 import signal
-import sys
 from pathlib import Path
 
 import pytest
 
 from buffer import SpillBuffer
+from tests.support.agents import agent_process, killed_after
 from tests.support.copy_proc import SIZE
 from tests.support.file_copy import Root, replayer, worker_registering
 
-REPO = Path(__file__).resolve().parents[2]
 KILLS = 12
 
 pytestmark = pytest.mark.faults
@@ -25,30 +24,14 @@ pytestmark = pytest.mark.faults
 
 async def _spill_until_killed(args: list[str], *, stall: bool, delay_s: float) -> None:
     """Run the spilling agent; kill it while a copy stalls half-written, or ``delay_s`` after it is ready."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "tests.support.copy_proc", *args,
-        cwd=REPO, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    assert proc.stdout is not None and proc.stderr is not None
-    try:
-        line = await asyncio.wait_for(proc.stdout.readline(), 60)
-        if line.strip() != b"ready":
-            raise AssertionError(f"agent did not start: {line!r} {await proc.stderr.read()!r}")
+    async with agent_process("tests.support.copy_proc", *args, stdin=True) as proc:
+        assert proc.stdout is not None and proc.stderr is not None
         if stall:
             line = await asyncio.wait_for(proc.stdout.readline(), 60)
             assert line.strip() == b"stalled", f"{line!r} {await proc.stderr.read()!r}"
             proc.send_signal(signal.SIGKILL)
-        else:
-            try:
-                await asyncio.wait_for(proc.wait(), delay_s)
-            except TimeoutError:
-                proc.send_signal(signal.SIGKILL)
-            else:
-                raise AssertionError(f"agent stopped on its own: {(await proc.stderr.read()).decode()[-2000:]}")
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-        await proc.wait()
+        elif not await killed_after(proc, delay_s):
+            raise AssertionError(f"agent stopped on its own: {(await proc.stderr.read()).decode()[-2000:]}")
 
 
 async def test_sigkill_during_copy_leaves_whole_pairs_or_counted_quarantine(tmp_path: Path) -> None:
