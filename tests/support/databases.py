@@ -29,19 +29,20 @@ async def pg_available() -> bool:
 async def create_pg_database() -> tuple[str, str]:
     """Create an empty database; returns (its SQLAlchemy URL, its name)."""
     name = f"storage_test_{uuid.uuid4().hex[:12]}"
-    conn = await asyncpg.connect(PG_ADMIN_DSN)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
+    await _as_admin(f'CREATE DATABASE "{name}"')
     base = PG_ADMIN_DSN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://", 1)
     return f"{base}/{name}", name
 
 
 async def drop_pg_database(name: str) -> None:
+    await _as_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+async def _as_admin(statement: str) -> None:
+    """One statement on the server's admin database, in a connection of its own (no transaction around it)."""
     conn = await asyncpg.connect(PG_ADMIN_DSN)
     try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await conn.execute(statement)
     finally:
         await conn.close()
 

@@ -24,7 +24,7 @@ import urllib.request
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 CLI_PORTS = range(35672, 35683)
 """Erlang distribution ports the RabbitMQ CLI tools take for themselves: never hand these to the node."""
@@ -74,8 +74,30 @@ def _port_open(port: int) -> bool:
     return False
 
 
+class PrivateServer:
+    """``async with`` for a private server: ``open()`` on the way in (``close()`` if that fails part-way, so
+    nothing is left running), ``close()`` on the way out."""
+
+    async def open(self) -> None:
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Self:
+        try:
+            await self.open()
+        except BaseException:
+            await self.close()
+            raise
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+
 @dataclass
-class PrivateBroker:
+class PrivateBroker(PrivateServer):
     """One private node. Use ``async with PrivateBroker(tmp_path) as broker:``; it is always cleaned up."""
 
     base: Path
@@ -104,16 +126,8 @@ class PrivateBroker:
     def running(self) -> bool:
         return self._proc is not None and self._proc.returncode is None
 
-    async def __aenter__(self) -> PrivateBroker:
-        try:
-            await self.start()
-        except BaseException:
-            await self.close()
-            raise
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.close()
+    async def open(self) -> None:
+        await self.start()
 
     # -- life cycle ------------------------------------------------------------------------------
 

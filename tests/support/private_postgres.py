@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.support.private_broker import spare_ports
+from tests.support.private_broker import PrivateServer, spare_ports
 
 PG_ACCOUNT = "postgres"
 
@@ -36,7 +36,7 @@ def postgres_bin_dir() -> Path | None:
     return None
 
 
-class PrivatePostgres:
+class PrivatePostgres(PrivateServer):
     """``async with PrivatePostgres() as pg:``; ``stop()`` is an immediate shutdown (a crash, to clients)."""
 
     def __init__(self) -> None:
@@ -58,17 +58,9 @@ class PrivatePostgres:
     def url(self) -> str:
         return f"postgresql+asyncpg://postgres@127.0.0.1:{self.port}/postgres"
 
-    async def __aenter__(self) -> PrivatePostgres:
-        try:
-            await self._run("initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8")
-            await self.start()
-        except BaseException:
-            await self.close()
-            raise
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.close()
+    async def open(self) -> None:
+        await self._run("initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8")
+        await self.start()
 
     async def start(self) -> float:
         began = time.monotonic()

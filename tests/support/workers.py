@@ -54,15 +54,12 @@ class Declared(Protocol):
 
 async def delete_topology(declared: Declared) -> None:
     """Remove a test worker's queues and exchanges from the shared broker."""
-    conn = await aio_pika.connect(declared.amqp_url)
-    try:
+    async with await aio_pika.connect(declared.amqp_url) as conn:
         channel = await conn.channel()
         for queue in (declared.queue, declared.dlq):
             await channel.queue_delete(queue)
         for exchange in (declared.exchange, topology.dlx_name(declared.exchange)):
             await channel.exchange_delete(exchange)
-    finally:
-        await conn.close()
 
 
 @asynccontextmanager
@@ -82,7 +79,7 @@ async def running(settings: Settings, *, prepare: Callable[[Worker], object] | N
 @asynccontextmanager
 async def running_together(*all_settings: Settings) -> AsyncIterator[list[Worker]]:
     """Workers started at once on one queue (settings that differ in node name, say), all stopped on exit."""
-    workers = [build_worker(settings) for settings in all_settings]
+    workers: list[Worker] = [build_worker(settings) for settings in all_settings]
     try:
         await asyncio.gather(*(worker.start() for worker in workers))  # both migrate: the advisory lock serialises
         yield workers
