@@ -355,12 +355,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     started = time.strftime("%Y%m%d-%H%M%S")
     results = Bench(args).run()
+    summary = report.table(results)
     print()
-    print(report.table(results))
+    print(summary)
     args.out.mkdir(parents=True, exist_ok=True)
     json_path = report.write_json(results, args.out / f"throughput-{started}.json")
     png_path = report.chart(results, args.out / f"throughput-{started}.png")
-    print(f"\nwrote {json_path} and {png_path}")
+    command = "python -m bench.throughput " + " ".join(argv if argv is not None else sys.argv[1:])
+    (args.out / f"throughput-{started}.txt").write_text(f"{command}\n\n{summary}\n")
+    print(f"\nwrote {json_path}, {png_path} and the table as .txt")
     return 0
 
 
