@@ -13,7 +13,7 @@ import signal
 
 import pytest
 
-from tests.support.fault_commands import file_matches, register_commands, reply_kind, same_reply
+from tests.support.fault_commands import file_matches, first_result, register_commands, same_reply
 from tests.support.store_view import StoreView
 from tests.support.tally import Tally
 from tests.support.worker_process import SpawnWorker
@@ -66,11 +66,7 @@ async def test_crash_between_commit_reply_and_ack_keeps_one_effect_and_one_reply
     for c in commands:
         replies = bus.replies.get(c.id, [])
         again = bus.replies.get(f"again-{c.id}", [])
-        if not replies:
-            continue
-        first = replies[0]
-        if reply_kind(first) != "RESULT":
-            tally.unexpected.append(f"{c.id}: {reply_kind(first)} {first['data']}")
+        if (first := first_result(tally, c.id, replies)) is None:
             continue
         if first["data"]["output"]["registered"] is not True:
             tally.duplicated.append(f"{c.id}: executed again (registered=false)")

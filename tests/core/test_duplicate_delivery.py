@@ -11,7 +11,7 @@ import random
 
 import pytest
 
-from tests.support.fault_commands import register_commands, reply_kind, same_reply
+from tests.support.fault_commands import first_result, register_commands, same_reply
 from tests.support.store_view import StoreView
 from tests.support.tally import Tally
 from tests.support.worker_process import SpawnWorker
@@ -45,11 +45,7 @@ async def test_same_command_published_three_times_takes_effect_once(spawn_worker
         replies = [r for k in range(COPIES) for r in bus.replies.get(f"{c.id}#{k}", [])]
         if len(replies) > COPIES:
             tally.duplicated.append(f"{c.id}: {len(replies)} replies to {COPIES} copies")
-        if not replies:
-            continue
-        first = replies[0]
-        if reply_kind(first) != "RESULT":
-            tally.unexpected.append(f"{c.id}: {first['data']}")
+        if (first := first_result(tally, c.id, replies)) is None:
             continue
         registered_true += sum(1 for r in replies if r["data"]["output"]["registered"] is True)
         if any(r["data"]["output"]["already_exists"] for r in replies):

@@ -156,17 +156,21 @@ async def test_delete_and_cleanup_move_objects_through_orphans(
     assert gone == {"old_orphans": 3} and agent_fs.find(f"{s3_root}/orphans") == []
 
 
+def _lose_connection_in(worker: Worker, method: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make the worker's S3 filesystem fail ``method`` the way a dropped connection does."""
+
+    def lost(*args: Any, **kwargs: Any) -> None:
+        raise ConnectionError("connection to S3 lost")
+
+    assert worker.services is not None
+    monkeypatch.setattr(worker.services.files.fs, method, lost)
+
+
 async def test_crash_between_commit_and_copy_is_repaired_by_recovery(
     s3_worker: Worker, s3_bus: Bus, s3_root: str, agent_fs: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """If the copy after the commit fails, the agent still gets SUCCESS and startup recovery places the file."""
-    assert s3_worker.services is not None
-    store_fs = s3_worker.services.files.fs
-
-    def broken_copy(*args: Any, **kwargs: Any) -> None:
-        raise ConnectionError("connection to S3 lost")
-
-    monkeypatch.setattr(store_fs, "copy", broken_copy)
+    _lose_connection_in(s3_worker, "copy", monkeypatch)
     data = b"committed, never copied"
     source = _upload(agent_fs, s3_root, data)
     manifest = _manifest(source, data)
@@ -183,13 +187,7 @@ async def test_crash_between_copy_and_delete_leaves_only_a_temp_copy_for_cleanup
     s3_worker: Worker, s3_bus: Bus, s3_root: str, agent_fs: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """If the delete after the copy fails, the artifact is whole; the stale upload is retired by the temp sweep."""
-    assert s3_worker.services is not None
-    store_fs = s3_worker.services.files.fs
-
-    def broken_rm(*args: Any, **kwargs: Any) -> None:
-        raise ConnectionError("connection to S3 lost")
-
-    monkeypatch.setattr(store_fs, "rm", broken_rm)
+    _lose_connection_in(s3_worker, "rm", monkeypatch)
     data = b"copied, never deleted"
     source = _upload(agent_fs, s3_root, data)
     result = output(await _register(s3_bus, _manifest(source, data)))

@@ -10,6 +10,7 @@ from typing import Any
 
 from contracts import CommandEnvelope, make_command
 from tests.support.artifacts import manifest_for
+from tests.support.tally import Tally
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +53,17 @@ def reply_kind(reply: dict[str, Any]) -> str:
     if reply.get("type") == "ai.team.result":
         return "RESULT"
     return f"ERROR {reply.get('data', {}).get('error', {}).get('code')}"
+
+
+def first_result(tally: Tally, command_id: str, replies: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """A command's first reply when it is a RESULT (an ERROR is counted unexpected); None when there is none."""
+    if not replies:
+        return None
+    first = replies[0]
+    if reply_kind(first) != "RESULT":
+        tally.unexpected.append(f"{command_id}: {reply_kind(first)} {first['data']}")
+        return None
+    return first
 
 
 def same_reply(a: dict[str, Any], b: dict[str, Any]) -> bool:

@@ -73,25 +73,11 @@ class WorkerProcess:
     def __init__(self, env: dict[str, str], folder: Path) -> None:
         self.env = env
         self.folder = folder
+        self.amqp_url, self.exchange = env["AMQP_URL"], env["STORAGE_EXCHANGE"]
+        self.queue, self.dlq = env["STORAGE_QUEUE"], env["STORAGE_DLQ"]
         self.runs: list[Run] = []
         self._proc: asyncio.subprocess.Process | None = None
         self._reader: asyncio.Task[None] | None = None
-
-    @property
-    def amqp_url(self) -> str:
-        return self.env["AMQP_URL"]
-
-    @property
-    def queue(self) -> str:
-        return self.env["STORAGE_QUEUE"]
-
-    @property
-    def dlq(self) -> str:
-        return self.env["STORAGE_DLQ"]
-
-    @property
-    def exchange(self) -> str:
-        return self.env["STORAGE_EXCHANGE"]
 
     @property
     def storage_root(self) -> Path:

@@ -88,14 +88,18 @@ async def test_metadata_filters_all_must_match_including_cyrillic_and_numbers(bu
     ]
 
 
+async def _tagged_threads(bus: Bus, count: int) -> tuple[str, list[str]]:
+    """``count`` empty threads saved one after another under a fresh ``tag`` metadata value; (tag, ids in order)."""
+    tag = uuid.uuid4().hex
+    ids = [_thread_id() for _ in range(count)]
+    for thread_id in ids:
+        await _save(bus, thread_id, [], metadata={"tag": tag})
+    return tag, ids
+
+
 async def test_list_pages_newest_first_with_a_cursor(bus: Bus) -> None:
     """Paging with limit and next_cursor visits every thread once, newest first, and ends with a null cursor."""
-    tag = uuid.uuid4().hex
-    made = []
-    for _ in range(7):
-        thread_id = _thread_id()
-        await _save(bus, thread_id, [], metadata={"tag": tag})
-        made.append(thread_id)
+    tag, made = await _tagged_threads(bus, 7)
     seen: list[str] = []
     cursor = None
     while True:
@@ -110,12 +114,7 @@ async def test_list_pages_newest_first_with_a_cursor(bus: Bus) -> None:
 
 async def test_list_time_range(bus: Bus) -> None:
     """created_after and created_before narrow the listing to threads created in that window."""
-    tag = uuid.uuid4().hex
-    ids = []
-    for _ in range(3):
-        thread_id = _thread_id()
-        await _save(bus, thread_id, [], metadata={"tag": tag})
-        ids.append(thread_id)
+    tag, ids = await _tagged_threads(bus, 3)
     threads = {t["thread_id"]: t for t in (await _list(bus, metadata={"tag": tag}))["threads"]}
     middle = threads[ids[1]]["created_at"]
     after = await _list(bus, metadata={"tag": tag}, created_after=middle)
