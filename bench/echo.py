@@ -16,8 +16,10 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from multiprocessing.connection import Connection
+from typing import cast
 
 import aio_pika
+import aiormq
 from pamqp.commands import Basic
 
 from bench.common import PREFETCH, Names, declare_command_queue, serve_until_terminated
@@ -74,7 +76,7 @@ async def start_lean(amqp_url: str, names: Names) -> Callable[[], Awaitable[None
                 message_id=message.message_id,
             )
             # Not waiting for the frame's write frees the channel for the next reply; the confirm is awaited.
-            await message.channel.basic_publish(
+            await cast(aiormq.Channel, message.channel).basic_publish(  # the abstract channel lacks wait=
                 message.body,
                 exchange="",
                 routing_key=message.reply_to,

@@ -167,7 +167,7 @@ class LoadGenerator:
             raise RuntimeError(f"load generator failed to start: {value}")
         return self
 
-    def run(self, run: Run, on_checkpoint: Callable[[int], None] | None = None) -> dict[str, Any]:
+    def run(self, run: Run, on_checkpoint: Callable[[int], object] | None = None) -> dict[str, Any]:
         self._conn.send(run)
         while True:
             state, value = self._conn.recv()

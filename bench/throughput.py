@@ -246,7 +246,7 @@ class Bench:
         try:
             lean_echo = start_lean_echo(args.amqp_url)
             started.append(lean_echo)
-            systems = [(lean_echo, ("echo",), self._echo_base())]
+            systems: list[tuple[System, tuple[str, ...], Workload]] = [(lean_echo, ("echo",), self._echo_base())]
             plain_echo = start_echo(args.amqp_url)
             started.append(plain_echo)
             systems.append((plain_echo, ("echo",), self._echo_base()))
