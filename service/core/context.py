@@ -9,6 +9,7 @@ its end, post-commit work included. ``write`` is a plain short transaction (clea
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
@@ -18,7 +19,7 @@ from typing import TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from contracts import DeadlineExceeded, utc_now
+from contracts import DeadlineExceeded, StorageError, utc_now
 from service.core.recording import Committed, Recorder
 from service.faults import FaultHooks
 from service.files import FileStore
@@ -28,6 +29,8 @@ from service.store.engine.db import read_connection
 from service.store.engine.lock import DatabaseLock
 from service.store.engine.lookups import PointLookups
 from service.store.engine.writer import SingleWriter
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 Job = Callable[[AsyncConnection], Awaitable[T]]
@@ -108,8 +111,12 @@ class HandlerContext:
             if done < self.batch:
                 return total
 
-    async def commit(self, job: Job[T]) -> Committed[T]:
+    async def commit(self, job: Job[T], *, then: Callable[[T], Awaitable[None]] | None = None) -> Committed[T]:
         """The command's commit point: ``job`` through the single writer, with its inbox record when recorded.
+
+        ``then`` is the work that follows the commit (moving a file into place, retiring one): it may fail
+        (a storage outage) without changing the answer, since the commit stands and recovery or cleanup
+        finishes what it left; the failure is logged and the committed reply is still the command's reply.
 
         Under a deadline the job first checks it, inside the writer: run out (the handler was told
         DEADLINE_EXCEEDED while the job waited in the queue) → it raises, its savepoint rolls back and
@@ -118,10 +125,19 @@ class HandlerContext:
         if self.deadline is not None:
             job = _within(job, self.deadline)
         if self.recorder is None:
-            return Committed(await self.services.writer.submit(job))
-        if self.services.faults.raises_in(self.recorder.action):
-            job = _failing(job, self.services.faults, self.recorder.action)
-        return await self.recorder.write(self.services.writer, job)
+            committed = Committed(await self.services.writer.submit(job))
+        else:
+            if self.services.faults.raises_in(self.recorder.action):
+                job = _failing(job, self.services.faults, self.recorder.action)
+            committed = await self.recorder.write(self.services.writer, job)
+        if then is not None:
+            try:
+                await then(committed.output)
+            except StorageError as exc:
+                log.warning(
+                    "committed; what follows the commit failed and is left to recovery: %s %s", exc, exc.details
+                )
+        return committed
 
 
 def _within(job: Job[T], deadline: asyncio.Timeout) -> Job[T]:

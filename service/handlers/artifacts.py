@@ -120,11 +120,13 @@ async def _commit_and_place(
             return await _lost_race(conn, final, manifest, requester)
         return _registration(final, new=True)
 
-    committed = await ctx.commit(commit)
-    if committed.output.registered:
-        ctx.services.faults.hit("after_commit")
-        if not await files.place(upload, dest):
-            await _fail_tampered(ctx, final.id, manifest.uri)
+    async def place(output: RegisterArtifactOutput) -> None:
+        if output.registered:
+            ctx.services.faults.hit("after_commit")
+            if not await files.place(upload, dest):
+                await _fail_tampered(ctx, final.id, manifest.uri)
+
+    committed = await ctx.commit(commit, then=place)
     return committed
 
 
@@ -294,7 +296,9 @@ async def delete_artifact(params: DeleteArtifactParams, ctx: HandlerContext) -> 
             removed.append(row.uri)
         return DeleteArtifactOutput(artifact_id=params.artifact_id, deleted=row is not None)
 
-    committed = await ctx.commit(commit)
-    for uri in removed:
-        await ctx.files.to_orphans(ctx.files.resolve_stored(uri))
+    async def retire(_: DeleteArtifactOutput) -> None:
+        for uri in removed:
+            await ctx.files.to_orphans(ctx.files.resolve_stored(uri))
+
+    committed = await ctx.commit(commit, then=retire)
     return committed

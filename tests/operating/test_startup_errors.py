@@ -27,6 +27,7 @@ from service.store.engine import schema
 from service.store.engine.db import create_engine
 from tests.support.databases import PG_ADMIN_DSN
 from tests.support.legacy_dir import build
+from tests.support.requirements import missing
 
 START_TIMEOUT_S = 90
 PG_SERVER = urlsplit(PG_ADMIN_DSN).netloc
@@ -125,7 +126,7 @@ def test_a_missing_postgres_database_is_one_line(tmp_path: Path) -> None:
     url = f"postgresql+asyncpg://{PG_SERVER}/does_not_exist"
     outcome = storage_worker("run", env=environment(tmp_path, DATABASE_URL=url), cwd=tmp_path)
     if outcome.code == Exit.DATABASE_UNREACHABLE:
-        pytest.skip(f"no PostgreSQL at {PG_SERVER}: {outcome.stderr}")
+        missing(f"no PostgreSQL at {PG_SERVER}: {outcome.stderr}")
     assert_one_line(outcome, Exit.DATABASE_MISSING, "database", '"does_not_exist" does not exist', "createdb")
 
 
@@ -227,9 +228,8 @@ def test_a_read_only_storage_root_is_one_line(tmp_path: Path) -> None:
 @pytest.fixture(scope="module")
 def s3_endpoint() -> Iterator[str]:
     """moto's S3 on loopback, with one bucket, ``present``."""
-    server_module = pytest.importorskip("moto.server")
-    pytest.importorskip("s3fs")
     import boto3
+    import moto.server as server_module
 
     server = server_module.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
