@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import report
+from bench import chart, report
 from bench.commands import MIX, READ_TRACE, WRITE_TRACE, Workload
 from bench.loadgen import LoadGenerator, Run
 from bench.systems import System, is_postgres, start_echo, start_lean_echo, start_naive, start_worker
@@ -360,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
     print(summary)
     args.out.mkdir(parents=True, exist_ok=True)
     json_path = report.write_json(results, args.out / f"throughput-{started}.json")
-    png_path = report.chart(results, args.out / f"throughput-{started}.png")
+    png_path = chart.chart(results, args.out / f"throughput-{started}.png")
     command = "python -m bench.throughput " + " ".join(argv if argv is not None else sys.argv[1:])
     (args.out / f"throughput-{started}.txt").write_text(f"{command}\n\n{summary}\n")
     print(f"\nwrote {json_path}, {png_path} and the table as .txt")
