@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any
 
 import aio_pika
@@ -174,3 +175,31 @@ class ServerProcess:
         if self.process.is_alive():
             self.process.kill()
             self.process.join()
+
+
+PG_ADMIN_DSN = os.environ.get("BENCH_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
+"""Where a PostgreSQL benchmark creates (and afterwards drops) its own database."""
+
+
+async def fresh_database(backend: str, folder: Path, prefix: str) -> tuple[str, Callable[[], Awaitable[None]]]:
+    """A new empty database for one benchmark run, and how to drop it: a SQLite file, or a PostgreSQL database."""
+    import asyncpg
+
+    if backend == "sqlite":
+
+        async def nothing() -> None:
+            return None
+
+        return f"sqlite+aiosqlite:///{folder / f'{prefix}.db'}", nothing
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+
+    async def admin(statement: str) -> None:
+        conn = await asyncpg.connect(PG_ADMIN_DSN)
+        try:
+            await conn.execute(statement)
+        finally:
+            await conn.close()
+
+    await admin(f'CREATE DATABASE "{name}"')
+    base = PG_ADMIN_DSN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://", 1)
+    return f"{base}/{name}", lambda: admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

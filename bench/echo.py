@@ -16,11 +16,8 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from multiprocessing.connection import Connection
-from typing import cast
 
 import aio_pika
-import aiormq
-from pamqp.commands import Basic
 
 from bench.common import PREFETCH, Names, declare_command_queue, serve_until_terminated
 from contracts import topology
@@ -58,6 +55,7 @@ async def start(amqp_url: str, names: Names) -> Callable[[], Awaitable[None]]:
 async def start_lean(amqp_url: str, names: Names) -> Callable[[], Awaitable[None]]:
     """The lean echo: the worker's reply and ack path (service/transport/worker.py) with no command behind it."""
     from service.transport.acks import BulkAcks
+    from service.transport.publishing import publish_reply
 
     conn = await aio_pika.connect(amqp_url)
     channel = await conn.channel(publisher_confirms=True)
@@ -68,21 +66,8 @@ async def start_lean(amqp_url: str, names: Names) -> Callable[[], Awaitable[None
     async def on_message(message: aio_pika.abc.AbstractIncomingMessage) -> None:
         acks.taken(message)
         if message.reply_to:
-            properties = Basic.Properties(
-                content_type="application/json",
-                delivery_mode=2,
-                priority=topology.PRIORITY_REPLY,
-                correlation_id=message.correlation_id,
-                message_id=message.message_id,
-            )
-            # Not waiting for the frame's write frees the channel for the next reply; the confirm is awaited.
-            await cast(aiormq.Channel, message.channel).basic_publish(  # the abstract channel lacks wait=
-                message.body,
-                exchange="",
-                routing_key=message.reply_to,
-                properties=properties,
-                mandatory=False,
-                wait=False,
+            await publish_reply(
+                message, message.body, correlation_id=message.correlation_id, message_id=message.message_id
             )
         await acks.ack(message)
 

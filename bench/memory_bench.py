@@ -23,21 +23,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import random
 import statistics
 import tempfile
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 from sqlalchemy import event, insert, text
 
+from bench.common import fresh_database
 from contracts import GetMemoryParams, SearchMemoryParams, utc_now
 from service.core.context import HandlerContext, Services
 from service.files import FileStore
@@ -56,7 +54,6 @@ TOPICS = 20
 CLIENTS = 50
 SEED_CHUNK = 5_000
 ROUNDS = 5
-PG_ADMIN_DSN = os.environ.get("BENCH_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 Query = Callable[[random.Random], Awaitable[Any]]
 
@@ -105,31 +102,6 @@ async def _seed(engine: Any, total: int) -> float:
             await conn.execute(text("ANALYZE memory_items"))
             await conn.execute(text("ANALYZE memory_labels"))
     return time.perf_counter() - started
-
-
-async def _fresh_database(backend: str, folder: Path) -> tuple[str, Callable[[], Awaitable[None]]]:
-    if backend == "sqlite":
-
-        async def nothing() -> None:
-            return None
-
-        return f"sqlite+aiosqlite:///{folder / 'memory-bench.db'}", nothing
-    name = f"bench_memory_{uuid.uuid4().hex[:10]}"
-    admin = await asyncpg.connect(PG_ADMIN_DSN)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-
-    async def drop() -> None:
-        conn = await asyncpg.connect(PG_ADMIN_DSN)
-        try:
-            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await conn.close()
-
-    base = PG_ADMIN_DSN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://", 1)
-    return f"{base}/{name}", drop
 
 
 def _queries(services: Services, agents: int) -> dict[str, Query]:
@@ -224,7 +196,7 @@ class _Store:
 
 
 async def _open(backend: str, total: int, folder: Path) -> _Store:
-    url, drop = await _fresh_database(backend, folder)
+    url, drop = await fresh_database(backend, folder, "bench_memory")
     engine = create_engine(url)
     await migrate(engine)
     seed_s = await _seed(engine, total)

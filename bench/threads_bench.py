@@ -26,9 +26,9 @@ from pathlib import Path
 from typing import Any
 
 import aio_pika
-import asyncpg
 from sqlalchemy import insert
 
+from bench.common import fresh_database
 from contracts import GetThreadParams, SaveThreadParams, make_command, utc_now
 from contracts import topology as names
 from service.bootstrap import build_worker
@@ -45,7 +45,6 @@ THREAD_MESSAGES = 10_000
 OTHER_THREAD_MESSAGES = 1_000
 SEED_CHUNK = 10_000
 READ_LIMIT = 50
-PG_ADMIN_DSN = os.environ.get("BENCH_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
 AMQP_URL = os.environ.get("AMQP_URL", names.DEFAULT_AMQP_URL)
 
 
@@ -62,31 +61,6 @@ class Row:
 
 
 # -- databases ---------------------------------------------------------------------------------
-
-
-async def _fresh_database(backend: str, folder: Path) -> tuple[str, Callable[[], Awaitable[None]]]:
-    if backend == "sqlite":
-        return f"sqlite+aiosqlite:///{folder / 'bench.db'}", _nothing
-    name = f"bench_threads_{uuid.uuid4().hex[:10]}"
-    conn = await asyncpg.connect(PG_ADMIN_DSN)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-
-    async def drop() -> None:
-        admin = await asyncpg.connect(PG_ADMIN_DSN)
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await admin.close()
-
-    base = PG_ADMIN_DSN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://", 1)
-    return f"{base}/{name}", drop
-
-
-async def _nothing() -> None:
-    return None
 
 
 async def seed(database_url: str, total: int) -> int:
@@ -206,7 +180,7 @@ async def _timed(samples: int, fn: Callable[[], Awaitable[Any]]) -> list[float]:
 async def measure(backend: str, total: int, samples: int) -> Row:
     with tempfile.TemporaryDirectory(prefix="threads-bench-") as tmp:
         folder = Path(tmp)
-        database_url, drop = await _fresh_database(backend, folder)
+        database_url, drop = await fresh_database(backend, folder, "bench_threads")
         try:
             began = time.monotonic()
             in_thread = await seed(database_url, total)

@@ -18,18 +18,16 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Protocol, cast
 
-import aiormq
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue
 from faststream.rabbit import Channel, RabbitBroker
-from pamqp.commands import Basic
 
-from contracts import topology as names
 from service.core.actions import ActionTable
 from service.core.context import Services
 from service.core.pipeline import Delivery, Outcome, Pipeline, Settle
 from service.settings import Settings
 from service.transport import amqp_decoding, topology
 from service.transport.acks import BulkAcks
+from service.transport.publishing import publish_reply
 
 log = logging.getLogger(__name__)
 
@@ -232,33 +230,19 @@ class Worker:
     async def _reply(self, raw: AbstractIncomingMessage, delivery: Delivery, outcome: Outcome) -> None:
         """Publish the reply and wait for the broker's confirm: it is durable before the command is acked.
 
-        Straight onto the consuming channel (publisher confirms on) with the AMQP properties of
-        docs/contract.md §1.
+        Straight onto the consuming channel, inside the tracer's producer span when tracing is on.
         """
         assert outcome.body is not None and outcome.reply is not None and delivery.reply_to is not None
         headers: dict[str, str] = {}
         span = self.tracer.publishing(delivery.reply_to, headers) if self.tracer else contextlib.nullcontext()
         with span:
-            properties = Basic.Properties(
-                content_type="application/json",
-                delivery_mode=2,
-                priority=names.PRIORITY_REPLY,
+            await publish_reply(
+                raw,
+                outcome.body,
                 correlation_id=outcome.correlation_id,
                 message_id=outcome.reply.reply_id,
                 app_id=self._app_id,
-                headers=dict(headers) or None,
-            )
-            # wait=False: the channel's lock is not held until the writer task has sent the frame (aiormq's
-            # default serialises every publish of the channel behind the previous one's socket write); the
-            # broker's confirm, awaited here all the same, is what tells the reply is safe. (aiormq's abstract
-            # channel leaves ``wait`` out; the channel an incoming message carries is always its Channel.)
-            await cast(aiormq.Channel, raw.channel).basic_publish(
-                outcome.body,
-                exchange="",
-                routing_key=delivery.reply_to,
-                properties=properties,
-                mandatory=False,
-                wait=False,
+                headers=dict(headers.items()),
             )
 
 
