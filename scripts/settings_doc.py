@@ -122,22 +122,24 @@ def default_text(name: str, field: FieldInfo) -> str:
     return text
 
 
+BOUNDS: tuple[tuple[type, str, str], ...] = (
+    (Ge, "ge", "≥ "),
+    (Gt, "gt", "> "),
+    (Le, "le", "≤ "),
+    (Lt, "lt", "< "),
+    (MinLen, "min_length", "length ≥ "),
+    (MaxLen, "max_length", "length ≤ "),
+)
+"""annotated-types' constraint, the attribute holding its value, and how the page writes it."""
+
+
 def allowed_text(field: FieldInfo) -> str:
     """The constraints the model enforces, so a reader knows what a value is refused for."""
     parts: list[str] = []
     for item in field.metadata:
-        if isinstance(item, Ge):
-            parts.append(f"≥ {plain(item.ge)}")
-        elif isinstance(item, Gt):
-            parts.append(f"> {plain(item.gt)}")
-        elif isinstance(item, Le):
-            parts.append(f"≤ {plain(item.le)}")
-        elif isinstance(item, Lt):
-            parts.append(f"< {plain(item.lt)}")
-        elif isinstance(item, MinLen):
-            parts.append(f"length ≥ {item.min_length}")
-        elif isinstance(item, MaxLen):
-            parts.append(f"length ≤ {item.max_length}")
+        bound = next(((attr, sign) for kind, attr, sign in BOUNDS if isinstance(item, kind)), None)
+        if bound is not None:
+            parts.append(f"{bound[1]}{plain(getattr(item, bound[0]))}")
         elif (pattern := getattr(item, "pattern", None)) is not None:
             choices = re.fullmatch(r"\^\(([\w|]+)\)\$", pattern)
             parts.append(" / ".join(f"`{c}`" for c in choices.group(1).split("|")) if choices else f"`{pattern}`")
