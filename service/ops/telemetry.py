@@ -105,7 +105,7 @@ class Tracing:
         from opentelemetry.propagate import extract
         from opentelemetry.trace import SpanKind
 
-        carrier = {key: str(value) for key, value in (message.headers or {}).items()}
+        carrier = {key: _text(value) for key, value in (message.headers or {}).items()}
         if "traceparent" not in carrier and (found := traceparent_in_body(message.body)) is not None:
             carrier["traceparent"] = found
         queue = self.worker.settings.queue
@@ -163,3 +163,8 @@ class Tracing:
         if outcome.code in SERVER_FAULTS:
             span.set_status(Status(StatusCode.ERROR, outcome.code))
         span.end(end_time=end_ns)
+
+
+def _text(value: object) -> str:
+    """A header value as the propagator reads it: AMQP byte strings decoded, anything else as its text."""
+    return bytes(value).decode(errors="replace") if isinstance(value, bytes | bytearray) else str(value)

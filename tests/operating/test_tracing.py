@@ -72,6 +72,21 @@ async def test_body_traceparent_is_continued_by_worker_spans_and_copied_to_the_r
     assert any(s.name.endswith(" publish") for s in in_trace)
 
 
+@pytest.mark.parametrize("header", [TRACEPARENT, bytearray(TRACEPARENT.encode())], ids=["text", "bytes"])
+async def test_an_amqp_header_traceparent_is_continued(
+    traced: tuple[Worker, Bus], exporter: InMemorySpanExporter, header: str | bytearray
+) -> None:
+    """An agent instrumented at the AMQP level sends ``traceparent`` as a header (text or bytes): the same trace."""
+    worker, bus = traced
+    outcomes = Outcomes(worker)
+    envelope = make_command("ping", source="agent.a")
+    output(await bus.send(envelope.to_json_bytes(), envelope.id, headers={"traceparent": header}))
+    await outcomes.wait(1)
+    consumer = next(s for s in exporter.get_finished_spans() if s.name.endswith(" process"))
+    assert format(consumer.context.trace_id, "032x") == TRACE_ID
+    assert consumer.parent is not None and format(consumer.parent.span_id, "016x") == AGENT_SPAN_ID
+
+
 async def test_without_traceparent_the_worker_starts_a_trace_of_its_own(
     traced: tuple[Worker, Bus], exporter: InMemorySpanExporter
 ) -> None:
