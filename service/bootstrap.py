@@ -66,9 +66,7 @@ async def open_services(
     if hold_lookups:
         lookups = PointLookups(engine)
         await lookups.start()
-    services = Services(settings=settings, engine=engine, writer=writer, files=files, lookups=lookups)
-    services.lock = lock
-    return services
+    return Services(settings=settings, engine=engine, writer=writer, files=files, lookups=lookups, lock=lock)
 
 
 async def close_services(services: Services) -> None:
