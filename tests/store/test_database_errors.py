@@ -48,6 +48,29 @@ def test_server_going_away_is_retryable_unavailable(error: Exception) -> None:
     assert isinstance(translated, Unavailable) and translated.retryable
 
 
+@pytest.mark.parametrize(
+    "error",
+    [
+        pg.ConnectionDoesNotExistError("connection was closed in the middle of operation"),
+        pg.AdminShutdownError("terminating connection due to administrator command"),
+        pg.InterfaceError("connection is closed"),
+        ConnectionRefusedError(111, "Connection refused"),
+    ],
+    ids=["closed-mid-operation", "admin-shutdown", "connection-is-closed", "refused"],
+)
+def test_the_driver_s_own_error_of_a_server_gone_is_unavailable(error: Exception) -> None:
+    """The read limit's SET goes to asyncpg directly: a server that went away there is UNAVAILABLE, not INTERNAL
+    (seen under the PostgreSQL-stopped outage: one command in ~15 runs came back INTERNAL)."""
+    translated = translate_db_error(error)
+    assert isinstance(translated, Unavailable) and translated.retryable
+
+
+def test_a_driver_error_that_is_not_about_the_connection_stays_untranslated() -> None:
+    """Only a lost server is UNAVAILABLE: another driver error stays what it is (a bug shows as a bug)."""
+    assert translate_db_error(pg.InterfaceError("cannot perform operation: another operation is in progress")) is None
+    assert translate_db_error(pg.UndefinedTableError('relation "x" does not exist')) is None
+
+
 def test_nul_in_text_is_the_senders_error() -> None:
     """A NUL character PostgreSQL cannot store is INVALID_ARGUMENT: retrying would never help."""
     error = wrapped(pg.CharacterNotInRepertoireError('invalid byte sequence for encoding "UTF8": 0x00'))

@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Protocol, cast
 
+import asyncpg
 from sqlalchemy import Connection, Engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.engine.interfaces import DBAPIConnection
@@ -160,12 +161,20 @@ SERVER_GONE_SQLSTATES = ("08", "57P01", "57P02", "57P03")
 
 def is_server_gone(exc: BaseException) -> bool:
     """True for a driver error meaning the server stopped mid-operation, even when SQLAlchemy wraps it as a bare
-    ``DBAPIError`` (a connection attempt cut by a shutdown is neither Operational nor Interface to it)."""
+    ``DBAPIError`` (a connection attempt cut by a shutdown is neither Operational nor Interface to it), and for
+    asyncpg's own error where the worker calls the driver directly (the read limit's ``SET``)."""
     if not isinstance(exc, DBAPIError):
-        return False
+        return _driver_lost_server(exc)
     if str(getattr(exc.orig, "sqlstate", None) or "").startswith(SERVER_GONE_SQLSTATES):
         return True
     return isinstance(getattr(exc.orig, "__cause__", None), OSError)
+
+
+def _driver_lost_server(exc: BaseException) -> bool:
+    """An unwrapped asyncpg error of a connection that is gone: a server-gone state, or a closed connection."""
+    if isinstance(exc, asyncpg.PostgresError):
+        return str(exc.sqlstate or "").startswith(SERVER_GONE_SQLSTATES)
+    return isinstance(exc, asyncpg.InterfaceError) and "connection is closed" in str(exc)
 
 
 def translate_db_error(exc: BaseException) -> Unavailable | None:
