@@ -31,6 +31,20 @@ PREFETCH = 200
 ROUTING_KEY = topology.ROUTING_KEY_ANY
 SPAWN = multiprocessing.get_context("spawn")
 
+DATABASES = ("sqlite", "postgresql")
+SUFFIX = {"sqlite": "", "postgresql": "-pg"}
+"""A system's kind says its database: ``worker`` on SQLite, ``worker-pg`` on PostgreSQL (one run can hold both)."""
+
+
+def kind_on(base: str, database: str | None) -> str:
+    """The system kind of ``base`` (``worker``, ``naive``, ...) on ``database``; echoes have no database."""
+    return base + SUFFIX[database] if database else base
+
+
+def base_kind(kind: str) -> str:
+    """``worker-pg`` -> ``worker``: what the system is, whichever database it runs on."""
+    return kind.removesuffix(SUFFIX["postgresql"])
+
 
 def host_label() -> dict[str, Any]:
     """What tells one machine's results from another's: the CPU model, the cores and the day (UTC).

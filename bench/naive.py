@@ -141,10 +141,14 @@ async def save_thread(session: AsyncSession, params: dict[str, Any], root: Path)
     now = datetime.now(UTC)
     thread = await session.get(NaiveThread, p.thread_id)
     if thread is None:
-        thread = NaiveThread(id=p.thread_id, version=0, updated_at=now)
+        thread = NaiveThread(id=p.thread_id, version=1, updated_at=now)
         session.add(thread)
-    thread.version += 1
-    thread.updated_at = now
+        # Without a relationship() the unit of work may insert the messages first: PostgreSQL enforces the
+        # foreign key (SQLite, without PRAGMA foreign_keys, does not), so the new thread goes in first.
+        await session.flush()
+    else:
+        thread.version += 1
+        thread.updated_at = now
     ids = []
     for message in p.messages:
         message_id = str(message.id or uuid.uuid4())

@@ -16,11 +16,19 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from bench import echo, naive, ours
-from bench.common import Names, ServerProcess, delete_topology
+from bench.common import Names, ServerProcess, delete_topology, kind_on
+
+DEFAULT_POSTGRES_URL = "postgresql+asyncpg://postgres@localhost/postgres"
+"""Where a run that asks for PostgreSQL without ``--database-url`` creates its databases."""
 
 
 def is_postgres(url: str | None) -> bool:
     return url is not None and make_url(url).get_backend_name() == "postgresql"
+
+
+def database_of(url: str | None) -> str:
+    """``postgresql`` or ``sqlite``: the database a system started with ``url`` uses."""
+    return "postgresql" if is_postgres(url) else "sqlite"
 
 
 async def _admin(url: str, statement: str) -> None:
@@ -65,6 +73,13 @@ class System:
     folder: Path
     database: Database | None = None
     processes: list[ServerProcess] = field(default_factory=list)
+
+    @property
+    def backend(self) -> str | None:
+        """``sqlite`` or ``postgresql``; None for a system without a database (the echoes)."""
+        if self.database is None:
+            return None
+        return "postgresql" if self.database.pg_name is not None else "sqlite"
 
     @property
     def storage_root(self) -> str:
@@ -118,8 +133,11 @@ def start_lean_echo(amqp_url: str) -> System:
 
 
 def start_naive(amqp_url: str, database_url: str | None, *, indexed: bool = False) -> System:
-    """The naive peer as written; ``indexed``: with the composite index a careful developer adds (``naive-indexed``)."""
-    kind = "naive-indexed" if indexed else "naive"
+    """The naive peer as written; ``indexed``: with the composite index a careful developer adds (``naive-indexed``).
+
+    On PostgreSQL (``database_url`` one) the kind ends in ``-pg``.
+    """
+    kind = kind_on("naive-indexed" if indexed else "naive", database_of(database_url))
     system = System(kind, amqp_url, Names.fresh(kind), _folder(kind))
     with _closed_on_failure(system):
         system.database = Database.fresh(system.folder, database_url)
@@ -137,7 +155,8 @@ def start_worker(
     database: Database | None = None,
     folder: Path | None = None,
 ) -> System:
-    system = System("worker", amqp_url, Names.fresh("worker"), folder or _folder("worker"))
+    kind = kind_on("worker", database_of(database.url if database else database_url))
+    system = System(kind, amqp_url, Names.fresh(kind), folder or _folder(kind))
     with _closed_on_failure(system):
         system.database = database or Database.fresh(system.folder, database_url)
         spawn_workers(system, workers)

@@ -5,7 +5,12 @@ the plain echo (aio-pika's default path, a reference row), (2) the naive FastStr
 and, for ``list_artifacts``, with the composite index a careful developer adds, and (3) our worker, on the
 same queue settings with the same load generator at 1, 10 and 100 commands in flight; then 100,000
 commands through the worker (RSS after the first 10,000 and at the end), ``list_artifacts`` over tables
-of 1,000 to 1,000,000 artifacts, and the client library's own overhead. Prints a table with each figure as
+of 1,000 to 1,000,000 artifacts, and the client library's own overhead.
+
+``--databases sqlite postgresql`` measures the naive peer and the worker on both databases in the same run,
+all systems taking turns round by round with one shared echo; the PostgreSQL systems' kinds end in ``-pg``
+(``worker-pg``) and every row has a ``database`` field. The soak runs on each database asked
+(``--soak-databases`` to choose). Prints a table with each figure as
 a ratio to the lean echo (a throughput above it is flagged: the reference is wrong), writes JSON and a PNG
 chart to ``bench/results/``.
 
@@ -28,8 +33,17 @@ from typing import Any
 
 from bench import chart, report
 from bench.commands import MIX, READ_TRACE, WRITE_TRACE, Workload
+from bench.common import DATABASES, base_kind
 from bench.loadgen import LoadGenerator, Run
-from bench.systems import System, is_postgres, start_echo, start_lean_echo, start_naive, start_worker
+from bench.systems import (
+    DEFAULT_POSTGRES_URL,
+    System,
+    is_postgres,
+    start_echo,
+    start_lean_echo,
+    start_naive,
+    start_worker,
+)
 
 ACTIONS = ("get_artifact", "register_artifact", "list_artifacts", "save_thread")
 SEED_ARTIFACTS = 200
@@ -115,7 +129,12 @@ class Bench:
         result = self.loadgen.run(Run(system.names.exchange, workload, in_flight, expect_result=expect))
         cpu_us = (system.cpu_seconds() - cpu_before) / count * 1e6
         result.update(
-            system=system.kind, action=action, in_flight=in_flight, rss_bytes=system.rss_bytes(), cpu_us_per_msg=cpu_us
+            system=system.kind,
+            database=system.backend,
+            action=action,
+            in_flight=in_flight,
+            rss_bytes=system.rss_bytes(),
+            cpu_us_per_msg=cpu_us,
         )
         if say:
             _say_row(result)
@@ -130,7 +149,7 @@ class Bench:
         expect = not system.kind.startswith("echo")
         # The naive peer's SQLite sessions lock each other out under concurrent writes ("database is locked"
         # after its 5 s timeout on a busy machine): it is seeded one command at a time, untimed.
-        in_flight = 1 if system.kind.startswith("naive") else 20
+        in_flight = 1 if base_kind(system.kind).startswith("naive") else 20
         result = self.loadgen.run(Run(system.names.exchange, workload, in_flight, expect_result=expect))
         if result["errors"]:
             raise RuntimeError(f"seeding {system.kind} failed: {result['first_error']}")
@@ -182,7 +201,7 @@ class Bench:
         )
         marks: dict[int, int] = {}
         started_rss = worker.rss_bytes()
-        _say(f"soak: {plan.soak} commands ({', '.join(MIX)} in turn) at 100 in flight")
+        _say(f"soak on {worker.backend}: {plan.soak} commands ({', '.join(MIX)} in turn) at 100 in flight")
         every = plan.soak // 20
         checkpoints = tuple(sorted({plan.soak_checkpoint, *range(every, plan.soak, every)}))
         result = self.loadgen.run(
@@ -198,6 +217,7 @@ class Bench:
             f"{result['errors']} errors"
         )
         return {
+            "database": worker.backend,
             "commands": plan.soak,
             "checkpoint": plan.soak_checkpoint,
             "rss_start_bytes": started_rss,
@@ -218,12 +238,14 @@ class Bench:
         results: dict[str, Any] = {"meta": meta}
         try:
             self._main_matrix(results)
-            if "soak" in args.parts:
-                soak_worker = start_worker(args.amqp_url, args.database_url, 1)
-                try:
-                    results["soak"] = self.soak(soak_worker, self.seed(soak_worker))
-                finally:
-                    soak_worker.close()
+            if "soak" in args.parts:  # a fresh worker per database: its RSS curve starts from a cold process
+                results["soak"] = []
+                for database in args.soak_databases:
+                    soak_worker = start_worker(args.amqp_url, args.urls[database], 1)
+                    try:
+                        results["soak"].append(self.soak(soak_worker, self.seed(soak_worker)))
+                    finally:
+                        soak_worker.close()
             if "list" in args.parts:
                 from bench import scaling
 
@@ -240,7 +262,11 @@ class Bench:
         return results
 
     def _main_matrix(self, results: dict[str, Any]) -> None:
-        """(1), (2) and (3) side by side on fresh queues; the issue-2 comparison and the client's cost after."""
+        """(1), (2) and (3) side by side on fresh queues; the issue-2 comparison and the client's cost after.
+
+        (2) and (3) run once per database asked, all in one matrix with the one echo; the side-by-side and the
+        client's cost use the worker of the first database.
+        """
         args = self.args
         started: list[System] = []
         try:
@@ -256,32 +282,37 @@ class Bench:
                 systems.append((uvloop_echo, ("echo",), self._echo_base()))
             size = self.plan.list_trace
             _say(f"seeding the read trace with {size} artifacts in every system with a database")
-            if "naive" in args.parts:
-                naive_system = start_naive(args.amqp_url, args.database_url)
-                started.append(naive_system)
-                systems.append((naive_system, tuple(args.actions), self.seed(naive_system, size)))
-                if "list_artifacts" in args.actions:  # the listing with the index a careful developer adds
-                    indexed = start_naive(args.amqp_url, args.database_url, indexed=True)
-                    started.append(indexed)
-                    systems.append((indexed, ("list_artifacts",), self.seed(indexed, size)))
-            worker = start_worker(args.amqp_url, args.database_url, args.workers)
-            started.append(worker)
-            base = self.seed(worker, size)
-            systems.append((worker, tuple(args.actions), base))
+            workers: list[tuple[System, Workload]] = []
+            for database in args.databases:
+                url = args.urls[database]
+                if "naive" in args.parts:
+                    naive_system = start_naive(args.amqp_url, url)
+                    started.append(naive_system)
+                    systems.append((naive_system, tuple(args.actions), self.seed(naive_system, size)))
+                    if "list_artifacts" in args.actions:  # the listing with the index a careful developer adds
+                        indexed = start_naive(args.amqp_url, url, indexed=True)
+                        started.append(indexed)
+                        systems.append((indexed, ("list_artifacts",), self.seed(indexed, size)))
+                ours = start_worker(args.amqp_url, url, args.workers)
+                started.append(ours)
+                workers.append((ours, self.seed(ours, size)))
+                systems.append((ours, tuple(args.actions), workers[-1][1]))
+            worker, base = workers[0]
             results["list_trace"] = {"artifacts": size, "trace_id": READ_TRACE, "registrations_to": WRITE_TRACE}
             plural = "es" if args.workers > 1 else ""
             _say(
                 f"(1) lean aio-pika echo (the limit) and plain echo (reference), (2) naive FastStream + ORM peer "
                 f"(and with a composite index, for list_artifacts), (3) our worker ({args.workers} process{plural}); "
-                f"{self.plan.rounds} rounds each, taking turns; list_artifacts lists a trace of {size} artifacts"
+                f"{self.plan.rounds} rounds each, taking turns; list_artifacts lists a trace of {size} artifacts; "
+                f"on {' and '.join(args.databases)}"
             )
             self.matrix(systems)
             results["matrix"] = self.rows
             if "side" in args.parts:
-                _say("issue 2: 1,000 get_artifact at 50 in flight beside the lean echo")
-                results["side_by_side"] = self.side_by_side(lean_echo, worker, base)
+                _say(f"issue 2: 1,000 get_artifact at 50 in flight beside the lean echo ({worker.kind})")
+                results["side_by_side"] = {"database": worker.backend, **self.side_by_side(lean_echo, worker, base)}
             if "client" in args.parts:
-                _say("client library overhead: StorageClient vs raw publishing, against the worker")
+                _say(f"client library overhead: StorageClient vs raw publishing, against {worker.kind}")
                 results["client_overhead"] = self._client(worker, base)
         finally:
             for system in started:
@@ -301,7 +332,7 @@ def _say(text: str) -> None:
 
 def _say_row(result: dict[str, Any]) -> None:
     _say(
-        f"  {result['system']:13} {result['action']:17} {result['in_flight']:>3} in flight: "
+        f"  {result['system']:16} {result['action']:17} {result['in_flight']:>3} in flight: "
         f"{result['msgs_s']:8.0f} msg/s  p50 {result['p50_ms']:6.2f} ms  p99 {result['p99_ms']:7.2f} ms  "
         f"rss {result['rss_bytes'] / 2**20:5.0f} MiB  cpu {result['cpu_us_per_msg']:5.0f} us/msg"
         + (f"  ERRORS {result['errors']}: {result['first_error']}" if result["errors"] else "")
@@ -329,10 +360,25 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--database-url",
         default=None,
-        help="a PostgreSQL URL (postgresql+asyncpg://...): each system gets a fresh database there; "
-        "default: a fresh SQLite file per system",
+        help="a PostgreSQL URL (postgresql+asyncpg://...): each system gets a fresh database there; alone, the run "
+        "is PostgreSQL only (as --databases postgresql); default: a fresh SQLite file per system",
     )
-    parser.add_argument("--workers", type=int, default=1, help="worker processes on one queue (PostgreSQL only)")
+    parser.add_argument(
+        "--databases",
+        nargs="+",
+        choices=DATABASES,
+        help="the databases the naive peer and the worker run on, all in one matrix with one echo (default: "
+        "postgresql with --database-url, else sqlite); PostgreSQL at --database-url, else " + DEFAULT_POSTGRES_URL,
+    )
+    parser.add_argument(
+        "--soak-databases",
+        nargs="+",
+        choices=DATABASES,
+        help="the databases the soak (RSS over many commands) runs on (default: every database of --databases)",
+    )
+    parser.add_argument(
+        "--workers", type=int, default=1, help="worker processes on one queue (PostgreSQL only: --databases postgresql)"
+    )
     parser.add_argument("--quick", action="store_true", help="a short run: fewer commands, a 10,000-command soak")
     parser.add_argument("--in-flight", type=int, nargs="+", help="in-flight levels (default 1 10 100)")
     parser.add_argument(
@@ -344,10 +390,17 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--out", type=Path, default=Path("bench/results"), help="folder for the JSON and PNG")
     args = parser.parse_args(argv)
+    if args.database_url is not None and not is_postgres(args.database_url):
+        parser.error("--database-url must be a PostgreSQL URL (postgresql+asyncpg://...); SQLite needs none")
+    if args.databases is None:
+        args.databases = ["postgresql" if args.database_url else "sqlite"]
+    args.databases = list(dict.fromkeys(args.databases))  # each once, in the order asked
+    args.soak_databases = list(dict.fromkeys(args.soak_databases or args.databases))
+    args.urls = {"sqlite": None, "postgresql": args.database_url or DEFAULT_POSTGRES_URL}
     if args.workers < 1:
         parser.error("--workers must be at least 1")
-    if args.workers > 1 and not is_postgres(args.database_url):
-        parser.error("--workers > 1 needs --database-url postgresql+asyncpg://... (SQLite allows one worker)")
+    if args.workers > 1 and "sqlite" in args.databases:
+        parser.error("--workers > 1 needs PostgreSQL alone (--database-url ... or --databases postgresql)")
     return args
 
 
