@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -26,7 +25,7 @@ from service.store.engine.schema import migrate
 from service.store.engine.writer import SingleWriter
 from service.transport.worker import Worker
 from tests.support.bus import Bus
-from tests.support.databases import postgres_database, sqlite_url
+from tests.support.databases import BACKENDS, postgres_database, sqlite_url
 from tests.support.lean_bus import LeanBus
 from tests.support.private_broker import PrivateBroker
 from tests.support.requirements import require_postgres, require_rabbitmq, require_rabbitmq_server
@@ -34,8 +33,6 @@ from tests.support.services import UNIT_MAX_FILE_BYTES, MakeContext
 from tests.support.tally import REPORTS
 from tests.support.worker_process import SpawnWorker, WorkerProcess, worker_env
 from tests.support.workers import Outcomes, Workers, delete_topology, make_settings
-
-BACKENDS = [b.strip() for b in os.environ.get("STORAGE_TEST_BACKENDS", "sqlite,postgres").split(",") if b.strip()]
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

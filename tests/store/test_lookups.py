@@ -1,21 +1,27 @@
-"""Point lookups on SQLite share one held connection: always fresh, never a slow query, never a stale snapshot."""
+"""Point lookups on held connections (one on SQLite, a few on PostgreSQL): always fresh, never a slow query,
+never a stale snapshot, never stuck on a connection the server dropped."""
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
+from sqlalchemy.exc import ProgrammingError
 
-from contracts import utc_now
+from contracts import Unavailable, utc_now
 from service.store import inbox
 from service.store.engine.db import create_engine
 from service.store.engine.lookups import PointLookups
+from service.store.engine.schema import migrate
 from service.store.engine.writer import SingleWriter
 from service.store.inbox import StoredReply
 from service.store.models import InboxRecord
 from tests.support.databases import sqlite_url
+from tests.support.private_postgres import PrivatePostgres
+from tests.support.requirements import require_postgres_server
 
 
 async def test_lookups_see_every_commit_and_refuse_statements_that_would_leave_the_loop(
@@ -47,3 +53,47 @@ async def test_lookups_see_every_commit_and_refuse_statements_that_would_leave_t
         await lookups.close()
         await writer.stop()
         await engine.dispose()
+
+
+async def test_postgres_lookups_see_every_commit_and_outlive_a_server_restart(tmp_path: Path) -> None:
+    """On PostgreSQL the held lookup connections read each commit at once (no transaction keeps a snapshot),
+    and after the server restarts a lookup answers again, on a fresh connection, instead of failing forever."""
+    require_postgres_server()
+    async with PrivatePostgres() as pg:
+        engine = create_engine(pg.url)
+        try:
+            await migrate(engine)
+            writer, lookups = SingleWriter(engine), PointLookups(engine)
+            await writer.start()
+            await lookups.start()
+            try:
+                await _record_and_find(writer, lookups, "env-0")
+                async with lookups.connection() as conn:
+                    with pytest.raises(ProgrammingError):  # a refused statement leaves the connection usable
+                        await conn.execute(text("SELECT nothing FROM nowhere"))
+                await _record_and_find(writer, lookups, "env-1")
+                await pg.stop("immediate")
+                with pytest.raises(Unavailable):
+                    async with lookups.connection() as conn:
+                        await inbox.find(conn, "agent", "env-0", "ping", None)
+                await pg.start()
+                for n in range(2, 8):  # more lookups than held connections: every one of them was replaced
+                    await _record_and_find(writer, lookups, f"env-{n}")
+            finally:
+                await lookups.close()
+                await writer.stop()
+        finally:
+            await engine.dispose()
+
+
+async def _record_and_find(writer: SingleWriter, lookups: PointLookups, envelope_id: str) -> None:
+    reply = StoredReply(f"reply-{envelope_id}", "ai.team.result", "{}", utc_now())
+    record = {"requester": "agent", "envelope_id": envelope_id, "action": "ping", "idempotency_key": None}
+    assert await writer.submit(lambda conn: inbox.record(conn, reply=reply, req_hash="h", **record))
+    found = await asyncio.gather(*(_find(lookups, envelope_id) for _ in range(6)))
+    assert {f.reply_id if f else None for f in found} == {reply.reply_id}
+
+
+async def _find(lookups: PointLookups, envelope_id: str) -> StoredReply | None:
+    async with lookups.connection() as conn:
+        return await inbox.find(conn, "agent", envelope_id, "ping", None)

@@ -1,22 +1,23 @@
-"""Prepared writes run by sqlite3 directly store exactly what SQLAlchemy's own execution stores."""
+"""Prepared statements run by the driver directly (sqlite3, asyncpg) store and read exactly what SQLAlchemy's own
+execution does, on both databases."""
 
 from __future__ import annotations
 
-import shutil
 import uuid
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from sqlalchemy import bindparam, event, insert, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from service.store.engine.db import create_engine
 from service.store.engine.prepared import PreparedRead, PreparedWrite
 from service.store.engine.writer import SingleWriter
 from service.store.models import Thread, ThreadMessageRow
-from tests.support.databases import sqlite_url
+from tests.support.databases import BACKENDS
+from tests.support.migrated import migrated_engine
 
 threads, messages = Thread.__table__, ThreadMessageRow.__table__
 RAW = "SELECT thread_id, seq, role, content, metadata, created_at, deleted_at FROM messages ORDER BY seq"
@@ -36,9 +37,13 @@ def message(thread_id: str, seq: int, content: object) -> dict[str, object]:
     }
 
 
-async def test_direct_and_sqlalchemy_executions_store_the_same_values(template_db: Path, tmp_path: Path) -> None:
-    shutil.copyfile(template_db, tmp_path / "storage.db")
-    engine = create_engine(sqlite_url(tmp_path))
+@pytest.fixture(params=BACKENDS)
+async def engine(request: pytest.FixtureRequest, template_db: Path, tmp_path: Path) -> AsyncIterator[AsyncEngine]:
+    async with migrated_engine(request.param, template_db, tmp_path) as created:
+        yield created
+
+
+async def test_direct_and_sqlalchemy_executions_store_the_same_values(engine: AsyncEngine) -> None:
     writer = SingleWriter(engine)
     await writer.start()
     through_sqlalchemy: list[str] = []
@@ -62,7 +67,7 @@ async def test_direct_and_sqlalchemy_executions_store_the_same_values(template_d
 
         async def write(conn: AsyncConnection) -> None:
             await conn.execute(insert(threads), [dict(thread, id="direct"), dict(thread, id="usual")])
-            await prepared.execute_many(conn, direct)  # inside the writer's transaction: sqlite3 directly
+            await prepared.execute_many(conn, direct)  # inside the writer's transaction: the driver directly
             await conn.execute(insert(messages), usual)  # SQLAlchemy's own execution
 
         await writer.submit(write)
@@ -77,7 +82,6 @@ async def test_direct_and_sqlalchemy_executions_store_the_same_values(template_d
             stored = (await conn.exec_driver_sql(RAW)).all()
     finally:
         await writer.stop()
-        await engine.dispose()
     by_thread = {"direct": [], "usual": []}  # type: dict[str, list[dict[str, object]]]
     for row in rows:
         by_thread[str(row["thread_id"])].append({k: v for k, v in row.items() if k not in ("id", "thread_id")})
@@ -88,10 +92,8 @@ async def test_direct_and_sqlalchemy_executions_store_the_same_values(template_d
     assert by_thread["direct"][0]["created_at"] == WHEN and by_thread["direct"][2]["content"] is None
 
 
-async def test_a_prepared_lookup_reads_what_sqlalchemy_reads(template_db: Path, tmp_path: Path) -> None:
+async def test_a_prepared_lookup_reads_what_sqlalchemy_reads(engine: AsyncEngine) -> None:
     """Typed values (timestamps, JSON) come back the same, under the same attribute names."""
-    shutil.copyfile(template_db, tmp_path / "storage.db")
-    engine = create_engine(sqlite_url(tmp_path))
     lookup = select(threads).where(threads.c.id == bindparam("thread_key"))
     row = {
         "id": "t",
@@ -102,14 +104,11 @@ async def test_a_prepared_lookup_reads_what_sqlalchemy_reads(template_db: Path, 
         "owner": "agent-a",
         "visibility": "private",
     }
-    try:
-        async with engine.begin() as conn:
-            await conn.execute(insert(threads), dict(row, created_at=WHEN, updated_at=WHEN, expires_at=None))
-        async with engine.connect() as conn:
-            direct = await PreparedRead(lookup).all(conn, {"thread_key": "t"})
-            usual = (await conn.execute(lookup, {"thread_key": "t"})).all()
-            missing = await PreparedRead(lookup).first(conn, {"thread_key": "none"})
-    finally:
-        await engine.dispose()
+    async with engine.begin() as conn:
+        await conn.execute(insert(threads), dict(row, created_at=WHEN, updated_at=WHEN, expires_at=None))
+    async with engine.connect() as conn:
+        direct = await PreparedRead(lookup).all(conn, {"thread_key": "t"})
+        usual = (await conn.execute(lookup, {"thread_key": "t"})).all()
+        missing = await PreparedRead(lookup).first(conn, {"thread_key": "none"})
     assert [tuple(r) for r in direct] == [tuple(r) for r in usual] and len(direct) == 1
     assert direct[0].metadata == {"ключ": [1, None]} and direct[0].created_at == WHEN and missing is None

@@ -1,10 +1,10 @@
-"""The single writer: group commit with per-job savepoints, database failures as UNAVAILABLE, draining on stop."""
+"""The single writer: group commit (per-job savepoints on SQLite, all or nothing then job by job on PostgreSQL),
+database failures as UNAVAILABLE, draining on stop. On both databases."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -17,20 +17,17 @@ from contracts import InvalidArgument, Unavailable, utc_now
 from service.store.engine.db import create_engine
 from service.store.engine.writer import SingleWriter
 from service.store.models import InboxRecord
-from tests.support.databases import sqlite_url
+from tests.support.databases import BACKENDS
+from tests.support.migrated import migrated_engine
 
 inbox = InboxRecord.__table__
 Job = Callable[[AsyncConnection], Awaitable[str]]
 
 
-@pytest.fixture
-async def engine(template_db: Path, tmp_path: Path) -> AsyncIterator[AsyncEngine]:
-    shutil.copyfile(template_db, tmp_path / "storage.db")
-    created = create_engine(sqlite_url(tmp_path))
-    try:
+@pytest.fixture(params=BACKENDS)
+async def engine(request: pytest.FixtureRequest, template_db: Path, tmp_path: Path) -> AsyncIterator[AsyncEngine]:
+    async with migrated_engine(request.param, template_db, tmp_path) as created:
         yield created
-    finally:
-        await created.dispose()
 
 
 @pytest.fixture

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import asyncpg
 
+BACKENDS = [b.strip() for b in os.environ.get("STORAGE_TEST_BACKENDS", "sqlite,postgres").split(",") if b.strip()]
+"""The databases tests run on (``STORAGE_TEST_BACKENDS``): a test parametrised by them runs once on each."""
 PG_ADMIN_DSN = os.environ.get("STORAGE_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 
@@ -55,3 +57,4 @@ async def postgres_database() -> AsyncIterator[str]:
         yield url
     finally:
         await drop_pg_database(name)
+

@@ -7,10 +7,10 @@ import math
 import re
 import time
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Protocol, cast
+from typing import Any, Protocol, cast
 
 import asyncpg
 from sqlalchemy import Connection, Engine, event
@@ -34,7 +34,23 @@ class AsyncpgConnection(Protocol):
 
     def is_in_transaction(self) -> bool: ...
 
-    async def execute(self, query: str) -> str: ...
+    def is_closed(self) -> bool: ...
+
+    async def execute(self, query: str, *args: Any) -> str: ...
+
+    async def executemany(self, query: str, args: Iterable[Sequence[Any]]) -> None: ...
+
+    async def fetch(self, query: str, *args: Any) -> list[Sequence[Any]]: ...
+
+
+def seems_open(conn: AsyncConnection) -> bool:
+    """Open as far as can be told without a round trip: asyncpg sees the server close the socket (a restart)."""
+    sync = conn.sync_connection
+    if conn.closed or conn.invalidated or sync is None:
+        return False
+    if conn.dialect.driver != "asyncpg":
+        return True
+    return not cast(AsyncpgConnection, sync.connection.driver_connection).is_closed()
 
 
 def is_sqlite(url: str) -> bool:

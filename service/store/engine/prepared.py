@@ -1,20 +1,26 @@
-"""The hottest statements, compiled once by SQLAlchemy and run by sqlite3 itself where that is safe.
+"""The hottest statements, compiled once by SQLAlchemy and run by the driver itself where that is safe.
 
 SQLAlchemy's execution layer (an execution context, events, a result object, a greenlet switch) costs
-about 60 µs per statement here, several times what SQLite needs for the INSERT itself, and every write
-command runs two to four such statements. A ``PreparedWrite`` keeps SQLAlchemy for what it is for: it
-compiles the statement for the dialect once per set of parameter names and converts every value with
+about 60 µs per statement here, several times what the database needs for the INSERT itself, and every
+write command runs two to four such statements. A ``PreparedWrite`` keeps SQLAlchemy for what it is for:
+it compiles the statement for the dialect once per set of parameter names and converts every value with
 the column type's own bind processor (JSON, timestamps, UUIDs come out exactly as SQLAlchemy stores
-them). On the writer's SQLite connection, inside its transaction, where statements already run on the
-event loop (see ``sqlite_driver``), the compiled SQL then goes straight to sqlite3; driver errors are
-wrapped as SQLAlchemy's own, so error handling is unchanged. Anywhere else (PostgreSQL, a connection
-outside the writer) the statement executes through SQLAlchemy as usual. Statements whose compilation
-needs Python-side defaults also take SQLAlchemy's path. SQLAlchemy's cursor events do not see the
-direct statements.
+them). The compiled SQL then goes straight to the driver; driver errors are wrapped as SQLAlchemy's own,
+so error handling is unchanged. SQLAlchemy's cursor events do not see the direct statements.
 
-``PreparedRead`` does the same for point lookups (statements marked with ``sqlite_driver.point_lookup``,
-which run on the event loop on any SQLite connection): the row's values go through each column type's
-result processor, and the rows it returns answer to the same attribute names as SQLAlchemy's.
+- SQLite: on the writer's connection, inside its transaction, where statements already run on the event
+  loop (see ``sqlite_driver``), sqlite3 runs it.
+- PostgreSQL: asyncpg runs it as a prepared statement, kept in the connection's statement cache across
+  groups (one round trip, no parse or plan after the first), once the connection is inside a transaction
+  SQLAlchemy began: a write never runs outside the group's transaction.
+- Anywhere else (a SQLite connection outside the writer, a write outside a transaction, a statement whose
+  compilation needs Python-side defaults) it executes through SQLAlchemy as usual.
+
+``PreparedRead`` does the same for point lookups (statements marked with ``sqlite_driver.point_lookup``):
+on any SQLite connection sqlite3 runs them on the event loop, on any asyncpg connection asyncpg runs them
+(in the transaction if one is open, else on their own, with no BEGIN and ROLLBACK around them). The row's
+values go through each column type's result processor, and the rows it returns answer to the same
+attribute names as SQLAlchemy's.
 """
 
 from __future__ import annotations
@@ -22,18 +28,23 @@ from __future__ import annotations
 import sqlite3
 from collections import namedtuple
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
+import asyncpg
 from sqlalchemy.engine import Dialect
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.dml import UpdateBase
 
+from service.store.engine.db import AsyncpgConnection
 from service.store.engine.sqlite_driver import LeanConnection
 from service.store.types import AnyRow, AnySelect
 
 Processor = Callable[[Any], Any] | None
+DIRECT_PARAMSTYLES = frozenset({"qmark", "numeric_dollar"})
+"""Positional parameters, in the order ``positiontup`` lists them: sqlite3's ``?`` and asyncpg's ``$n``."""
+_DRIVER_ERRORS = (sqlite3.Error, asyncpg.PostgresError, asyncpg.InterfaceError)
 
 
 class _Compiled:
@@ -43,12 +54,12 @@ class _Compiled:
         compiled = statement.compile(dialect=dialect, column_keys=keys)
         assert isinstance(compiled, SQLCompiler)  # a statement (not DDL) compiles with the dialect's SQL compiler
         self.sql: str | None = None
-        if compiled.insert_prefetch or compiled.update_prefetch or dialect.paramstyle != "qmark":
-            return  # Python-side defaults to compute, or not SQLite's positional parameters: SQLAlchemy's path
+        if compiled.insert_prefetch or compiled.update_prefetch or dialect.paramstyle not in DIRECT_PARAMSTYLES:
+            return  # Python-side defaults to compute, or parameters by name: SQLAlchemy's path
         self.sql = compiled.string
         self._compiled = compiled
         positions = compiled.positiontup
-        assert positions is not None  # qmark parameters are positional: the compiler lists them in order
+        assert positions is not None  # positional parameters: the compiler lists them in order
         self._processors: list[tuple[str, str, Processor]] = [
             (name, compiled.binds[name].key, compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect))
             for name in positions
@@ -63,6 +74,61 @@ class _Compiled:
             return tuple(named[n] if convert is None else convert(named[n]) for n, _, convert in self._processors)
 
 
+class _Direct(Protocol):
+    """A driver connection that runs compiled SQL with positional parameters."""
+
+    async def execute(self, sql: str, parameters: tuple[Any, ...]) -> int: ...
+
+    async def execute_many(self, sql: str, rows: list[tuple[Any, ...]]) -> None: ...
+
+    async def fetch(self, sql: str, parameters: tuple[Any, ...]) -> Sequence[Sequence[Any]]: ...
+
+
+class _SQLite:
+    """sqlite3 on the event loop: only where ``sqlite_driver`` already runs statements there."""
+
+    __slots__ = ("_conn",)
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    async def execute(self, sql: str, parameters: tuple[Any, ...]) -> int:
+        return self._conn.execute(sql, parameters).rowcount
+
+    async def execute_many(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
+        self._conn.executemany(sql, rows)
+
+    async def fetch(self, sql: str, parameters: tuple[Any, ...]) -> Sequence[Sequence[Any]]:
+        return self._conn.execute(sql, parameters).fetchall()
+
+
+class _Asyncpg:
+    """asyncpg's prepared statements (its per-connection cache): one round trip per statement."""
+
+    __slots__ = ("_conn",)
+
+    def __init__(self, conn: AsyncpgConnection) -> None:
+        self._conn = conn
+
+    async def execute(self, sql: str, parameters: tuple[Any, ...]) -> int:
+        status = await self._conn.execute(sql, *parameters)  # "INSERT 0 1", "UPDATE 3": the count comes last
+        return int(status.rsplit(" ", 1)[-1])
+
+    async def execute_many(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
+        await self._conn.executemany(sql, rows)  # the rows pipelined in one round trip
+
+    async def fetch(self, sql: str, parameters: tuple[Any, ...]) -> Sequence[Sequence[Any]]:
+        return await self._conn.fetch(sql, *parameters)
+
+
+def _wrapped(exc: Exception, sql: str, values: dict[str, Any] | list[dict[str, Any]]) -> Exception:
+    """A driver error (one of ``_DRIVER_ERRORS``) as SQLAlchemy raises it, a ``DBAPIError`` whose ``orig`` is
+    the driver's: the writer and the read paths look at its SQLSTATE and class, whichever path ran it."""
+    if isinstance(exc, asyncpg.IntegrityConstraintViolationError):  # as SQLAlchemy's asyncpg adapter names it
+        return IntegrityError(sql, values, exc)
+    return DBAPIError.instance(sql, values, exc, Exception)
+
+
 class PreparedWrite:
     """An INSERT or UPDATE executed with a row (or rows) of parameters; ``execute`` returns the rowcount."""
 
@@ -71,27 +137,27 @@ class PreparedWrite:
         self._compiled: dict[tuple[str, tuple[str, ...]], _Compiled] = {}
 
     async def execute(self, conn: AsyncConnection, values: Mapping[str, Any]) -> int:
-        raw = _inline_sqlite(conn)
-        compiled = self._for(conn.dialect, values) if raw is not None else None
-        if raw is None or compiled is None or compiled.sql is None:
+        direct = _writing(conn)
+        compiled = self._for(conn.dialect, values) if direct is not None else None
+        if direct is None or compiled is None or compiled.sql is None:
             return int((await conn.execute(self.statement, dict(values))).rowcount)
         try:
-            return raw.execute(compiled.sql, compiled.parameters(values)).rowcount
-        except sqlite3.Error as exc:
-            raise DBAPIError.instance(compiled.sql, dict(values), exc, sqlite3.Error) from exc
+            return await direct.execute(compiled.sql, compiled.parameters(values))
+        except _DRIVER_ERRORS as exc:
+            raise _wrapped(exc, compiled.sql, dict(values)) from exc
 
     async def execute_many(self, conn: AsyncConnection, rows: Sequence[Mapping[str, Any]]) -> None:
         if not rows:
             return
-        raw = _inline_sqlite(conn)
-        compiled = self._for(conn.dialect, rows[0]) if raw is not None else None
-        if raw is None or compiled is None or compiled.sql is None or any(r.keys() != rows[0].keys() for r in rows):
+        direct = _writing(conn)
+        compiled = self._for(conn.dialect, rows[0]) if direct is not None else None
+        if direct is None or compiled is None or compiled.sql is None or any(r.keys() != rows[0].keys() for r in rows):
             await conn.execute(self.statement, [dict(row) for row in rows])
             return
         try:
-            raw.executemany(compiled.sql, [compiled.parameters(row) for row in rows])
-        except sqlite3.Error as exc:
-            raise DBAPIError.instance(compiled.sql, [dict(r) for r in rows], exc, sqlite3.Error) from exc
+            await direct.execute_many(compiled.sql, [compiled.parameters(row) for row in rows])
+        except _DRIVER_ERRORS as exc:
+            raise _wrapped(exc, compiled.sql, [dict(r) for r in rows]) from exc
 
     def _for(self, dialect: Dialect, values: Mapping[str, Any]) -> _Compiled:
         return _compiled_for(self._compiled, self.statement, dialect, values)
@@ -110,26 +176,48 @@ def _compiled_for(
     return compiled
 
 
-def _lean(conn: AsyncConnection) -> LeanConnection | None:
-    """The worker's own SQLite driver connection behind ``conn``; None on PostgreSQL."""
-    if conn.dialect.name != "sqlite":
-        return None
+def _driver(conn: AsyncConnection) -> object:
     sync = conn.sync_connection
     assert sync is not None  # started: handed out by engine.connect() or begin()
-    driver = sync.connection.driver_connection
+    return sync.connection.driver_connection
+
+
+def _lean(conn: AsyncConnection) -> LeanConnection | None:
+    """The worker's own SQLite driver connection behind ``conn``; None on other databases."""
+    if conn.dialect.name != "sqlite":
+        return None
+    driver = _driver(conn)
     return driver if isinstance(driver, LeanConnection) else None
 
 
-def _inline_sqlite(conn: AsyncConnection) -> sqlite3.Connection | None:
-    """The sqlite3 connection when ``conn`` is the writer's, inside its transaction (statements run on the loop)."""
-    driver = _lean(conn)
-    if driver is not None and driver.in_transaction and not driver.inline_only:
-        return driver.sqlite_connection
+def _asyncpg(conn: AsyncConnection) -> AsyncpgConnection | None:
+    if conn.dialect.driver != "asyncpg":
+        return None
+    return cast(AsyncpgConnection, _driver(conn))
+
+
+def _writing(conn: AsyncConnection) -> _Direct | None:
+    """How to run a write on ``conn`` directly: inside the writer's SQLite transaction (statements on the
+    loop), or inside a PostgreSQL transaction SQLAlchemy began; None where SQLAlchemy must run it."""
+    if (lean := _lean(conn)) is not None:
+        return _SQLite(lean.sqlite_connection) if lean.in_transaction and not lean.inline_only else None
+    if (pg := _asyncpg(conn)) is not None and pg.is_in_transaction():
+        return _Asyncpg(pg)
+    return None
+
+
+def _reading(conn: AsyncConnection) -> _Direct | None:
+    """How to run a point lookup on ``conn`` directly: any of the worker's SQLite connections (on the loop),
+    any asyncpg connection (a transaction is not needed for one indexed SELECT)."""
+    if (lean := _lean(conn)) is not None:
+        return _SQLite(lean.sqlite_connection)
+    if (pg := _asyncpg(conn)) is not None:
+        return _Asyncpg(pg)
     return None
 
 
 class PreparedRead:
-    """A point lookup (``point_lookup``-marked SELECT) returning its rows; on SQLite run by sqlite3 directly."""
+    """A point lookup (``point_lookup``-marked SELECT) returning its rows, run by the driver directly."""
 
     def __init__(self, statement: AnySelect) -> None:
         self.statement = statement
@@ -137,15 +225,15 @@ class PreparedRead:
         self._rows: dict[str, tuple[Callable[..., tuple[Any, ...]], list[Processor]]] = {}
 
     async def all(self, conn: AsyncConnection, values: Mapping[str, Any]) -> list[AnyRow]:
-        raw = _sqlite_on_loop(conn)
-        compiled = self._for(conn.dialect, values) if raw is not None else None
-        if raw is None or compiled is None or compiled.sql is None:
+        direct = _reading(conn)
+        compiled = self._for(conn.dialect, values) if direct is not None else None
+        if direct is None or compiled is None or compiled.sql is None:
             return list((await conn.execute(self.statement, dict(values))).all())
         make, processors = self._row_type(conn.dialect)
         try:
-            fetched = raw.execute(compiled.sql, compiled.parameters(values)).fetchall()
-        except sqlite3.Error as exc:
-            raise DBAPIError.instance(compiled.sql, dict(values), exc, sqlite3.Error) from exc
+            fetched = await direct.fetch(compiled.sql, compiled.parameters(values))
+        except _DRIVER_ERRORS as exc:
+            raise _wrapped(exc, compiled.sql, dict(values)) from exc
         rows = [make(*(v if p is None else p(v) for v, p in zip(row, processors, strict=True))) for row in fetched]
         # Named tuples, not Rows: they answer to the same attribute names, which is all callers read.
         return cast("list[AnyRow]", rows)
@@ -167,9 +255,3 @@ class PreparedRead:
             ]
             known = self._rows[dialect.name] = (make, processors)
         return known
-
-
-def _sqlite_on_loop(conn: AsyncConnection) -> sqlite3.Connection | None:
-    """Any of the worker's SQLite connections: a point lookup runs on the event loop on each of them."""
-    driver = _lean(conn)
-    return driver.sqlite_connection if driver is not None else None

@@ -94,14 +94,17 @@ class _NestedTransaction:
 
 
 @asynccontextmanager
-async def group_transaction(conn: AsyncConnection) -> AsyncIterator[Savepoints]:
-    """One transaction for a group of jobs, committed when the block ends, rolled back when it raises."""
+async def group_transaction(conn: AsyncConnection, *, begin_with: str | None = None) -> AsyncIterator[Savepoints]:
+    """One transaction for a group of jobs, committed when the block ends, rolled back when it raises.
+
+    ``begin_with``: a statement for the transaction's first (PostgreSQL: ``SET LOCAL ...``).
+    """
     sync = conn.sync_connection
     assert sync is not None  # started: the writer's connection, checked out of the pool
     driver = sync.connection.driver_connection if conn.dialect.name == "sqlite" else None
     if not isinstance(driver, LeanConnection) or driver.in_transaction:
         async with conn.begin():
-            yield await savepoints_for(conn)
+            yield await savepoints_for(conn, begin_with=begin_with)
         return
     await driver.begin_write()
     try:
@@ -116,7 +119,7 @@ async def group_transaction(conn: AsyncConnection) -> AsyncIterator[Savepoints]:
         await conn.commit()
 
 
-async def savepoints_for(conn: AsyncConnection) -> Savepoints:
+async def savepoints_for(conn: AsyncConnection, *, begin_with: str | None = None) -> Savepoints:
     """How the writer opens savepoints on ``conn`` (inside a transaction SQLAlchemy began)."""
     driver = (await conn.get_raw_connection()).driver_connection
     if isinstance(driver, LeanConnection):
@@ -126,6 +129,10 @@ async def savepoints_for(conn: AsyncConnection) -> Savepoints:
     if conn.dialect.driver == "asyncpg":
         pg = cast(AsyncpgConnection, driver)
         if not pg.is_in_transaction():  # SQLAlchemy's adapter begins on its first statement, and commits
-            await conn.exec_driver_sql("SELECT 1")  # only what it began: let it begin here
+            await conn.exec_driver_sql(begin_with or "SELECT 1")  # only what it began: let it begin here
+        elif begin_with is not None:
+            await conn.exec_driver_sql(begin_with)
         return _AsyncpgSavepoint(pg)
+    if begin_with is not None:
+        await conn.exec_driver_sql(begin_with)
     return _NestedTransaction(conn)

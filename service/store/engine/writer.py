@@ -1,9 +1,14 @@
 """The single writer: every write in the worker goes through here, committed in groups.
 
 Handlers submit a job (an async function of a connection) and await its result. The writer takes
-whatever is queued (up to ``batch_max``), runs each job in its own savepoint inside one transaction and
-commits once: one fsync for many commands, and a failing job never sinks its neighbours. A failure of
-the database itself fails the whole batch with a retryable UNAVAILABLE.
+whatever is queued (up to ``batch_max``), runs the jobs in one transaction and commits once: one fsync for
+many commands, and a failing job never sinks its neighbours. A failure of the database itself fails the
+whole batch with a retryable UNAVAILABLE.
+
+On SQLite each job runs in its own savepoint (a few microseconds on the event loop). On PostgreSQL a
+savepoint and its release are two round trips per job, more than the job's own statements: the group
+first runs all or nothing, and only when a job fails (rare: a refusal found in the database, a row
+another worker holds) is it rolled back and run again job by job, each in a savepoint.
 
 With several workers on PostgreSQL two batches can wait on each other's rows (a deadlock); the database
 then rolls one back and the writer runs that batch again, in halves. A job may therefore run more than
@@ -24,7 +29,14 @@ from typing import Any, TypeVar
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from contracts import StorageError, Unavailable
-from service.store.engine.db import is_conflict, is_lock_timeout, translate_db_error, translate_value_error, unlimited
+from service.store.engine.db import (
+    is_conflict,
+    is_lock_timeout,
+    seems_open,
+    translate_db_error,
+    translate_value_error,
+    unlimited,
+)
 from service.store.engine.savepoint import group_transaction
 
 log = logging.getLogger(__name__)
@@ -44,6 +56,10 @@ WriteJob = Callable[[AsyncConnection], Awaitable[T]]
 class _Pending:
     job: WriteJob[Any]
     future: asyncio.Future[Any] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+
+
+class _OneByOne(Exception):
+    """A job of a group run all or nothing failed: the group rolls back and runs again, job by job."""
 
 
 class WriterStopped(Unavailable):
@@ -70,6 +86,9 @@ class SingleWriter:
         self._task: asyncio.Task[None] | None = None
         self._conn: AsyncConnection | None = None
         self._stopping = False
+        self._postgres = engine.dialect.name == "postgresql"
+        self._isolated = not self._postgres
+        """Whether a group's jobs run in savepoints from the start (see the module's docstring)."""
 
     @property
     def engine(self) -> AsyncEngine:
@@ -140,7 +159,9 @@ class SingleWriter:
                 self._take_queued(batch)
 
     async def _connection(self) -> AsyncConnection:
-        if self._conn is None or self._conn.closed or self._conn.invalidated:
+        if self._conn is not None and not seems_open(self._conn):  # the server restarted since the last group
+            await self._close_connection()
+        if self._conn is None:
             self._conn = await self._engine.connect()
             await unlimited(self._conn)  # a pooled connection may have served reads, under their time limit
         return self._conn
@@ -155,7 +176,10 @@ class SingleWriter:
 
     async def _commit(self, batch: list[_Pending], attempt: int = 1, *, patient: bool = False) -> None:
         try:
-            outcomes, deferred = await self._attempt(batch, patient=patient)
+            try:
+                outcomes, deferred = await self._attempt(batch, patient=patient, isolated=self._isolated)
+            except _OneByOne:
+                outcomes, deferred = await self._attempt(batch, patient=patient, isolated=True)
         except Exception as exc:
             if not is_conflict(exc) or attempt >= CONFLICT_ATTEMPTS:
                 self._fail(batch, exc)
@@ -180,14 +204,25 @@ class SingleWriter:
             await self._commit(deferred, attempt, patient=True)
 
     async def _attempt(
-        self, batch: list[_Pending], *, patient: bool
+        self, batch: list[_Pending], *, patient: bool, isolated: bool
     ) -> tuple[list[tuple[_Pending, bool, Any]], list[_Pending]]:
+        """The group in one transaction: each job in a savepoint (``isolated``), or all or nothing."""
         outcomes: list[tuple[_Pending, bool, Any]] = []
         deferred: list[_Pending] = []
         conn = await self._connection()
-        async with group_transaction(conn) as savepoints:
-            if not patient and conn.dialect.name == "postgresql":
-                await conn.exec_driver_sql(f"SET LOCAL lock_timeout = {LOCK_WAIT_MS}")
+        # PostgreSQL: how long a job may wait for another worker's row, set by the statement that begins the
+        # group's transaction (no round trip of its own). Patient groups wait as long as it takes.
+        lock_wait = f"SET LOCAL lock_timeout = {0 if patient else LOCK_WAIT_MS}" if self._postgres else None
+        async with group_transaction(conn, begin_with=lock_wait) as savepoints:
+            if not isolated:
+                for pending in batch:
+                    try:
+                        outcomes.append((pending, True, await pending.job(conn)))
+                    except Exception as exc:
+                        if translate_db_error(exc) is not None:
+                            raise  # the database failed, or a conflict rolled the whole transaction back
+                        raise _OneByOne from exc  # rolls the group back; its jobs run again, each isolated
+                return outcomes, deferred
             for pending in batch:
                 savepoint = await savepoints.open()
                 try:
