@@ -19,13 +19,22 @@ def elapsed_ms(started_monotonic: float) -> int:
     return max(0, int((time.monotonic() - started_monotonic) * 1000))
 
 
+class Prewritten:
+    """A mixin for an output that carries its JSON text already written, in the shape ``model_dump_json``
+    would give it: ``result_reply`` splices that text instead of serialising the model (a listing of
+    manifests stored as that text). The output stays an instance of its contract model."""
+
+    __slots__ = ()
+
+    def output_json(self) -> str:
+        raise NotImplementedError
+
+
 def result_reply(output: Output, started_monotonic: float) -> StoredReply:
     # pydantic writes the output's JSON itself (the same text json.dumps would make of model_dump(mode="json"),
     # in a fraction of the time): the result is assembled around it.
-    data = (
-        f'{{"status":"SUCCESS","output":{output.model_dump_json()},'
-        f'"execution_time_ms":{elapsed_ms(started_monotonic)}}}'
-    )
+    text = output.output_json() if isinstance(output, Prewritten) else output.model_dump_json()
+    data = f'{{"status":"SUCCESS","output":{text},"execution_time_ms":{elapsed_ms(started_monotonic)}}}'
     return StoredReply(new_id(), RESULT_TYPE, data, utc_now())
 
 

@@ -10,10 +10,8 @@ from typing import NamedTuple
 from sqlalchemy import (
     ColumnElement,
     FromClause,
-    Text,
     and_,
     bindparam,
-    cast,
     delete,
     exists,
     func,
@@ -32,7 +30,7 @@ from service.store.engine.prepared import PreparedRead, PreparedWrite
 from service.store.engine.sqlite_driver import point_lookup
 from service.store.models import Artifact, ArtifactLabel
 from service.store.read_rule import read_rule
-from service.store.types import AnyRow, AnySelect, RawJSON
+from service.store.types import AnyRow, AnySelect
 
 artifacts = Artifact.__table__
 labels = ArtifactLabel.__table__
@@ -48,9 +46,9 @@ ROW_COLUMNS = (
     artifacts.c.status,
     artifacts.c.created_at,
     artifacts.c.expires_at,
-    cast(artifacts.c.manifest, Text).label("manifest"),
+    artifacts.c.manifest,
 )
-"""The columns reads need; the manifest comes as its stored JSON text, for pydantic to parse in one pass.
+"""The columns reads need; the manifest is its stored JSON text, in the shape replies carry (``manifest_json``).
 ``expires_at`` is there because an artifact past it is gone for every read, before cleanup removes the row."""
 
 
@@ -75,6 +73,26 @@ def manifest_of(row: AnyRow) -> ArtifactManifest:
     if manifest.status != row.status:
         manifest.status = ArtifactStatus(row.status)
     return manifest
+
+
+_STATUS = ',"status":"'
+
+
+def manifest_json(row: AnyRow) -> str:
+    """The stored manifest as the JSON text ``ArtifactManifest.model_dump_json()`` would write of ``manifest_of``.
+
+    The text was written by that method (``insert_artifact``, revision 0008); only ``status`` can have
+    changed since, and then it is spliced in from its column. The first ``,"status":"`` is the manifest's
+    own: every field before it is a string, a number or null (no nested object), and a quote inside a JSON
+    string is escaped, so none of them can contain it. Status values are plain lowercase words.
+    """
+    text: str = row.manifest
+    status: str = row.status
+    start = text.index(_STATUS) + len(_STATUS)
+    end = text.index('"', start)
+    if text[start:end] == status:
+        return text
+    return text[:start] + status + text[end:]
 
 
 async def insert_artifact(
@@ -104,7 +122,7 @@ async def insert_artifact(
             "visibility": manifest.visibility.value,
             "expires_at": expires_at,
             "registered_at": now,
-            "manifest": RawJSON(manifest.model_dump_json(exclude_none=True)),  # the text of wire(), written once
+            "manifest": manifest.model_dump_json(),  # the reply's text, written once and spliced by listings
         },
     )
     if inserted != 1:

@@ -33,7 +33,14 @@ class Base(DeclarativeBase):
 
 
 class Artifact(Base):
-    """One registered artifact; ``manifest`` keeps the exact manifest as registered."""
+    """One registered artifact; ``manifest`` keeps the manifest as registered, as the JSON text replies carry.
+
+    The text is what ``ArtifactManifest.model_dump_json()`` writes, so a listing splices it into its reply
+    instead of parsing and writing it again (``status``, the one field that changes, is also its own column
+    and wins over the text). Indexes: the listing walks ``(created_at, id)`` newest first, or
+    ``(trace_id, created_at, id)`` for one trace, and checks every other filter on the rows it walks
+    (revision 0008 says why that stays flat); the rest serve cleanup and start-up recovery.
+    """
 
     __tablename__ = "artifacts"
 
@@ -53,16 +60,11 @@ class Artifact(Base):
     visibility: Mapped[str] = mapped_column(String(16))
     expires_at: Mapped[datetime | None]
     registered_at: Mapped[datetime]
-    manifest: Mapped[dict[str, Any]]
+    manifest: Mapped[str] = mapped_column(Text)
 
     __table_args__ = (
         Index(None, "created_at", "id"),
         Index(None, "trace_id", "created_at", "id"),
-        Index(None, "created_by", "created_at", "id"),
-        Index(None, "artifact_type", "created_at", "id"),
-        Index(None, "step_id", "created_at", "id"),
-        Index(None, "status", "created_at", "id"),
-        Index(None, "owner", "created_at", "id"),
         Index(None, "expires_at"),
         Index(None, "registered_at", "id"),
     )

@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import Executable, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from contracts import utc_now
+from contracts import ArtifactManifest, utc_now
 from service.settings import Settings
 from service.store.engine.db import create_engine
 from service.store.models import Artifact, InboxRecord, Thread, ThreadLabel, ThreadMessageRow
@@ -93,6 +93,6 @@ async def insert_uploading(settings: Settings, manifest: dict[str, Any], *, at: 
             status="uploading",
             visibility="trace",
             registered_at=at,
-            manifest=manifest,
+            manifest=ArtifactManifest.model_validate(manifest).model_dump_json(),  # stored as the worker stores it
         ),
     )
