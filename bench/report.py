@@ -174,8 +174,10 @@ def table(results: dict[str, Any]) -> str:
         f"{'p99 ms':>7} {'(x lean)':>8}  {'RSS MiB':>7} {'(x lean)':>8}"
     )
     lines = ["every ratio is to the lean echo (echo-lean), the broker's limit; ! marks a throughput above it"]
-    if "postgresql" in databases(results):
+    if databases(results) == ["sqlite", "postgresql"]:
         lines.append("systems ending in -pg run on PostgreSQL, the others with a database on SQLite")
+    elif databases(results) == ["postgresql"]:
+        lines.append("every system with a database runs on PostgreSQL (its kind ends in -pg)")
     lines += [head, "-" * len(head)]
     for row in rows:
         echo = echo_row(rows, row["in_flight"]) or row

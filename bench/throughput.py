@@ -114,6 +114,9 @@ class Bench:
         if args.rounds:  # more rounds of the same size: the medians hold better on a noisy machine
             counts = {k: v * args.rounds // self.plan.rounds for k, v in self.plan.counts.items()}
             self.plan = Plan(**{**self.plan.__dict__, "rounds": args.rounds, "counts": counts})
+        if args.soak_commands:  # e.g. a --quick matrix with the full 100,000-command soak; RSS marked at a tenth
+            soak = {"soak": args.soak_commands, "soak_checkpoint": max(1, args.soak_commands // 10)}
+            self.plan = Plan(**{**self.plan.__dict__, **soak})
         self.loadgen = LoadGenerator(args.amqp_url)
         self.rows: list[dict[str, Any]] = []
 
@@ -376,6 +379,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         choices=DATABASES,
         help="the databases the soak (RSS over many commands) runs on (default: every database of --databases)",
     )
+    parser.add_argument("--soak-commands", type=int, help="commands in the soak (default 100,000, 10,000 with --quick)")
     parser.add_argument(
         "--workers", type=int, default=1, help="worker processes on one queue (PostgreSQL only: --databases postgresql)"
     )
@@ -399,6 +403,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     args.urls = {"sqlite": None, "postgresql": args.database_url or DEFAULT_POSTGRES_URL}
     if args.workers < 1:
         parser.error("--workers must be at least 1")
+    if args.soak_commands is not None and args.soak_commands < 20:
+        parser.error("--soak-commands must be at least 20")
     if args.workers > 1 and "sqlite" in args.databases:
         parser.error("--workers > 1 needs PostgreSQL alone (--database-url ... or --databases postgresql)")
     return args
