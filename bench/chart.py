@@ -172,23 +172,25 @@ def _list_panel(lst: Any, runs: list[dict[str, Any]]) -> None:
     if not runs:
         lst.set_axis_off()
         return
-    for scaling in runs:
+    colours = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b"]
+    for order, scaling in enumerate(runs):  # a colour per query; each database its own markers
         points = scaling["points"]
         sizes = [p["artifacts"] for p in points]
         on = f", {NAMES[scaling['database']]}" if len(runs) > 1 and scaling.get("database") in NAMES else ""
-        for query in points[0]["queries"]:
-            line = lst.plot(
-                sizes, [p["queries"][query]["p50_ms"] for p in points], marker="o", label=f"{query} (bus{on})"
-            )
+        bus, alone = (("o", "-"), ("x", "--")) if order == 0 else (("s", "-."), ("+", ":"))
+        for index, query in enumerate(points[0]["queries"]):
+            colour = colours[index % len(colours)]
+            bus_ms = [p["queries"][query]["p50_ms"] for p in points]
             db_ms = [p["queries"][query]["db_p50_ms"] for p in points]
-            lst.plot(sizes, db_ms, marker="x", linestyle="--", color=line[0].get_color(), label=f"{query} (query{on})")
+            lst.plot(sizes, bus_ms, marker=bus[0], linestyle=bus[1], color=colour, label=f"{query} (bus{on})")
+            lst.plot(sizes, db_ms, marker=alone[0], linestyle=alone[1], color=colour, label=f"{query} (query{on})")
     lst.set_xscale("log")
     lst.set_xlabel("artifacts in the table")
     lst.set_ylabel("p50 ms (1 in flight)")
     on = ", ".join(NAMES.get(s.get("database") or "sqlite", "SQLite") for s in runs)
     lst.set_title(f"list_artifacts limit 20 with filters ({on})")
     lst.set_ylim(bottom=0)
-    lst.legend(fontsize=7)
+    lst.legend(fontsize=6 if len(runs) > 1 else 7, ncol=len(runs))
     lst.grid(True, alpha=0.3)
 
 

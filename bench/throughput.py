@@ -5,14 +5,14 @@ the plain echo (aio-pika's default path, a reference row), (2) the naive FastStr
 and, for ``list_artifacts``, with the composite index a careful developer adds, and (3) our worker, on the
 same queue settings with the same load generator at 1, 10 and 100 commands in flight; then 100,000
 commands through the worker (RSS after the first 10,000 and at the end), ``list_artifacts`` over tables
-of 1,000 to 1,000,000 artifacts, and the client library's own overhead.
+of 1,000 to 1,000,000 artifacts, and the client library's own overhead. Prints a table with each figure
+as a ratio to the lean echo (a throughput above it is flagged: the reference is wrong), writes JSON and a
+PNG chart to ``bench/results/``.
 
 ``--databases sqlite postgresql`` measures the naive peer and the worker on both databases in the same run,
 all systems taking turns round by round with one shared echo; the PostgreSQL systems' kinds end in ``-pg``
 (``worker-pg``) and every row has a ``database`` field. The soak runs on each database asked
-(``--soak-databases`` to choose). Prints a table with each figure as
-a ratio to the lean echo (a throughput above it is flagged: the reference is wrong), writes JSON and a PNG
-chart to ``bench/results/``.
+(``--soak-databases`` to choose), the listing over a growing table on each database of the run.
 
 ``list_artifacts`` lists a trace of fixed size (``Plan.list_trace``), seeded before the matrix; the
 matrix's registrations go to another trace, so the listed trace does not grow while it is measured.
@@ -252,9 +252,12 @@ class Bench:
             if "list" in args.parts:
                 from bench import scaling
 
-                _say("list_artifacts with filters over a growing table (SQLite)")
                 sizes, count = self.plan.list_sizes, self.plan.list_count
-                results["list_scaling"] = scaling.run(self.loadgen, args.amqp_url, sizes, count)
+                results["list_scaling"] = []  # one growing table per database of the run
+                for database in args.databases:
+                    _say(f"list_artifacts with filters over a growing table ({database})")
+                    scaled = scaling.run(self.loadgen, args.amqp_url, sizes, count, args.urls[database])
+                    results["list_scaling"].append(scaled)
         finally:
             self.loadgen.stop()
         meta["load_after"] = report.load()
