@@ -27,7 +27,6 @@ from service.identity import Requester
 from service.store import cursor
 from service.store.engine.conflicts import prepared_insert_or_skip
 from service.store.engine.prepared import PreparedRead, PreparedWrite
-from service.store.engine.sqlite_driver import point_lookup
 from service.store.models import Artifact, ArtifactLabel
 from service.store.read_rule import read_rule
 from service.store.types import AnyRow, AnySelect
@@ -54,8 +53,8 @@ ROW_COLUMNS = (
 
 # Hot-path statements are built once: SQLAlchemy computes a statement's cache key per object, so a
 # prebuilt statement executed with parameters skips construction and key generation on every command.
-_BY_ID = PreparedRead(point_lookup(select(*ROW_COLUMNS).where(artifacts.c.id == bindparam("artifact_id"))))
-_SUCCESSOR = PreparedRead(point_lookup(select(*ROW_COLUMNS).where(artifacts.c.supersedes == bindparam("artifact_id"))))
+_BY_ID = PreparedRead.by_keys(ROW_COLUMNS, {"artifact_id": artifacts.c.id})
+_SUCCESSOR = PreparedRead.by_keys(ROW_COLUMNS, {"artifact_id": artifacts.c.supersedes})
 _INSERT_LABELS = PreparedWrite(insert(labels))
 
 

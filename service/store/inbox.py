@@ -33,9 +33,7 @@ _REPLY_COLUMNS = (
 )
 # Built once (every write command runs these): a prebuilt statement skips construction and cache-key work.
 _OF_REQUESTER = _inbox.c.requester == bindparam("requester")
-_FIND_BY_ID = PreparedRead(
-    point_lookup(select(*_REPLY_COLUMNS).where(_OF_REQUESTER & (_inbox.c.id == bindparam("envelope_id"))))
-)
+_FIND_BY_ID = PreparedRead.by_keys(_REPLY_COLUMNS, {"requester": _inbox.c.requester, "envelope_id": _inbox.c.id})
 _FIND_BY_ID_OR_KEY = PreparedRead(
     point_lookup(
         select(*_REPLY_COLUMNS).where(

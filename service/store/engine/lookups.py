@@ -8,9 +8,14 @@ ROLLBACK) and the BEGIN and ROLLBACK SQLAlchemy wraps around the statement, six 
 - SQLite: a point lookup runs on the event loop and never suspends (see ``sqlite_driver.point_lookup``),
   so one connection serves every command in turn. It refuses any statement that would have to leave the
   loop, so a slow query can never slip onto it.
-- PostgreSQL: a few connections, each lent to one command at a time; ``PreparedRead`` runs the lookup on
-  asyncpg directly, outside any transaction: one round trip. A connection the server dropped (a restart)
-  is seen closed before it is lent and replaced; one that fails while lent is discarded.
+- PostgreSQL: a round trip (a socket write that wakes the server, a wake-up for the answer) costs more
+  than the lookup. Lookups of concurrent commands run together, as the writer groups writes: every command
+  gets the same connection object, whose ``PreparedRead`` lookups are routed to ``_Together``. The lookups
+  of one statement asked for in the same loop turn, or while every held connection is busy, become one
+  statement for all their keys (``PreparedRead.for_keys``); a lookup without that form runs alone. Either
+  way asyncpg runs it directly on one of a few held connections, outside any transaction: no ping, no
+  BEGIN and ROLLBACK. A held connection the server dropped (a restart) is seen closed before it is lent
+  and replaced; one that fails while lent is discarded.
 - Other databases: a pooled read.
 """
 
@@ -18,19 +23,25 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any
 
+from sqlalchemy import Connection, event
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from service.store.engine.db import read_connection, seems_open, translate_db_error
+from service.store.engine.prepared import ROUTE, Key, PreparedRead
 from service.store.engine.sqlite_driver import LeanConnection
+from service.store.types import AnyRow
 
 log = logging.getLogger(__name__)
 
 POSTGRES_LOOKUP_CONNECTIONS = 4
-"""Enough for the lookups of a full prefetch (one round trip each, well under a millisecond), few enough to
+"""Statements in flight at once: while all run, the next lookups gather into the next statement. Few enough to
 leave the pool to the writer, the listings and cleanup."""
+MAX_KEYS = 500
+"""Keys in one statement at most; a batch that reaches it is sent and the next lookups form another."""
 
 
 class PointLookups:
@@ -44,6 +55,9 @@ class PointLookups:
         """Hold what the engine's driver allows (see the module's docstring); otherwise use the pool."""
         if self._engine.dialect.driver == "asyncpg":
             self._postgres = _HeldPostgres(self._engine, self._postgres_connections)
+            self._held = await self._engine.connect()  # never runs a statement itself: see the module's docstring
+            self._held.info[ROUTE] = _Together(self._postgres).fetch
+            event.listen(self._engine.sync_engine, "before_execute", _only_routed_lookups)
             return
         conn = await self._engine.connect()
         driver = (await conn.get_raw_connection()).driver_connection
@@ -56,15 +70,15 @@ class PointLookups:
     async def close(self) -> None:
         held, self._held = self._held, None
         if held is not None:
+            if event.contains(self._engine.sync_engine, "before_execute", _only_routed_lookups):
+                event.remove(self._engine.sync_engine, "before_execute", _only_routed_lookups)
             await held.close()
         postgres, self._postgres = self._postgres, None
         if postgres is not None:
             await postgres.close()
 
     def connection(self) -> AbstractAsyncContextManager[AsyncConnection]:
-        """A connection for point lookups only (statements marked with ``point_lookup``)."""
-        if self._postgres is not None:
-            return self._postgres.lend()
+        """A connection for point lookups only (``PreparedRead`` of statements marked with ``point_lookup``)."""
         held = self._held
         if held is None or held.closed or held.invalidated:
             return read_connection(self._engine)
@@ -72,11 +86,11 @@ class PointLookups:
 
 
 class _Held:
-    """The held SQLite connection, lent for one command's lookups.
+    """The held connection, lent for one command's lookups.
 
-    Nothing to end afterwards: SQLAlchemy's autobegun transaction on it is bookkeeping only, since pysqlite
-    begins no transaction for a SELECT, so every lookup reads the latest commit. Database failures surface
-    as UNAVAILABLE, as from a pooled read.
+    Nothing to end afterwards. On SQLite, SQLAlchemy's autobegun transaction on it is bookkeeping only, since
+    pysqlite begins no transaction for a SELECT, so every lookup reads the latest commit; on PostgreSQL its
+    lookups run on other connections. Database failures surface as UNAVAILABLE, as from a pooled read.
     """
 
     __slots__ = ("_conn",)
@@ -157,3 +171,76 @@ class _HeldPostgres:
     async def close(self) -> None:
         for conn in list(self._open):
             await self._discard(conn)
+
+
+def _only_routed_lookups(conn: Connection, *_: object) -> None:
+    """Refuse a statement on the connection every command shares on PostgreSQL: it would run beside others'."""
+    if ROUTE in conn.info:
+        raise RuntimeError("only prepared point lookups run on the lookup connection")
+
+
+class _Batch:
+    """The keys of one statement's lookups gathered so far, and who waits for each."""
+
+    __slots__ = ("waiting",)
+
+    def __init__(self) -> None:
+        self.waiting: dict[Key, list[asyncio.Future[list[AnyRow]]]] = {}
+
+    def add(self, key: Key) -> asyncio.Future[list[AnyRow]]:
+        future: asyncio.Future[list[AnyRow]] = asyncio.get_running_loop().create_future()
+        self.waiting.setdefault(key, []).append(future)
+        return future
+
+    def settle(self, found: dict[Key, list[AnyRow]]) -> None:
+        for key, futures in self.waiting.items():
+            for future in futures:
+                if not future.done():
+                    future.set_result(found.get(key, []))
+
+    def fail(self, exc: BaseException) -> None:
+        for futures in self.waiting.values():
+            for future in futures:
+                if not future.done():
+                    future.set_exception(exc)
+
+
+class _Together:
+    """Concurrent point lookups on PostgreSQL, one statement per batch of keys (see the module's docstring)."""
+
+    def __init__(self, held: _HeldPostgres) -> None:
+        self._held = held
+        self._forming: dict[PreparedRead, _Batch] = {}
+        self._running: set[asyncio.Task[None]] = set()
+
+    async def fetch(self, lookup: PreparedRead, values: Mapping[str, Any]) -> list[AnyRow]:
+        if not lookup.keys:
+            async with self._held.lend() as conn:
+                return await lookup.all(conn, values)
+        batch = self._forming.get(lookup)
+        if batch is None:
+            batch = self._forming[lookup] = _Batch()
+            task = asyncio.create_task(self._run(lookup, batch))  # next loop turn: this turn's lookups join
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+        future = batch.add(tuple(values[name] for name in lookup.keys))
+        if len(batch.waiting) >= MAX_KEYS:
+            self._seal(lookup, batch)
+        return await asyncio.shield(future)  # a caller cancelled leaves the batch to the others
+
+    def _seal(self, lookup: PreparedRead, batch: _Batch) -> None:
+        if self._forming.get(lookup) is batch:
+            del self._forming[lookup]
+
+    async def _run(self, lookup: PreparedRead, batch: _Batch) -> None:
+        try:
+            async with self._held.lend() as conn:  # while every connection is busy, the batch keeps growing
+                self._seal(lookup, batch)
+                found = await lookup.for_keys(conn, list(batch.waiting))
+        except BaseException as exc:
+            self._seal(lookup, batch)
+            batch.fail(exc)
+            if not isinstance(exc, Exception):
+                raise
+        else:
+            batch.settle(found)

@@ -27,10 +27,12 @@ from __future__ import annotations
 
 import sqlite3
 from collections import namedtuple
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Protocol, cast
 
 import asyncpg
+from sqlalchemy import ColumnElement, and_, bindparam, func, select
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -38,7 +40,7 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.dml import UpdateBase
 
 from service.store.engine.db import AsyncpgConnection
-from service.store.engine.sqlite_driver import LeanConnection
+from service.store.engine.sqlite_driver import LeanConnection, point_lookup
 from service.store.types import AnyRow, AnySelect
 
 Processor = Callable[[Any], Any] | None
@@ -216,15 +218,37 @@ def _reading(conn: AsyncConnection) -> _Direct | None:
     return None
 
 
-class PreparedRead:
-    """A point lookup (``point_lookup``-marked SELECT) returning its rows, run by the driver directly."""
+ROUTE = "storage_lookup_route"
+"""``conn.info`` key of a connection whose point lookups go elsewhere (``lookups``: run together on PostgreSQL)."""
+LookupRoute = Callable[["PreparedRead", Mapping[str, Any]], Awaitable[list[AnyRow]]]
+Key = tuple[Any, ...]
 
-    def __init__(self, statement: AnySelect) -> None:
+
+class PreparedRead:
+    """A point lookup (``point_lookup``-marked SELECT) returning its rows, run by the driver directly.
+
+    Built with ``by_keys``, it also has a form for many keys at once (PostgreSQL: the keys as arrays, joined
+    through ``unnest``), with which concurrent lookups of different commands share one round trip.
+    """
+
+    def __init__(self, statement: AnySelect, *, keys: Mapping[str, ColumnElement[Any]] | None = None) -> None:
         self.statement = statement
+        self.keys: tuple[str, ...] = tuple(keys or ())
+        """The parameters naming one lookup's key (empty: no form for many keys)."""
+        self._many = _many_keys_form(statement, keys) if keys else None
         self._compiled: dict[tuple[str, tuple[str, ...]], _Compiled] = {}
+        self._compiled_many: dict[tuple[str, tuple[str, ...]], _Compiled] = {}
         self._rows: dict[str, tuple[Callable[..., tuple[Any, ...]], list[Processor]]] = {}
 
+    @classmethod
+    def by_keys(cls, columns: Sequence[ColumnElement[Any]], keys: Mapping[str, ColumnElement[Any]]) -> PreparedRead:
+        """``SELECT columns WHERE key column = :param AND ...``: a lookup that can run for many keys at once."""
+        where = [column == bindparam(name) for name, column in keys.items()]
+        return cls(point_lookup(select(*columns).where(*where)), keys=keys)
+
     async def all(self, conn: AsyncConnection, values: Mapping[str, Any]) -> list[AnyRow]:
+        if (route := conn.info.get(ROUTE)) is not None:
+            return cast("list[AnyRow]", await route(self, values))
         direct = _reading(conn)
         compiled = self._for(conn.dialect, values) if direct is not None else None
         if direct is None or compiled is None or compiled.sql is None:
@@ -237,6 +261,25 @@ class PreparedRead:
         rows = [make(*(v if p is None else p(v) for v, p in zip(row, processors, strict=True))) for row in fetched]
         # Named tuples, not Rows: they answer to the same attribute names, which is all callers read.
         return cast("list[AnyRow]", rows)
+
+    async def for_keys(self, conn: AsyncConnection, keys: Sequence[Key]) -> dict[Key, list[AnyRow]]:
+        """The rows of each key (``self.keys`` order) in one statement; on PostgreSQL only."""
+        pg = _asyncpg(conn)
+        assert self._many is not None and pg is not None, "only a by_keys lookup runs for many keys, on PostgreSQL"
+        arrays = {name: [key[i] for key in keys] for i, name in enumerate(self.keys)}
+        compiled = _compiled_for(self._compiled_many, self._many, conn.dialect, arrays)
+        assert compiled.sql is not None  # asyncpg's positional parameters
+        make, processors = self._row_type(conn.dialect)
+        try:
+            fetched = await _Asyncpg(pg).fetch(compiled.sql, compiled.parameters(arrays))
+        except _DRIVER_ERRORS as exc:
+            raise _wrapped(exc, compiled.sql, arrays) from exc
+        width = len(processors)
+        found: dict[Key, list[AnyRow]] = {}
+        for row in fetched:
+            values = (v if p is None else p(v) for v, p in zip(row[:width], processors, strict=True))
+            found.setdefault(tuple(row[width:]), []).append(cast("AnyRow", make(*values)))
+        return found
 
     async def first(self, conn: AsyncConnection, values: Mapping[str, Any]) -> AnyRow | None:
         rows = await self.all(conn, values)
@@ -255,3 +298,14 @@ class PreparedRead:
             ]
             known = self._rows[dialect.name] = (make, processors)
         return known
+
+
+def _many_keys_form(statement: AnySelect, keys: Mapping[str, ColumnElement[Any]]) -> AnySelect:
+    """The lookup for many keys: its columns, then the key the row answers, joined to ``unnest`` of the
+    keys' arrays (one parameter per key column, whatever the number of keys: one statement to prepare)."""
+    arrays = [bindparam(name, type_=ARRAY(column.type)) for name, column in keys.items()]
+    names = [f"k{i}" for i in range(len(keys))]
+    wanted = func.unnest(*arrays).table_valued(*names).render_derived()
+    (table,) = statement.get_final_froms()
+    joined = table.join(wanted, and_(*(column == wanted.c[n] for n, column in zip(names, keys.values(), strict=True))))
+    return select(*statement.selected_columns, *(wanted.c[n] for n in names)).select_from(joined)
