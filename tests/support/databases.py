@@ -57,4 +57,3 @@ async def postgres_database() -> AsyncIterator[str]:
         yield url
     finally:
         await drop_pg_database(name)
-
