@@ -309,6 +309,14 @@ class ListedArtifacts(ListArtifactsOutput, Prewritten):
                 return parsed
             return super().__getattr__(name)
 
+        def model_dump(self, **options: Any) -> dict[str, Any]:
+            self.artifacts  # noqa: B018  # parsed first: pydantic reads the fields from __dict__
+            return super().model_dump(**options)
+
+        def model_dump_json(self, **options: Any) -> str:
+            self.artifacts  # noqa: B018
+            return super().model_dump_json(**options)
+
 
 async def get_artifact_uri(params: GetArtifactUriParams, ctx: HandlerContext) -> GetArtifactUriOutput:
     async with ctx.read() as conn:

@@ -99,6 +99,7 @@ async def test_spliced_page_equals_the_reserialised_one(services: Services, stor
         old = await _old_reply(ctx, params)
         assert reply == json.loads(old)
         assert isinstance(page, handlers.ListedArtifacts) and page.output_json() == old  # key order too
+        assert page.model_dump_json() == old  # pydantic's own serialisation of the page agrees
 
     everything = await handlers.list_artifacts(ListArtifactsParams(), ctx)
     assert [m.id for m in everything.artifacts][-1] == first  # read in the process, the manifests parse
