@@ -47,7 +47,7 @@ class Services:
     faults: FaultHooks = field(default_factory=FaultHooks)
     started_monotonic: float = field(default_factory=time.monotonic)
     lookups: PointLookups | None = None
-    """Held for point lookups on SQLite (started by the worker); without it lookups use the pool."""
+    """Connections held for point lookups and reads (started by the worker); without it, the pool's."""
     lock: DatabaseLock | None = None
     """The embedded database's file lock, held while these services are open."""
     on_cleanup: list[Callable[[str, int], None]] = field(default_factory=list)
@@ -58,6 +58,12 @@ class Services:
         if self.lookups is None:
             return read_connection(self.engine)
         return self.lookups.connection()
+
+    def read(self) -> AbstractAsyncContextManager[AsyncConnection]:
+        """A connection for any read, under the read limit (``STORAGE_READ_TIMEOUT_MS``)."""
+        if self.lookups is None:
+            return read_connection(self.engine)
+        return self.lookups.reads()
 
 
 @dataclass(slots=True)
@@ -87,7 +93,7 @@ class HandlerContext:
         return self.services.settings.cleanup_batch
 
     def read(self) -> AbstractAsyncContextManager[AsyncConnection]:
-        return read_connection(self.services.engine)
+        return self.services.read()
 
     def lookup(self) -> AbstractAsyncContextManager[AsyncConnection]:
         """For point lookups only: on SQLite the worker's held connection, run on the event loop."""

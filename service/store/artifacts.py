@@ -26,7 +26,7 @@ from contracts import ArtifactManifest, ArtifactStats, ArtifactStatus, ListArtif
 from service.identity import Requester
 from service.store import cursor
 from service.store.engine.conflicts import prepared_insert_or_skip
-from service.store.engine.prepared import PreparedRead, PreparedWrite
+from service.store.engine.prepared import PreparedQuery, PreparedRead, PreparedWrite
 from service.store.models import Artifact, ArtifactLabel
 from service.store.read_rule import read_rule
 from service.store.types import AnyRow, AnySelect
@@ -195,7 +195,7 @@ async def list_page(
         requester.id is not None,
         requester.trace_id is not None,
     )
-    rows = list((await conn.execute(_list_statement(shape), values)).all())
+    rows = await _list_query(shape).all(conn, values)
     next_cursor = None
     if len(rows) > params.limit:
         rows = rows[: params.limit]
@@ -232,6 +232,11 @@ def _read_rule(table: FromClause, shape: _ListShape) -> ColumnElement[bool]:
 
 
 @lru_cache(maxsize=512)
+def _list_query(shape: _ListShape) -> PreparedQuery:
+    """The listing for one shape, run by the driver directly where that is safe (PostgreSQL)."""
+    return PreparedQuery(_list_statement(shape))
+
+
 def _list_statement(shape: _ListShape) -> AnySelect:
     """The listing for one shape of request, built once: building it costs more than running it."""
     now = bindparam("now", type_=artifacts.c.expires_at.type)

@@ -309,14 +309,30 @@ async def read_connection(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]
                 if deadline is not None:
                     deadline.at = math.inf
     except Exception as exc:
-        if timeout_ms is not None and _read_timed_out(exc, deadline):
-            raise DeadlineExceeded(
-                f"the read ran longer than the {timeout_ms} ms a read may take; narrow it down",
-                {"reason": "read_timeout", "timeout_ms": timeout_ms},
-                retryable=False,
-            ) from exc
-        if (unavailable := translate_db_error(exc)) is not None:
-            raise unavailable from exc
-        if (refusal := translate_value_error(exc)) is not None:
-            raise refusal from exc
+        if (failure := read_failure(exc, timeout_ms, deadline)) is not None:
+            raise failure from exc
         raise
+
+
+async def limit_reads(conn: AsyncConnection) -> None:
+    """Put a PostgreSQL connection held for reads under its engine's read limit, for its life."""
+    if (timeout_ms := _READ_TIMEOUTS.get(conn.engine.sync_engine)) is not None:
+        await _limit_reads(conn, timeout_ms)
+
+
+def read_failure(
+    exc: Exception, timeout_ms: int | None, deadline: _Deadline | None = None
+) -> DeadlineExceeded | Unavailable | InvalidArgument | None:
+    """What a failed read answers: DEADLINE_EXCEEDED past the read limit, UNAVAILABLE when the database
+    failed, INVALID_ARGUMENT for a value it cannot hold; None when the database is not the cause."""
+    if timeout_ms is not None and _read_timed_out(exc, deadline):
+        return DeadlineExceeded(
+            f"the read ran longer than the {timeout_ms} ms a read may take; narrow it down",
+            {"reason": "read_timeout", "timeout_ms": timeout_ms},
+            retryable=False,
+        )
+    return translate_db_error(exc) or translate_value_error(exc)
+
+
+def read_limit_of(engine: AsyncEngine) -> int | None:
+    return _READ_TIMEOUTS.get(engine.sync_engine)

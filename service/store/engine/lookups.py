@@ -30,7 +30,14 @@ from typing import Any
 from sqlalchemy import Connection, event
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from service.store.engine.db import read_connection, seems_open, translate_db_error
+from service.store.engine.db import (
+    limit_reads,
+    read_connection,
+    read_failure,
+    read_limit_of,
+    seems_open,
+    translate_db_error,
+)
 from service.store.engine.prepared import ROUTE, Key, PreparedRead
 from service.store.engine.sqlite_driver import LeanConnection
 from service.store.types import AnyRow
@@ -49,12 +56,14 @@ class PointLookups:
         self._engine = engine
         self._held: AsyncConnection | None = None
         self._postgres: _HeldPostgres | None = None
+        self._readers: _HeldPostgres | None = None
         self._postgres_connections = postgres_connections
 
     async def start(self) -> None:
         """Hold what the engine's driver allows (see the module's docstring); otherwise use the pool."""
         if self._engine.dialect.driver == "asyncpg":
             self._postgres = _HeldPostgres(self._engine, self._postgres_connections)
+            self._readers = _HeldPostgres(self._engine, self._postgres_connections, reads=True)
             self._held = await self._engine.connect()  # never runs a statement itself: see the module's docstring
             self._held.info[ROUTE] = _Together(self._postgres).fetch
             event.listen(self._engine.sync_engine, "before_execute", _only_routed_lookups)
@@ -73,9 +82,18 @@ class PointLookups:
             if event.contains(self._engine.sync_engine, "before_execute", _only_routed_lookups):
                 event.remove(self._engine.sync_engine, "before_execute", _only_routed_lookups)
             await held.close()
-        postgres, self._postgres = self._postgres, None
-        if postgres is not None:
-            await postgres.close()
+        for held_postgres in (self._postgres, self._readers):
+            if held_postgres is not None:
+                await held_postgres.close()
+        self._postgres = self._readers = None
+
+    def reads(self) -> AbstractAsyncContextManager[AsyncConnection]:
+        """A connection for any read (a listing, a count), under the read limit: on PostgreSQL one of a few
+        held ones (no liveness ping per read; statements through SQLAlchemy are rolled back after), else a
+        pooled one."""
+        if self._readers is not None:
+            return self._readers.lend()
+        return read_connection(self._engine)
 
     def connection(self) -> AbstractAsyncContextManager[AsyncConnection]:
         """A connection for point lookups only (``PreparedRead`` of statements marked with ``point_lookup``)."""
@@ -108,10 +126,12 @@ class _Held:
 
 class _HeldPostgres:
     """PostgreSQL connections out of the engine's pool, kept and lent one command at a time (LIFO: the
-    connection used last is warm, its prepared statements cached)."""
+    connection used last is warm, its prepared statements cached). With ``reads``, each is under the engine's
+    read limit (``STORAGE_READ_TIMEOUT_MS``), and a read past it answers DEADLINE_EXCEEDED."""
 
-    def __init__(self, engine: AsyncEngine, size: int) -> None:
+    def __init__(self, engine: AsyncEngine, size: int, *, reads: bool = False) -> None:
         self._engine = engine
+        self._read_limit_ms = read_limit_of(engine) if reads else None
         self._idle: asyncio.LifoQueue[AsyncConnection | None] = asyncio.LifoQueue()
         for _ in range(size):
             self._idle.put_nowait(None)  # opened when first needed
@@ -134,9 +154,9 @@ class _HeldPostgres:
             except BaseException:  # cancelled mid-statement: what the connection is doing is unknown
                 await self._discard(conn)
                 raise
-        except Exception as exc:  # the lookup, or opening a connection for it
-            if (unavailable := translate_db_error(exc)) is not None:
-                raise unavailable from exc
+        except Exception as exc:  # the statement, or opening a connection for it
+            if (failure := read_failure(exc, self._read_limit_ms)) is not None:
+                raise failure from exc
             raise
         finally:
             self._idle.put_nowait(kept)
@@ -146,6 +166,8 @@ class _HeldPostgres:
             await self._discard(stale)
         conn = await self._engine.connect()
         self._open.add(conn)
+        if self._read_limit_ms is not None:
+            await limit_reads(conn)
         return conn
 
     async def _kept_after(self, conn: AsyncConnection, exc: Exception) -> AsyncConnection | None:

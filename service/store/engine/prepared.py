@@ -249,7 +249,7 @@ class PreparedRead:
     async def all(self, conn: AsyncConnection, values: Mapping[str, Any]) -> list[AnyRow]:
         if (route := conn.info.get(ROUTE)) is not None:
             return cast("list[AnyRow]", await route(self, values))
-        direct = _reading(conn)
+        direct = self._direct(conn)
         compiled = self._for(conn.dialect, values) if direct is not None else None
         if direct is None or compiled is None or compiled.sql is None:
             return list((await conn.execute(self.statement, dict(values))).all())
@@ -281,6 +281,9 @@ class PreparedRead:
             found.setdefault(tuple(row[width:]), []).append(cast("AnyRow", make(*values)))
         return found
 
+    def _direct(self, conn: AsyncConnection) -> _Direct | None:
+        return _reading(conn)
+
     async def first(self, conn: AsyncConnection, values: Mapping[str, Any]) -> AnyRow | None:
         rows = await self.all(conn, values)
         return rows[0] if rows else None
@@ -298,6 +301,15 @@ class PreparedRead:
             ]
             known = self._rows[dialect.name] = (make, processors)
         return known
+
+
+class PreparedQuery(PreparedRead):
+    """A read that may scan (a listing): asyncpg runs it directly on PostgreSQL (no SQLAlchemy layer, no BEGIN
+    and ROLLBACK); on SQLite it goes through SQLAlchemy, to the connection's thread, never on the event loop."""
+
+    def _direct(self, conn: AsyncConnection) -> _Direct | None:
+        pg = _asyncpg(conn)
+        return None if pg is None else _Asyncpg(pg)
 
 
 def _many_keys_form(statement: AnySelect, keys: Mapping[str, ColumnElement[Any]]) -> AnySelect:
