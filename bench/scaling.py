@@ -151,7 +151,7 @@ async def _pg_bytes(url: str) -> int:
         await engine.dispose()
 
 
-async def _db_p50(url: str, filters: dict[str, Any], repeat: int = 50) -> float:
+async def _db_p50(url: str, filters: dict[str, Any], repeat: int = 200) -> float:
     """The worker's own query for one page (store.list_page), timed without the bus: its p50 in ms."""
     from contracts import ListArtifactsParams
     from service.identity import Requester

@@ -38,8 +38,9 @@ class Artifact(Base):
     The text is what ``ArtifactManifest.model_dump_json()`` writes, so a listing splices it into its reply
     instead of parsing and writing it again (``status``, the one field that changes, is also its own column
     and wins over the text). Indexes: the listing walks ``(created_at, id)`` newest first, or
-    ``(trace_id, created_at, id)`` for one trace, and checks every other filter on the rows it walks
-    (revision 0008 says why that stays flat); the rest serve cleanup and start-up recovery.
+    ``(trace_id, created_at, id)`` for one trace, or ``(status, created_at, id)`` for a rare status, and checks
+    every other filter on the rows it walks (revision 0008 says why that stays flat); the rest serve cleanup
+    and start-up recovery.
     """
 
     __tablename__ = "artifacts"
@@ -65,6 +66,7 @@ class Artifact(Base):
     __table_args__ = (
         Index(None, "created_at", "id"),
         Index(None, "trace_id", "created_at", "id"),
+        Index(None, "status", "created_at", "id"),
         Index(None, "expires_at"),
         Index(None, "registered_at", "id"),
     )

@@ -1,4 +1,4 @@
-"""Revision 0008 on a database with artifacts: manifests become the reply's JSON text, five list indexes go."""
+"""Revision 0008 on a database with artifacts: manifests become the reply's JSON text, four list indexes go."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from contracts import ArtifactManifest, ArtifactStatus
 from service.store.engine import schema
 from tests.support.artifacts import checksum, new_artifact_id
 
-FOLDED = {f"ix_artifacts_{c}_created_at_id" for c in ("created_by", "artifact_type", "step_id", "status", "owner")}
+FOLDED = {f"ix_artifacts_{c}_created_at_id" for c in ("created_by", "artifact_type", "step_id", "owner")}
 
 _before = sa.table(  # the artifacts table as revision 0007 wrote it: the manifest as JSON (jsonb on PostgreSQL)
     "artifacts",

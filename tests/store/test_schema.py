@@ -103,7 +103,7 @@ async def test_database_made_before_migrations_is_adopted(engine: AsyncEngine) -
         await conn.run_sync(lambda c: Base.metadata.create_all(c, tables=legacy))
         await conn.run_sync(lambda c: LEGACY_INBOX.create(c))
         await conn.execute(text("DROP INDEX ix_artifacts_registered_at_id"))  # added by revision 0005
-        for column in ("created_by", "artifact_type", "step_id", "status", "owner"):  # dropped by revision 0008
+        for column in ("created_by", "artifact_type", "step_id", "owner"):  # dropped by revision 0008
             name = f"ix_artifacts_{column}_created_at_id"
             await conn.execute(text(f"CREATE INDEX {name} ON artifacts ({column}, created_at, id)"))
         await conn.execute(

@@ -1,4 +1,4 @@
-"""Artifacts keep their manifest as the reply's JSON text, and five fewer list indexes.
+"""Artifacts keep their manifest as the reply's JSON text, and four fewer list indexes.
 
 **The manifest as text.** ``list_artifacts`` used to parse every stored manifest with pydantic and write it
 again into the reply, about a fifth of a listing's CPU. The stored text is now exactly what
@@ -16,14 +16,17 @@ bench host the upgrade takes about 80 s per million artifacts on SQLite and 140 
 rewrite, then the batches); run it with the workers stopped (``storage-worker migrate``).
 
 **Indexes.** The listing is a keyset walk newest first: ``(created_at, id)``, or ``(trace_id, created_at,
-id)`` for one trace (traces are small, and the one filter an agent always has). Every other filter
-(``created_by``, ``artifact_type``, ``step_id``, ``status``, the read rule) is checked on the rows walked,
-which costs the rows newer than the page's last match, not the table: flat at 1,000,000 rows for values
-that keep occurring (bench/scaling.py, docs/bench/scaling-*). The five ``(column, created_at, id)`` indexes of
-those filters go, and with them five B-tree insertions per registration. An ``owner`` index could not
-serve the read rule anyway: it is an OR of public, owner and trace, which no single ordered index walks.
-The cost is a filter on a value that stopped occurring long ago (an agent retired a year back): its walk
-reaches back to its last rows.
+id)`` for one trace (traces are small, and the one filter an agent always has). The filters on ``created_by``,
+``artifact_type``, ``step_id`` and the read rule are checked on the rows walked, which costs the rows newer
+than the page's last match, not the table: flat at 1,000,000 rows for values that keep occurring
+(bench/scaling.py, docs/bench/scaling-*). Their four ``(column, created_at, id)`` indexes go, and with them
+four B-tree insertions per registration. An ``owner`` index could not serve the read rule anyway: it is an
+OR of public, owner and trace, which no single ordered index walks. The cost is a filter on a value that
+stopped occurring long ago (an agent retired a year back): its walk reaches back to its last rows, and
+``get_stats``'s count by type reads the table instead of an index.
+``(status, created_at, id)`` stays: status is skewed (nearly every row ``completed``), so a walk for the rare
+``failed`` or ``uploading`` would cross the table, and cleanup's stale-upload scope, which runs in the single
+writer, finds its ``uploading`` rows through it.
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ down_revision: str | Sequence[str] | None = "0007"
 log = logging.getLogger(__name__)
 
 _JSON = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
-_FOLDED = ("created_by", "artifact_type", "step_id", "status", "owner")
+_FOLDED = ("created_by", "artifact_type", "step_id", "owner")
 BATCH = 2000
 
 _rows = sa.table(
