@@ -23,7 +23,8 @@ than the page's last match, not the table: flat at 1,000,000 rows for values tha
 four B-tree insertions per registration. An ``owner`` index could not serve the read rule anyway: it is an
 OR of public, owner and trace, which no single ordered index walks. The cost is a filter on a value that
 stopped occurring long ago (an agent retired a year back): its walk reaches back to its last rows, and
-``get_stats``'s count by type reads the table instead of an index.
+``get_stats``'s count by type reads the table instead of an index (at 1,000,000 rows on the bench host:
+0.9-1.4 s on SQLite, 0.5-0.9 s on PostgreSQL, against 0.2-0.3 s with an index; an admin's read, off the writer).
 ``(status, created_at, id)`` stays: status is skewed (nearly every row ``completed``), so a walk for the rare
 ``failed`` or ``uploading`` would cross the table, and cleanup's stale-upload scope, which runs in the single
 writer, finds its ``uploading`` rows through it.
