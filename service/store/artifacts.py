@@ -15,7 +15,6 @@ from sqlalchemy import (
     delete,
     exists,
     func,
-    insert,
     or_,
     select,
     update,
@@ -26,7 +25,8 @@ from contracts import ArtifactManifest, ArtifactStats, ArtifactStatus, ListArtif
 from service.identity import Requester
 from service.store import cursor
 from service.store.engine.conflicts import prepared_insert_or_skip
-from service.store.engine.prepared import PreparedQuery, PreparedRead, PreparedWrite
+from service.store.engine.deferred import DeferredInsert
+from service.store.engine.prepared import PreparedQuery, PreparedRead
 from service.store.models import Artifact, ArtifactLabel
 from service.store.read_rule import read_rule
 from service.store.types import AnyRow, AnySelect
@@ -55,7 +55,8 @@ ROW_COLUMNS = (
 # prebuilt statement executed with parameters skips construction and key generation on every command.
 _BY_ID = PreparedRead.by_keys(ROW_COLUMNS, {"artifact_id": artifacts.c.id})
 _SUCCESSOR = PreparedRead.by_keys(ROW_COLUMNS, {"artifact_id": artifacts.c.supersedes})
-_INSERT_LABELS = PreparedWrite(insert(labels))
+_INSERT_LABELS = DeferredInsert(labels, list(labels.c))
+"""On PostgreSQL sent with the group's other labels at its end: nothing in the group reads them back."""
 
 
 async def get(conn: AsyncConnection, artifact_id: str) -> AnyRow | None:
@@ -127,7 +128,7 @@ async def insert_artifact(
     if inserted != 1:
         return False
     if manifest.labels:
-        await _INSERT_LABELS.execute_many(
+        await _INSERT_LABELS.insert(
             conn, [{"artifact_id": manifest.id, "key": k, "value": v} for k, v in manifest.labels.items()]
         )
     return True

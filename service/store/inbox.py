@@ -16,7 +16,7 @@ from sqlalchemy import bindparam, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from contracts import ERROR_TYPE
-from service.store.engine.conflicts import prepared_insert_or_skip
+from service.store.engine.deferred import DeferredInsert
 from service.store.engine.prepared import PreparedRead
 from service.store.engine.sqlite_driver import point_lookup
 from service.store.models import InboxRecord
@@ -45,6 +45,8 @@ _FIND_BY_ID_OR_KEY = PreparedRead(
         )
     )
 )
+_RECORD = DeferredInsert(_inbox, list(_inbox.c), skip_conflicts=True)
+"""On PostgreSQL sent with the group's other inbox rows at its end; a twin's row found there reruns the group."""
 ANONYMOUS = ""
 """The inbox's requester for a command without an identity (the column is part of the primary key)."""
 
@@ -119,19 +121,21 @@ async def record(
     reply: StoredReply,
 ) -> bool:
     """Store a finished reply in one statement; False when this requester's id or key is already recorded."""
-    inserted = await prepared_insert_or_skip(conn.dialect.name, _inbox).execute(
+    inserted = await _RECORD.insert(
         conn,
-        {
-            "requester": requester,
-            "id": envelope_id,
-            "action": action,
-            "idempotency_key": idempotency_key,
-            "request_hash": req_hash,
-            "reply_id": reply.reply_id,
-            "reply_type": reply.reply_type,
-            "reply_data": reply.data_json,
-            "created_at": reply.time,
-        },
+        [
+            {
+                "requester": requester,
+                "id": envelope_id,
+                "action": action,
+                "idempotency_key": idempotency_key,
+                "request_hash": req_hash,
+                "reply_id": reply.reply_id,
+                "reply_type": reply.reply_type,
+                "reply_data": reply.data_json,
+                "created_at": reply.time,
+            }
+        ],
     )
     return inserted == 1
 

@@ -31,12 +31,12 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from contracts import InvalidArgument
 from service.identity import Requester
 from service.store import cursor
+from service.store.engine.conflicts import prepared_insert_or_skip
 from service.store.engine.prepared import PreparedRead, PreparedWrite
 from service.store.engine.sqlite_driver import point_lookup
 from service.store.models import Thread, ThreadLabel, ThreadMessageRow
@@ -154,16 +154,7 @@ async def lock(
         "visibility": visibility,
         "trace_id": trace_id,
     }
-    dialect = conn.dialect.name
-    if dialect == "postgresql":
-        stmt: postgresql.Insert | sqlite.Insert = (
-            postgresql.insert(threads).values(values).on_conflict_do_nothing(index_elements=["id"])
-        )
-    elif dialect == "sqlite":
-        stmt = sqlite.insert(threads).values(values).on_conflict_do_nothing(index_elements=["id"])
-    else:  # pragma: no cover - the worker supports the two databases above
-        raise RuntimeError(f"unsupported database {dialect}")
-    created = bool((await conn.execute(stmt)).rowcount)
+    created = await prepared_insert_or_skip(conn.dialect.name, threads).execute(conn, values) == 1
     row = await get(conn, thread_id, for_update=True)
     assert row is not None
     return row, created

@@ -32,11 +32,9 @@ async def two_writers(pg_url: str) -> AsyncIterator[tuple[AsyncEngine, SingleWri
             await engine.dispose()
 
 
-async def _until_a_lock_wait(engine: AsyncEngine) -> None:
-    """Return once some session of this database waits for a row lock (the other writer's claim)."""
-    query = text(
-        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
-    )
+async def _until(engine: AsyncEngine, waiting: str) -> None:
+    """Return once some session of this database waits as ``waiting`` says (a row lock, a sleep)."""
+    query = text(f"SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND {waiting}")
     async with asyncio.timeout(30):
         while True:
             async with engine.connect() as conn:
@@ -54,14 +52,22 @@ async def test_a_twin_waits_for_the_winner_and_gets_its_reply(
 ) -> None:
     """The same command on two workers at once: its effect commits once, the second answers with the first's reply.
 
-    The first worker's group holds the command's inbox row uncommitted (a later job of the group is still
-    running); the twin runs its effect, then its inbox insert waits for that row. When the first commits,
-    the twin finds the row, rolls its effect back and returns the stored reply.
+    The first worker's group holds the command's inbox row uncommitted (a trigger sleeps after the insert of
+    its reply, inside its transaction); the twin runs its effect, then its inbox insert waits for that row.
+    When the first commits, the twin finds the row, rolls its effect back and returns the stored reply.
     """
     engine, first, second = two_writers
     async with engine.begin() as conn:
         await conn.execute(text("CREATE TABLE twin_effects (name text NOT NULL)"))
-    holding, release = asyncio.Event(), asyncio.Event()
+        await conn.execute(
+            text(
+                "CREATE FUNCTION hold_the_first() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                "IF NEW.reply_data LIKE '%art-first%' THEN PERFORM pg_sleep(1.5); END IF; RETURN NEW; END $$"
+            )
+        )
+        await conn.execute(
+            text("CREATE TRIGGER hold AFTER INSERT ON inbox FOR EACH ROW EXECUTE FUNCTION hold_the_first()")
+        )
 
     def job(name: str) -> Callable[[AsyncConnection], Awaitable[DeleteArtifactOutput]]:
         async def run(conn: AsyncConnection) -> DeleteArtifactOutput:
@@ -70,20 +76,13 @@ async def test_a_twin_waits_for_the_winner_and_gets_its_reply(
 
         return run
 
-    async def hold_the_group(_conn: AsyncConnection) -> None:
-        holding.set()
-        await release.wait()
-
     winner, twin = _recorder(), _recorder()
     won = asyncio.create_task(winner.write(first, job("first")))
-    held = asyncio.create_task(first.submit(hold_the_group))  # queued behind it: the same group
-    await holding.wait()  # the first's inbox row is written, its group not committed
+    await _until(engine, "wait_event = 'PgSleep'")  # the first's inbox row is written, its group not committed
     raced = asyncio.create_task(twin.write(second, job("second")))
-    await _until_a_lock_wait(engine)  # the twin's inbox insert waits for that row
-    release.set()
+    await _until(engine, "wait_event_type = 'Lock'")  # the twin's inbox insert waits for that row
     committed = await won
     assert committed.output.artifact_id == "art-first"
-    await held
     with pytest.raises(Duplicate) as duplicate:
         await raced
     async with engine.connect() as conn:

@@ -14,8 +14,10 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from contracts import InvalidArgument, Unavailable, utc_now
+from service.store import inbox as inbox_store
 from service.store.engine.db import create_engine
 from service.store.engine.writer import SingleWriter
+from service.store.inbox import StoredReply
 from service.store.models import InboxRecord
 from tests.support.databases import BACKENDS
 from tests.support.migrated import migrated_engine
@@ -205,3 +207,27 @@ async def test_the_gather_window_ends_even_when_the_others_never_write(engine: A
     async with gathering(engine, 0.05, busy=50) as (writer, sizes):
         assert await asyncio.wait_for(writer.submit(write_row("waited")), timeout=5) == "waited"
     assert sizes == [1] and await committed(engine) == {"waited"}
+
+
+async def test_twin_inbox_rows_in_one_group_one_goes_in_the_other_is_told(
+    batches: tuple[SingleWriter, list[int]], engine: AsyncEngine
+) -> None:
+    """Two records of the same command in one group (PostgreSQL defers them to the group's end): exactly one
+    goes in, the other learns it was a twin, and the group's other rows commit."""
+    writer, sizes = batches
+
+    def record(envelope_id: str, reply_id: str) -> Job:
+        async def job(conn: AsyncConnection) -> str:
+            reply = StoredReply(reply_id, "ai.team.result", "{}", utc_now())
+            fields = {"requester": "agent", "envelope_id": envelope_id, "action": "ping", "idempotency_key": None}
+            return reply_id if await inbox_store.record(conn, reply=reply, req_hash="h", **fields) else "twin"
+
+        return job
+
+    jobs = [record("env-1", "first"), write_row("plain"), record("env-1", "second"), record("env-2", "other")]
+    assert await asyncio.gather(*(writer.submit(job) for job in jobs)) == ["first", "plain", "twin", "other"]
+    assert sizes == [4]
+    assert await committed(engine) == {"plain", "env-1", "env-2"}
+    async with engine.connect() as conn:
+        stored = dict((await conn.execute(select(inbox.c.id, inbox.c.reply_id))).all())
+    assert stored["env-1"] == "first" and stored["env-2"] == "other"

@@ -7,8 +7,9 @@ whole batch with a retryable UNAVAILABLE.
 
 On SQLite each job runs in its own savepoint (a few microseconds on the event loop). On PostgreSQL a
 savepoint and its release are two round trips per job, more than the job's own statements: the group
-first runs all or nothing, and only when a job fails (rare: a refusal found in the database, a row
-another worker holds) is it rolled back and run again job by job, each in a savepoint.
+first runs all or nothing, its inbox rows and labels sent together at its end (``deferred``), and only
+when a job fails (rare: a refusal found in the database, a row another worker holds, a twin command) is
+it rolled back and run again job by job, each in a savepoint.
 
 With several workers on PostgreSQL two batches can wait on each other's rows (a deadlock); the database
 then rolls one back and the writer runs that batch again, in halves. A job may therefore run more than
@@ -37,6 +38,7 @@ from service.store.engine.db import (
     translate_value_error,
     unlimited,
 )
+from service.store.engine.deferred import GROUP_ROWS, GroupRows
 from service.store.engine.savepoint import group_transaction
 
 log = logging.getLogger(__name__)
@@ -215,14 +217,7 @@ class SingleWriter:
         lock_wait = f"SET LOCAL lock_timeout = {0 if patient else LOCK_WAIT_MS}" if self._postgres else None
         async with group_transaction(conn, begin_with=lock_wait) as savepoints:
             if not isolated:
-                for pending in batch:
-                    try:
-                        outcomes.append((pending, True, await pending.job(conn)))
-                    except Exception as exc:
-                        if translate_db_error(exc) is not None:
-                            raise  # the database failed, or a conflict rolled the whole transaction back
-                        raise _OneByOne from exc  # rolls the group back; its jobs run again, each isolated
-                return outcomes, deferred
+                return await self._all_or_nothing(batch, conn), deferred
             for pending in batch:
                 savepoint = await savepoints.open()
                 try:
@@ -239,6 +234,22 @@ class SingleWriter:
                     await savepoint.release()
                     outcomes.append((pending, True, result))
         return outcomes, deferred
+
+    async def _all_or_nothing(self, batch: list[_Pending], conn: AsyncConnection) -> list[tuple[_Pending, bool, Any]]:
+        """Every job, then the rows they deferred (``deferred.GroupRows``); any failure rolls all of it back."""
+        outcomes: list[tuple[_Pending, bool, Any]] = []
+        rows = conn.info[GROUP_ROWS] = GroupRows()
+        try:
+            for pending in batch:
+                outcomes.append((pending, True, await pending.job(conn)))
+            await rows.flush(conn)
+        except Exception as exc:
+            if translate_db_error(exc) is not None:
+                raise  # the database failed, or a conflict rolled the whole transaction back
+            raise _OneByOne from exc  # rolls the group back; its jobs run again, each isolated
+        finally:
+            del conn.info[GROUP_ROWS]
+        return outcomes
 
     def _fail(self, batch: list[_Pending], exc: Exception) -> None:
         unavailable = translate_db_error(exc)
