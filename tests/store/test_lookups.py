@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select, text
 
-from contracts import Unavailable, utc_now
+from contracts import DeadlineExceeded, Unavailable, utc_now
 from service.store import inbox
 from service.store.engine.db import create_engine
 from service.store.engine.lookups import PointLookups
@@ -128,3 +128,26 @@ async def test_concurrent_postgres_lookups_each_get_their_own_rows(pg_url: str) 
 async def _find(lookups: PointLookups, envelope_id: str) -> StoredReply | None:
     async with lookups.connection() as conn:
         return await inbox.find(conn, "agent", envelope_id, "ping", None)
+
+
+async def test_postgres_reads_run_under_the_read_limit_and_plan_each_listing(pg_url: str) -> None:
+    """Held read connections carry the read limit and custom plans (a generic plan for a prepared listing can
+    read far more than a rare filter value needs), and a read past the limit answers DEADLINE_EXCEEDED."""
+    engine = create_engine(pg_url, read_timeout_ms=200)
+    lookups = PointLookups(engine)
+    await lookups.start()
+    try:
+        async with lookups.reads() as conn:
+            settings = {
+                name: (await conn.exec_driver_sql(f"SHOW {name}")).scalar_one()
+                for name in ("statement_timeout", "plan_cache_mode")
+            }
+        assert settings == {"statement_timeout": "200ms", "plan_cache_mode": "force_custom_plan"}
+        with pytest.raises(DeadlineExceeded):
+            async with lookups.reads() as conn:
+                await conn.exec_driver_sql("SELECT pg_sleep(2)")
+        async with lookups.reads() as conn:  # the connection that ran too long is still good
+            assert (await conn.exec_driver_sql("SELECT 1")).scalar_one() == 1
+    finally:
+        await lookups.close()
+        await engine.dispose()

@@ -314,8 +314,17 @@ async def read_connection(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]
         raise
 
 
-async def limit_reads(conn: AsyncConnection) -> None:
-    """Put a PostgreSQL connection held for reads under its engine's read limit, for its life."""
+async def prepare_for_reads(conn: AsyncConnection) -> None:
+    """Set up a PostgreSQL connection held for reads, for its life: the engine's read limit, and a plan made
+    for each listing's own values.
+
+    asyncpg keeps its statements prepared, and after five runs PostgreSQL may switch a prepared statement to
+    a generic plan, one for any value: for a listing whose filter matches few or many rows depending on the
+    value (a rare label, a common type) that plan can read far more than the value needs (measured: 5 ms
+    instead of 0.6 ms at 10,000 artifacts). Planning each run costs tens of microseconds.
+    """
+    driver = cast(AsyncpgConnection, (await conn.get_raw_connection()).driver_connection)
+    await driver.execute("SET plan_cache_mode = force_custom_plan")
     if (timeout_ms := _READ_TIMEOUTS.get(conn.engine.sync_engine)) is not None:
         await _limit_reads(conn, timeout_ms)
 

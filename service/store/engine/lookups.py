@@ -31,7 +31,7 @@ from sqlalchemy import Connection, event
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from service.store.engine.db import (
-    limit_reads,
+    prepare_for_reads,
     read_connection,
     read_failure,
     read_limit_of,
@@ -127,10 +127,12 @@ class _Held:
 class _HeldPostgres:
     """PostgreSQL connections out of the engine's pool, kept and lent one command at a time (LIFO: the
     connection used last is warm, its prepared statements cached). With ``reads``, each is under the engine's
-    read limit (``STORAGE_READ_TIMEOUT_MS``), and a read past it answers DEADLINE_EXCEEDED."""
+    read limit (``STORAGE_READ_TIMEOUT_MS``), and a read past it answers DEADLINE_EXCEEDED; each plans every
+    listing for its own values (``db.prepare_for_reads``)."""
 
     def __init__(self, engine: AsyncEngine, size: int, *, reads: bool = False) -> None:
         self._engine = engine
+        self._reads = reads
         self._read_limit_ms = read_limit_of(engine) if reads else None
         self._idle: asyncio.LifoQueue[AsyncConnection | None] = asyncio.LifoQueue()
         for _ in range(size):
@@ -166,8 +168,8 @@ class _HeldPostgres:
             await self._discard(stale)
         conn = await self._engine.connect()
         self._open.add(conn)
-        if self._read_limit_ms is not None:
-            await limit_reads(conn)
+        if self._reads:
+            await prepare_for_reads(conn)
         return conn
 
     async def _kept_after(self, conn: AsyncConnection, exc: Exception) -> AsyncConnection | None:
