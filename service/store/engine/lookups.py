@@ -260,7 +260,11 @@ class _Together:
         try:
             async with self._held.lend() as conn:  # while every connection is busy, the batch keeps growing
                 self._seal(lookup, batch)
-                found = await lookup.for_keys(conn, list(batch.waiting))
+                keys = list(batch.waiting)
+                if len(keys) == 1:  # alone: the plain statement, planned as the primary-key lookup it is
+                    found = {keys[0]: await lookup.all(conn, dict(zip(lookup.keys, keys[0], strict=True)))}
+                else:
+                    found = await lookup.for_keys(conn, keys)
         except BaseException as exc:
             self._seal(lookup, batch)
             batch.fail(exc)

@@ -238,17 +238,19 @@ class SingleWriter:
     async def _all_or_nothing(self, batch: list[_Pending], conn: AsyncConnection) -> list[tuple[_Pending, bool, Any]]:
         """Every job, then the rows they deferred (``deferred.GroupRows``); any failure rolls all of it back."""
         outcomes: list[tuple[_Pending, bool, Any]] = []
-        rows = conn.info[GROUP_ROWS] = GroupRows()
+        if len(batch) > 1:  # one job's rows go in as they come: gathering them would only add the flush's cost
+            conn.info[GROUP_ROWS] = GroupRows()
         try:
             for pending in batch:
                 outcomes.append((pending, True, await pending.job(conn)))
-            await rows.flush(conn)
+            if (rows := conn.info.get(GROUP_ROWS)) is not None:
+                await rows.flush(conn)
         except Exception as exc:
             if translate_db_error(exc) is not None:
                 raise  # the database failed, or a conflict rolled the whole transaction back
             raise _OneByOne from exc  # rolls the group back; its jobs run again, each isolated
         finally:
-            del conn.info[GROUP_ROWS]
+            conn.info.pop(GROUP_ROWS, None)
         return outcomes
 
     def _fail(self, batch: list[_Pending], exc: Exception) -> None:
