@@ -149,7 +149,9 @@ class PreparedWrite:
             raise _wrapped(exc, compiled.sql, dict(values)) from exc
 
     async def execute_many(self, conn: AsyncConnection, rows: Sequence[Mapping[str, Any]]) -> None:
-        if not rows:
+        if len(rows) <= 1:  # one row: asyncpg's executemany costs more than an execute
+            if rows:
+                await self.execute(conn, rows[0])
             return
         direct = _writing(conn)
         compiled = self._for(conn.dialect, rows[0]) if direct is not None else None
