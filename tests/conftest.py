@@ -17,19 +17,17 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.bootstrap import build_worker
 from service.core.context import HandlerContext, Services
-from service.files import FileStore
 from service.identity import Requester
 from service.settings import Settings
 from service.store.engine.db import create_engine
 from service.store.engine.schema import migrate
-from service.store.engine.writer import SingleWriter
 from service.transport.worker import Worker
 from tests.support.bus import Bus
 from tests.support.databases import BACKENDS, postgres_database, sqlite_url
 from tests.support.lean_bus import LeanBus
 from tests.support.private_broker import PrivateBroker
 from tests.support.requirements import require_postgres, require_rabbitmq, require_rabbitmq_server
-from tests.support.services import UNIT_MAX_FILE_BYTES, MakeContext
+from tests.support.services import UNIT_MAX_FILE_BYTES, MakeContext, running_services
 from tests.support.tally import REPORTS
 from tests.support.worker_process import SpawnWorker, WorkerProcess, worker_env
 from tests.support.workers import Outcomes, Workers, delete_topology, make_settings
@@ -160,16 +158,8 @@ def unit_settings(tmp_path: Path, storage_root: Path) -> Settings:
 async def services(template_db: Path, tmp_path: Path, unit_settings: Settings) -> AsyncIterator[Services]:
     """What a running worker hands its handlers, without the broker."""
     shutil.copyfile(template_db, tmp_path / "storage.db")
-    engine = create_engine(unit_settings.database_url)
-    writer = SingleWriter(engine)
-    await writer.start()
-    files = FileStore(unit_settings.storage_root)
-    files.ensure_layout()
-    try:
-        yield Services(settings=unit_settings, engine=engine, writer=writer, files=files)
-    finally:
-        await writer.stop()
-        await engine.dispose()
+    async with running_services(unit_settings) as services:
+        yield services
 
 
 @pytest.fixture

@@ -15,16 +15,12 @@ from contracts import ListArtifactsOutput, ListArtifactsParams, RegisterArtifact
 from service.core.context import HandlerContext, Services
 from service.core.recording import Committed
 from service.core.replies import result_reply
-from service.files import FileStore
 from service.handlers import artifacts as handlers
 from service.identity import Requester
 from service.settings import Settings
 from service.store import artifacts as store
-from service.store.engine.db import create_engine
-from service.store.engine.schema import migrate
-from service.store.engine.writer import SingleWriter
 from tests.support.artifacts import manifest_for, new_artifact_id
-from tests.support.services import UNIT_MAX_FILE_BYTES
+from tests.support.services import UNIT_MAX_FILE_BYTES, running_services
 
 T0 = datetime(2025, 6, 1, tzinfo=UTC)
 ALICE = Requester(id="alice", trace_id="trace-1")
@@ -40,17 +36,8 @@ async def services(database_url: str, storage_root: Path) -> AsyncIterator[Servi
         max_file_bytes=UNIT_MAX_FILE_BYTES,
         cleanup_interval_s=0,
     )
-    engine = create_engine(database_url)
-    await migrate(engine)
-    writer = SingleWriter(engine)
-    await writer.start()
-    files = FileStore(settings.storage_root)
-    files.ensure_layout()
-    try:
-        yield Services(settings=settings, engine=engine, writer=writer, files=files)
-    finally:
-        await writer.stop()
-        await engine.dispose()
+    async with running_services(settings, migrated=False) as services:
+        yield services
 
 
 async def _register(ctx: HandlerContext, root: Path, n: int, **fields: Any) -> str:
