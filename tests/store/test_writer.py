@@ -231,3 +231,24 @@ async def test_twin_inbox_rows_in_one_group_one_goes_in_the_other_is_told(
     async with engine.connect() as conn:
         stored = dict((await conn.execute(select(inbox.c.id, inbox.c.reply_id))).all())
     assert stored["env-1"] == "first" and stored["env-2"] == "other"
+
+
+async def test_a_lone_failing_job_runs_once_and_leaves_nothing(
+    batches: tuple[SingleWriter, list[int]], engine: AsyncEngine
+) -> None:
+    """A refusal found inside a job that is alone in its group: its write is rolled back, its error is the
+    answer, and it is not run a second time to find that out (on PostgreSQL, where groups run all or nothing)."""
+    writer, _ = batches
+    runs: list[str] = []
+    failing = write_row("refused", InvalidArgument("nope", {"field": "x"}))
+
+    async def counted(conn: AsyncConnection) -> str:
+        runs.append("run")
+        return await failing(conn)
+
+    with pytest.raises(InvalidArgument):
+        await writer.submit(counted)
+    assert runs == ["run"]
+    assert await committed(engine) == set()
+    assert await writer.submit(write_row("after")) == "after"
+    assert await committed(engine) == {"after"}

@@ -61,7 +61,12 @@ class _Pending:
 
 
 class _OneByOne(Exception):
-    """A job of a group run all or nothing failed: the group rolls back and runs again, job by job."""
+    """A job of a group run all or nothing failed: the group rolls back and runs again, job by job; a group of
+    one job (``alone``: its outcome) needs no second run."""
+
+    def __init__(self, alone: tuple[_Pending, bool, Any] | None = None) -> None:
+        super().__init__()
+        self.alone = alone
 
 
 class WriterStopped(Unavailable):
@@ -180,8 +185,11 @@ class SingleWriter:
         try:
             try:
                 outcomes, deferred = await self._attempt(batch, patient=patient, isolated=self._isolated)
-            except _OneByOne:
-                outcomes, deferred = await self._attempt(batch, patient=patient, isolated=True)
+            except _OneByOne as rerun:
+                if rerun.alone is not None:  # a group of one: rolled back, its failure is its outcome
+                    outcomes, deferred = [rerun.alone], []
+                else:
+                    outcomes, deferred = await self._attempt(batch, patient=patient, isolated=True)
         except Exception as exc:
             if not is_conflict(exc) or attempt >= CONFLICT_ATTEMPTS:
                 self._fail(batch, exc)
@@ -248,6 +256,8 @@ class SingleWriter:
         except Exception as exc:
             if translate_db_error(exc) is not None:
                 raise  # the database failed, or a conflict rolled the whole transaction back
+            if len(batch) == 1 and not is_lock_timeout(exc):  # run alone it would fail the same way
+                raise _OneByOne((batch[0], False, translate_value_error(exc) or exc)) from exc
             raise _OneByOne from exc  # rolls the group back; its jobs run again, each isolated
         finally:
             conn.info.pop(GROUP_ROWS, None)
