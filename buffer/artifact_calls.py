@@ -29,7 +29,6 @@ from contracts import (
     RegisterArtifactParams,
     Visibility,
 )
-from contracts.retention import INFINITE
 
 
 class ArtifactCalls(ClientCore):
@@ -53,7 +52,7 @@ class ArtifactCalls(ClientCore):
         created_by: str | None = None,
         owner: str | None = None,
         visibility: Visibility | str = Visibility.TRACE,
-        retention: str = INFINITE,
+        retention: str | None = None,
         labels: dict[str, str] | None = None,
         ai_context: AIContext | dict[str, Any] | None = None,
         supersedes: str | None = None,
@@ -63,6 +62,7 @@ class ArtifactCalls(ClientCore):
     ) -> RegisterArtifactOutput | Buffered:
         """Write ``data`` (bytes or a local file path) to ``<STORAGE_ROOT>/temp/`` and register it.
 
+        Without ``retention`` the worker applies its default for ``artifact_type`` (``STORAGE_DEFAULT_RETENTION``).
         The manifest gets a fresh ``art_<uuid4>`` id unless one is given, the size and sha256 measured
         while streaming, and the client's ``trace_id`` and ``agent_id`` unless others are given.
         """

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 from contracts.envelope import UtcDatetime, utc_now
-from contracts.retention import INFINITE, parse_retention
+from contracts.retention import parse_retention
 
 ARTIFACT_ID_PATTERN = r"^art_[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
 CHECKSUM_PATTERN = r"^sha256:[0-9a-f]{64}$"
@@ -82,7 +82,9 @@ class ArtifactManifest(BaseModel):
     size_bytes: int = Field(ge=0)
     checksum: Checksum
     status: ArtifactStatus = ArtifactStatus.UPLOADING
-    retention: Retention = INFINITE
+    retention: Retention | None = None
+    """How long the artifact is kept. Left out, the worker applies its default for the type
+    (``STORAGE_DEFAULT_RETENTION``, ``infinite`` unless set) and stores and returns the value it applied."""
     owner: str | None = Field(default=None, max_length=255)
     visibility: Visibility = Visibility.TRACE
     context: AIContext | None = None

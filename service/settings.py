@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from functools import cached_property
 from typing import Annotated
 
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from contracts import topology
+from service.retention_defaults import DefaultRetention
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./.data/storage.db"
 DEFAULT_STORAGE_ROOT = "file://./.data"
@@ -42,6 +44,12 @@ class Settings(BaseSettings):
     """Larger command bodies are answered INVALID_ARGUMENT and dead-lettered."""
     max_file_bytes: int = Field(default=10 * MiB, ge=0, validation_alias=_env("STORAGE_MAX_FILE_BYTES"))
     """Larger artifact files are refused (OUT_OF_RANGE, the limit in the details)."""
+    trace_max_artifacts: int | None = Field(default=None, ge=1, validation_alias=_env("STORAGE_TRACE_MAX_ARTIFACTS"))
+    """Live artifacts one trace may hold; a registration beyond it is RESOURCE_EXHAUSTED (``trace_quota``,
+    final). Unset: unlimited."""
+    trace_max_bytes: int | None = Field(default=None, ge=1, validation_alias=_env("STORAGE_TRACE_MAX_BYTES"))
+    """Bytes (sum of ``size_bytes``) the live artifacts of one trace may hold, as ``STORAGE_TRACE_MAX_ARTIFACTS``.
+    Unset: unlimited."""
     max_reply_bytes: int = Field(default=4 * MiB, ge=16 * 1024, validation_alias=_env("STORAGE_MAX_REPLY_BYTES"))
     """No reply is larger: pages are cut short (``next_cursor`` set), anything else too large is an ERROR."""
     read_timeout_ms: int = Field(default=5000, ge=1, validation_alias=_env("STORAGE_READ_TIMEOUT_MS"))
@@ -63,6 +71,9 @@ class Settings(BaseSettings):
     """Seconds between the worker's periodic cleanups; 0 turns them off."""
     cleanup_batch: int = Field(default=500, ge=1, validation_alias=_env("STORAGE_CLEANUP_BATCH"))
     """Rows a cleanup scope handles per short transaction, so commands keep flowing."""
+    default_retention: str = Field(default="*=infinite", validation_alias=_env("STORAGE_DEFAULT_RETENTION"))
+    """Retention for a manifest that names none, by artifact type: ``report=30d,cache=1h,*=infinite`` (``*``: every
+    other type). The stored and returned manifest shows the retention applied."""
     purge_after_s: float = Field(default=30 * 86400, ge=0, validation_alias=_env("STORAGE_PURGE_AFTER"))
     """Soft-deleted threads and trimmed or cleared messages older than this are purged."""
     inbox_retention_s: float = Field(default=7 * 86400, ge=0, validation_alias=_env("STORAGE_INBOX_RETENTION"))
@@ -99,6 +110,16 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return frozenset(part.strip() for part in value.split(",") if part.strip())
         return value
+
+    @field_validator("default_retention")
+    @classmethod
+    def _check_default_retention(cls, value: str) -> str:
+        return str(DefaultRetention.parse(value))
+
+    @cached_property
+    def retention_defaults(self) -> DefaultRetention:
+        """``default_retention`` parsed once (the validator has already refused what does not parse)."""
+        return DefaultRetention.parse(self.default_retention)
 
     @property
     def dlx(self) -> str:

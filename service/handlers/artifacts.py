@@ -105,14 +105,16 @@ async def _commit_and_place(
     files = ctx.files
     requester = ctx.requester
     dest = files.artifact_path(manifest.trace_id, manifest.id, upload.path)
+    applied_retention = manifest.retention or ctx.settings.retention_defaults.for_type(manifest.artifact_type)
     final = manifest.model_copy(
         update={
             "status": ArtifactStatus.COMPLETED,
             "uri": files.url(dest),
             "owner": manifest.owner or requester.id,
+            "retention": applied_retention,
         }
     )
-    retention = parse_retention(final.retention)
+    retention = parse_retention(applied_retention)
     expires_at = ctx.now + retention if retention is not None else None
 
     async def commit(conn: AsyncConnection) -> RegisterArtifactOutput:

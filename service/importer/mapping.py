@@ -161,9 +161,12 @@ def _checksum(value: LegacyValue) -> str | None:
     return f"sha256:{bare.lower()}" if _HEX64.fullmatch(bare) else text
 
 
-def _retention(value: LegacyValue) -> str:
+def _retention(value: LegacyValue) -> str | None:
+    """The legacy retention as ours; none given leaves it to the worker's default for the type."""
     text = _text(value)
-    if text is None or text.lower() == "infinite":
+    if text is None:
+        return None
+    if text.lower() == "infinite":
         return "infinite"
     for candidate in (text, text.lower()):
         try:

@@ -91,10 +91,11 @@ def test_checksum_pattern_refuses(value: str) -> None:
 
 
 def test_a_valid_manifest_gets_the_documented_defaults() -> None:
-    """An agent's minimal manifest is version 1, uploading, trace-visible, kept forever, aware UTC time."""
+    """An agent's minimal manifest is version 1, uploading, trace-visible, aware UTC time, and leaves its
+    retention to the worker's default for the type (nothing sent, so STORAGE_DEFAULT_RETENTION applies)."""
     parsed = ArtifactManifest.model_validate(manifest())
     assert parsed.version == 1 and parsed.status == "uploading" and parsed.visibility == "trace"
-    assert parsed.retention == "infinite" and parsed.labels == {}
+    assert parsed.retention is None and "retention" not in parsed.wire() and parsed.labels == {}
     assert parsed.created_at.tzinfo is not None
     assert "supersedes" not in parsed.wire(), "the wire form carries no nulls"
 
