@@ -92,6 +92,7 @@ from contracts.retention import parse_retention
 from contracts.threads import (
     DeleteThreadOutput,
     DeleteThreadParams,
+from contracts.quotas import QUOTA_WARNING_PERCENT, TRACE_QUOTA, QuotaWarning, TraceQuota, TraceQuotaDetails
     GetThreadOutput,
     GetThreadParams,
     ListThreadsOutput,
@@ -119,9 +120,11 @@ __all__ = [
     "ActionSpec",
     "AlreadyExists",
     "ArtifactManifest",
+    "QUOTA_WARNING_PERCENT",
     "ArtifactStats",
     "ArtifactStatus",
     "Cancelled",
+    "TRACE_QUOTA",
     "CleanupOutput",
     "CleanupParams",
     "CleanupScope",
@@ -183,6 +186,7 @@ __all__ = [
     "SearchMemoryOutput",
     "SearchMemoryParams",
     "StorageError",
+    "QuotaWarning",
     "StoredMessage",
     "ThreadInfo",
     "ThreadMessage",
@@ -198,3 +202,5 @@ __all__ = [
     "topology",
     "utc_now",
 ]
+    "TraceQuota",
+    "TraceQuotaDetails",

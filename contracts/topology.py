@@ -16,10 +16,13 @@ ROUTING_KEY_ANY = "cmd.storage.any"
 EVT_NODE_REGISTERED = "evt.node.registered"
 EVT_NODE_HEARTBEAT = "evt.node.heartbeat"
 EVT_NODE_DEREGISTERED = "evt.node.deregistered"
+EVT_STORAGE_QUOTA_WARNING = "evt.storage.quota_warning"
+"""A trace reached 80% of a quota (``contracts.quotas.QuotaWarning``), published once per trace."""
 
 PRIORITY_REPLY = 20
 PRIORITY_NODE_LIFECYCLE = 10
 PRIORITY_HEARTBEAT = 5
+PRIORITY_STORAGE_EVENT = 10
 
 
 def node_routing_key(node_name: str) -> str:

@@ -14,7 +14,7 @@ again job by job, where every insert runs at once and the job learns its real ou
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import Column, Table, bindparam, func, select
 from sqlalchemy.dialects.postgresql import ARRAY
@@ -69,13 +69,19 @@ class DeferredInsert:
         return await self._together.execute(conn, arrays)
 
 
+class GroupWrite(Protocol):
+    """What a group's end runs: all the rows one kind of deferred write gathered, in one statement."""
+
+    async def insert_together(self, conn: AsyncConnection, rows: Sequence[Mapping[str, Any]]) -> int: ...
+
+
 class GroupRows:
     """The deferred rows of one group, by insert, in the order they were added."""
 
     def __init__(self) -> None:
-        self._rows: dict[DeferredInsert, list[Mapping[str, Any]]] = {}
+        self._rows: dict[GroupWrite, list[Mapping[str, Any]]] = {}
 
-    def add(self, insert: DeferredInsert, rows: Sequence[Mapping[str, Any]]) -> None:
+    def add(self, insert: GroupWrite, rows: Sequence[Mapping[str, Any]]) -> None:
         self._rows.setdefault(insert, []).extend(rows)
 
     async def flush(self, conn: AsyncConnection) -> None:

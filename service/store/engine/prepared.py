@@ -148,6 +148,17 @@ class PreparedWrite:
         except _DRIVER_ERRORS as exc:
             raise _wrapped(exc, compiled.sql, dict(values)) from exc
 
+    async def fetch(self, conn: AsyncConnection, values: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+        """A write with RETURNING: its rows, as the driver gives the values (no result processing)."""
+        direct = _writing(conn)
+        compiled = self._for(conn.dialect, values) if direct is not None else None
+        if direct is None or compiled is None or compiled.sql is None:
+            return [tuple(row) for row in (await conn.execute(self.statement, dict(values))).all()]
+        try:
+            return [tuple(row) for row in await direct.fetch(compiled.sql, compiled.parameters(values))]
+        except _DRIVER_ERRORS as exc:
+            raise _wrapped(exc, compiled.sql, dict(values)) from exc
+
     async def execute_many(self, conn: AsyncConnection, rows: Sequence[Mapping[str, Any]]) -> None:
         if len(rows) <= 1:  # one row: asyncpg's executemany costs more than an execute
             if rows:
