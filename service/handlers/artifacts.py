@@ -37,6 +37,7 @@ from service.core.context import HandlerContext
 from service.core.recording import Committed
 from service.core.replies import Prewritten
 from service.files import Upload
+from service.handlers.trace_quota import TraceCharge
 from service.identity import Requester, can_read, refuse_read
 from service.store import artifacts as store
 from service.store import cursor
@@ -116,17 +117,21 @@ async def _commit_and_place(
     )
     retention = parse_retention(applied_retention)
     expires_at = ctx.now + retention if retention is not None else None
+    quota = TraceCharge()
 
     async def commit(conn: AsyncConnection) -> RegisterArtifactOutput:
+        quota.reset()  # the writer may run a job again: only the committed run's charge counts
         if final.supersedes is not None:  # a twin that won meanwhile is already the successor: answer as it
             if (raced := await store.get(conn, final.id)) is not None:
                 return _already_registered(raced, manifest, requester)
             await _check_supersedes(conn, final, requester, ctx.now)
         if not await store.insert_artifact(conn, final, expires_at=expires_at, now=ctx.now):
             return await _lost_race(conn, final, manifest, requester)
+        await quota.take(conn, ctx, final)  # over the trace's quota: raises, and the row goes back out
         return _registration(final, new=True)
 
     async def place(output: RegisterArtifactOutput) -> None:
+        await quota.publish(ctx)
         if output.registered:
             ctx.services.faults.hit("after_commit")
             if not await files.place(upload, dest):

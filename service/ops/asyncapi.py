@@ -28,6 +28,7 @@ from contracts import (
     ErrorCode,
     ErrorEnvelope,
     EventEnvelope,
+    QuotaWarning,
     ResultEnvelope,
     topology,
 )
@@ -39,10 +40,29 @@ from service.transport import topology as declared
 DOCUMENT = Path(__file__).resolve().parents[2] / "docs" / "asyncapi.json"
 COMMANDS = "storage commands"
 REPLIES = "replies"
+_REGISTRY = "MindBus node registry: "
 EVENTS: dict[str, tuple[type[BaseModel], int, str]] = {
-    topology.EVT_NODE_REGISTERED: (NodePassport, topology.PRIORITY_NODE_LIFECYCLE, "the node started consuming"),
-    topology.EVT_NODE_HEARTBEAT: (NodeLoad, topology.PRIORITY_HEARTBEAT, "every STORAGE_HEARTBEAT_INTERVAL (10 s)"),
-    topology.EVT_NODE_DEREGISTERED: (NodeDeregistration, topology.PRIORITY_NODE_LIFECYCLE, "graceful stop (SIGTERM)"),
+    topology.EVT_NODE_REGISTERED: (
+        NodePassport,
+        topology.PRIORITY_NODE_LIFECYCLE,
+        _REGISTRY + "the node started consuming",
+    ),
+    topology.EVT_NODE_HEARTBEAT: (
+        NodeLoad,
+        topology.PRIORITY_HEARTBEAT,
+        _REGISTRY + "every STORAGE_HEARTBEAT_INTERVAL (10 s)",
+    ),
+    topology.EVT_NODE_DEREGISTERED: (
+        NodeDeregistration,
+        topology.PRIORITY_NODE_LIFECYCLE,
+        _REGISTRY + "graceful stop (SIGTERM)",
+    ),
+    topology.EVT_STORAGE_QUOTA_WARNING: (
+        QuotaWarning,
+        topology.PRIORITY_STORAGE_EVENT,
+        "a registration took its trace to 80% of STORAGE_TRACE_MAX_ARTIFACTS or STORAGE_TRACE_MAX_BYTES: "
+        "once per trace, after the commit; subject is the trace id, severity WARNING",
+    ),
 }
 _REF = "#/components/schemas/{model}"
 
@@ -150,7 +170,7 @@ def _app_document(settings: Settings) -> dict[str, Any]:
             exchange=declared.exchange(settings),
             routing_key=event_type,
             title=event_type,
-            description=f"MindBus node registry: {when}",
+            description=when,
             schema=EventEnvelope,
             persist=True,
             priority=priority,
@@ -161,7 +181,8 @@ def _app_document(settings: Settings) -> dict[str, Any]:
         title="MindBus storage worker",
         version=__version__,
         description=(
-            "COMMAND CloudEvents in, RESULT/ERROR CloudEvents out, node registry events on the main exchange. "
+            "COMMAND CloudEvents in, RESULT/ERROR CloudEvents out, node registry and storage events on the main "
+            "exchange. "
             f"The command queue `{settings.queue}` is bound to `{settings.routing_keys[0]}` and "
             f"`cmd.storage.<node name>` (default `{settings.routing_keys[1]}`), priority 0-{topology.MAX_PRIORITY}, "
             f"dead-lettered to `{settings.dlx}` -> `{settings.dlq}`."

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from service.ops import commandlog, telemetry
+from service.ops.events import StorageEvents
 from service.ops.metrics import Metrics
 from service.ops.registry import NodeRegistry
 
@@ -21,13 +22,17 @@ log = logging.getLogger(__name__)
 class Operations:
     metrics: Metrics | None = None
     registry: NodeRegistry | None = None
+    events: StorageEvents | None = None
+    """Storage events (``evt.storage.*``): installed on every worker."""
     tracing: Tracing | None = None
 
 
 def install(worker: Worker) -> Operations:
     """Hook the enabled parts into the worker's lifecycle and outcome observers."""
     s = worker.settings
-    ops = Operations()
+    events = StorageEvents(worker)  # always: storage events are part of the contract, not an ops option
+    events.attach()
+    ops = Operations(events=events)
     if s.command_log:
         worker.on_outcome.append(commandlog.log_outcome)
     if s.metrics_port is not None:

@@ -106,6 +106,22 @@ class InboxRecord(Base):
     )
 
 
+class TraceUsage(Base):
+    """What one trace's live artifacts hold, kept in the transaction of every change to them (revision 0012).
+
+    The quota check reads and bumps this row in one statement: its row lock is what makes two workers'
+    registrations into one trace count exactly. A trace without live artifacts may keep a row of zeros.
+    """
+
+    __tablename__ = "trace_usage"
+
+    trace_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    artifacts: Mapped[int] = mapped_column(BigInteger)
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    warned_by: Mapped[str | None] = mapped_column(String(40))
+    """The artifact whose registration took the trace to 80% of a limit: set once, with its quota warning."""
+
+
 # --- threads, messages and thread labels (issue "Threads, cleanup and startup recovery") ---
 
 
@@ -155,22 +171,6 @@ class ThreadMessageRow(Base):
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
     thread_id: Mapped[str] = mapped_column(ForeignKey("threads.id", ondelete="CASCADE"))
-class TraceUsage(Base):
-    """What one trace's live artifacts hold, kept in the transaction of every change to them (revision 0012).
-
-    The quota check reads and bumps this row in one statement: its row lock is what makes two workers'
-    registrations into one trace count exactly. A trace without live artifacts may keep a row of zeros.
-    """
-
-    __tablename__ = "trace_usage"
-
-    trace_id: Mapped[str] = mapped_column(String(255), primary_key=True)
-    artifacts: Mapped[int] = mapped_column(BigInteger)
-    size_bytes: Mapped[int] = mapped_column(BigInteger)
-    warned_by: Mapped[str | None] = mapped_column(String(40))
-    """The artifact whose registration took the trace to 80% of a limit: set once, with its quota warning."""
-
-
     seq: Mapped[int] = mapped_column(BigInteger)
     role: Mapped[str] = mapped_column(String(16))
     content: Mapped[Any] = mapped_column(JsonType)
