@@ -12,16 +12,19 @@ from buffer.retry import RetryPolicy
 from buffer.settings import ClientSettings
 from buffer.spill import BufferStatus, FileCopy, SpillBuffer
 from buffer.sync import SyncStorageClient
+from buffer.thread_calls import CLEAR, Clear
 from buffer.upload import StagedFile, Stager, new_artifact_id
 from contracts import errors as _wire
 from contracts.errors import *  # noqa: F403  (the whole wire hierarchy, listed once in contracts.errors)
 
 __all__ = [
+    "CLEAR",
     "BrokerUnavailable",
     "BufferStatus",
     "Buffered",
     "CallOptions",
     "CallTimeout",
+    "Clear",
     "ClientSettings",
     "FileCopy",
     "ReplayReport",

@@ -241,7 +241,7 @@ class ClientCore:
         timeout_s = options.get("timeout_s", self.settings.call_timeout_s)
         routing_key = self.settings.routing_key(options.get("target_node"))
         key = options.get("idempotency_key") or (new_id() if spec.writes else None)
-        wire_params = params.model_dump(mode="json", exclude_none=True)
+        wire_params = wire_form(params)
 
         def envelope() -> CommandEnvelope:
             return make_command(
@@ -307,6 +307,16 @@ def _params(spec: ActionSpec, params: Params | dict[str, Any] | None) -> Params:
     if isinstance(params, BaseModel):
         params = params.model_dump()
     return validated(spec.params, params or {})
+
+
+def wire_form(params: Params) -> dict[str, Any]:
+    """The params as sent: a field left unset stays off the wire (the contract's default applies), but one set
+    to None on purpose goes as ``null`` (``save_thread``'s ``max_messages: null`` forgets the setting)."""
+    wire = params.model_dump(mode="json", exclude_none=True)
+    for name in params.model_fields_set:
+        if getattr(params, name) is None:
+            wire[name] = None
+    return wire
 
 
 def validated(model: type[ModelT], values: dict[str, Any]) -> ModelT:

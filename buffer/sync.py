@@ -26,6 +26,7 @@ from contracts import (
     GetArtifactOutput,
     GetArtifactUriOutput,
     GetStatsOutput,
+    GetThreadInfoOutput,
     GetThreadOutput,
     ListArtifactsOutput,
     ListNamespacesOutput,
@@ -35,6 +36,7 @@ from contracts import (
     PingOutput,
     PutMemoryOutput,
     RegisterArtifactOutput,
+    RestoreThreadOutput,
     SaveThreadOutput,
     SearchMemoryOutput,
     ThreadInfo,
@@ -170,6 +172,12 @@ class SyncStorageClient:
 
     def delete_thread(self, thread_id: str, **options: Any) -> DeleteThreadOutput | Buffered:
         return self._run(self.client.delete_thread(thread_id, **options))
+
+    def get_thread_info(self, thread_id: str, **kwargs: Any) -> GetThreadInfoOutput:
+        return self._run(self.client.get_thread_info(thread_id, **kwargs))
+
+    def restore_thread(self, thread_id: str, **kwargs: Any) -> RestoreThreadOutput:
+        return self._run(self.client.restore_thread(thread_id, **kwargs))
 
     def put_memory(self, namespace: Any, key: str, value: dict[str, Any], **kwargs: Any) -> PutMemoryOutput | Buffered:
         return self._run(self.client.put_memory(namespace, key, value, **kwargs))

@@ -1,10 +1,11 @@
-"""The thread calls of ``StorageClient``: save incrementally, read, list, delete."""
+"""The thread calls of ``StorageClient``: save incrementally, read, list, delete, inspect, restore."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
-from typing import Any
+from enum import Enum
+from typing import Any, Final, Literal
 
 from typing_extensions import Unpack
 
@@ -14,15 +15,30 @@ from buffer.outcomes import Buffered, CallOptions
 from contracts import (
     DeleteThreadOutput,
     DeleteThreadParams,
+    GetThreadInfoOutput,
+    GetThreadInfoParams,
     GetThreadOutput,
     GetThreadParams,
     ListThreadsOutput,
     ListThreadsParams,
+    RestoreThreadOutput,
+    RestoreThreadParams,
     SaveThreadOutput,
     SaveThreadParams,
     ThreadInfo,
     ThreadMessage,
 )
+
+
+class Clear(Enum):
+    """The type of ``CLEAR``."""
+
+    CLEAR = "clear"
+
+
+CLEAR: Final = Clear.CLEAR
+"""Pass as ``max_messages`` or ``ttl_seconds`` of ``save_thread`` to make the thread forget that setting (the
+wire's ``null``); ``None``, the default, leaves the remembered setting as it is."""
 
 
 class ThreadCalls(ClientCore):
@@ -35,23 +51,26 @@ class ThreadCalls(ClientCore):
         *,
         metadata: dict[str, Any] | None = None,
         expected_version: int | None = None,
-        max_messages: int | None = None,
-        ttl_seconds: int | None = None,
+        max_messages: int | Literal[Clear.CLEAR] | None = None,
+        ttl_seconds: int | Literal[Clear.CLEAR] | None = None,
         clear: bool = False,
         **options: Unpack[CallOptions],
     ) -> SaveThreadOutput | Buffered:
-        params = validated(
-            SaveThreadParams,
-            drop_none(
-                thread_id=thread_id,
-                messages=list(messages),
-                metadata=metadata,
-                expected_version=expected_version,
-                max_messages=max_messages,
-                ttl_seconds=ttl_seconds,
-                clear=clear,
-            ),
+        """Add or update messages. ``max_messages`` and ``ttl_seconds`` are remembered by the thread and apply to
+        every later save; ``None`` keeps what it remembers, ``CLEAR`` forgets it (no trimming, no expiry)."""
+        values = drop_none(
+            thread_id=thread_id,
+            messages=list(messages),
+            metadata=metadata,
+            expected_version=expected_version,
+            max_messages=max_messages,
+            ttl_seconds=ttl_seconds,
+            clear=clear,
         )
+        for name in ("max_messages", "ttl_seconds"):
+            if values.get(name) is CLEAR:
+                values[name] = None  # explicitly null: sent as null, where an absent setting is left out
+        params = validated(SaveThreadParams, values)
         return await self._write("save_thread", params, options, SaveThreadOutput)
 
     async def get_thread(
@@ -94,3 +113,20 @@ class ThreadCalls(ClientCore):
     async def delete_thread(self, thread_id: str, **options: Unpack[CallOptions]) -> DeleteThreadOutput | Buffered:
         params = validated(DeleteThreadParams, {"thread_id": thread_id})
         return await self._write("delete_thread", params, options, DeleteThreadOutput)
+
+    async def get_thread_info(
+        self, thread_id: str, *, include_deleted: bool = False, **options: Unpack[CallOptions]
+    ) -> GetThreadInfoOutput:
+        """Owner, visibility, version, message count, remembered settings, times, metadata and the current
+        system prompt (``system_prompt_omitted`` when too large for one reply)."""
+        params = validated(GetThreadInfoParams, {"thread_id": thread_id, "include_deleted": include_deleted})
+        return await self._read("get_thread_info", params, options, GetThreadInfoOutput)
+
+    async def restore_thread(
+        self, thread_id: str, *, messages: Literal["trimmed"] | None = None, **options: Unpack[CallOptions]
+    ) -> RestoreThreadOutput:
+        """Owner or admin. Undelete a deleted thread, or with ``messages="trimmed"`` bring back its trimmed
+        messages, within the worker's purge window. Retried like any call, never buffered: the window may
+        close while a buffered restore waits, and the caller wants to know it happened."""
+        params = validated(RestoreThreadParams, drop_none(thread_id=thread_id, messages=messages))
+        return await self._read("restore_thread", params, options, RestoreThreadOutput)

@@ -34,6 +34,8 @@ ACTIONS: dict[str, ActionSpec] = {
         ActionSpec("get_thread", t.GetThreadParams, t.GetThreadOutput),
         ActionSpec("list_threads", t.ListThreadsParams, t.ListThreadsOutput),
         ActionSpec("delete_thread", t.DeleteThreadParams, t.DeleteThreadOutput, True, spillable=True),
+        ActionSpec("get_thread_info", t.GetThreadInfoParams, t.GetThreadInfoOutput),
+        ActionSpec("restore_thread", t.RestoreThreadParams, t.RestoreThreadOutput, True),
         ActionSpec("put_memory", mem.PutMemoryParams, mem.PutMemoryOutput, True, spillable=True),
         ActionSpec("get_memory", mem.GetMemoryParams, mem.MemoryItem),
         ActionSpec("search_memory", mem.SearchMemoryParams, mem.SearchMemoryOutput),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, StringConstraints
 
@@ -17,6 +17,9 @@ MetadataScalar = str | int | float | bool
 MAX_THREAD_READ = 10_000
 MAX_METADATA_FILTERS = 32
 """Metadata filters one ``list_threads`` may carry: each is a join, and hundreds made one call run for minutes."""
+MAX_TTL_SECONDS = 1000 * 365 * 86400
+"""A thousand years: a longer TTL would put ``expires_at`` past the calendar; leave it out instead."""
+MAX_KEPT_MESSAGES = 1_000_000_000
 
 
 class Role(StrEnum):
@@ -64,8 +67,12 @@ class SaveThreadParams(Params):
     messages: list[ThreadMessage] = Field(default_factory=list, max_length=10_000)
     metadata: dict[str, Any] | None = None
     expected_version: int | None = Field(default=None, ge=0)
-    max_messages: int | None = Field(default=None, ge=1)
-    ttl_seconds: int | None = Field(default=None, ge=1)
+    max_messages: int | None = Field(default=None, ge=1, le=MAX_KEPT_MESSAGES)
+    """Keep the newest N non-system messages. The thread remembers it: later saves without it trim alike;
+    ``null`` (sent explicitly) forgets it. Absent and ``null`` differ: the worker reads ``model_fields_set``."""
+    ttl_seconds: int | None = Field(default=None, ge=1, le=MAX_TTL_SECONDS)
+    """``expires_at = now + ttl``. The thread remembers it: every later save moves the expiry alike;
+    ``null`` (sent explicitly) forgets it and the thread no longer expires."""
     clear: bool = False
     visibility: Visibility | None = None
     """Who may read the thread (the artifact rule); a new thread without it is ``private``, a save without it
@@ -116,3 +123,38 @@ class DeleteThreadParams(Params):
 class DeleteThreadOutput(Output):
     thread_id: str
     deleted: bool
+
+
+class GetThreadInfoParams(Params):
+    thread_id: ThreadId
+    include_deleted: bool = False
+    """Also answer for a soft-deleted thread (as ``get_thread``): what ``restore_thread`` would bring back."""
+
+
+class GetThreadInfoOutput(ThreadInfo):
+    """The thread's info (as ``get_thread`` gives it), its remembered settings and its current system prompt."""
+
+    max_messages: int | None = None
+    ttl_seconds: int | None = None
+    system_prompt: str | list[Any] | dict[str, Any] | None = None
+    """The content of the newest live ``system`` message; None when there is none or it is omitted."""
+    system_prompt_id: uuid.UUID | None = None
+    system_prompt_omitted: bool = False
+    """True when the system prompt would take the reply past ``STORAGE_MAX_REPLY_BYTES``: ``system_prompt``
+    is then None; ``system_prompt_id`` still names the message."""
+
+
+class RestoreThreadParams(Params):
+    thread_id: ThreadId
+    messages: Literal["trimmed"] | None = None
+    """Absent: undelete the soft-deleted thread. ``"trimmed"``: bring back the messages ``max_messages`` hid."""
+
+
+class RestoreThreadOutput(Output):
+    thread_id: str
+    version: int
+    """The thread's new version: a restore always bumps it, so ``expected_version`` writers notice."""
+    message_count: int
+    """Live messages after the restore."""
+    restored_messages: int = 0
+    """Trimmed messages brought back (0 when the thread itself was undeleted)."""

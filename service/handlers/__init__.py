@@ -19,6 +19,8 @@ ACTIONS: ActionTable = table(
     threads.get_thread,
     threads.list_threads,
     threads.delete_thread,
+    threads.get_thread_info,
+    threads.restore_thread,
     memory.put_memory,
     memory.get_memory,
     memory.search_memory,

@@ -9,11 +9,12 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from contracts import AlreadyExists, InvalidArgument, SaveThreadOutput, SaveThreadParams, ThreadMessage
+from service.store import thread_history as history
 from service.store import threads as store
 from service.store.types import AnyRow
 
@@ -37,6 +38,21 @@ def check_request(params: SaveThreadParams) -> None:
                 {"field": f"messages[{index}].id", "id": str(message.id), "first": f"messages[{seen[message.id]}].id"},
             )
         seen[message.id] = index
+
+
+class Settings(NamedTuple):
+    """What a thread remembers between saves (revision 0011); None: not set."""
+
+    max_messages: int | None
+    ttl_seconds: int | None
+
+    def updated_by(self, params: SaveThreadParams) -> Settings:
+        """A setting the save names (even as ``null``) replaces the remembered one; an absent one stays."""
+        sent = params.model_fields_set
+        return Settings(
+            params.max_messages if "max_messages" in sent else self.max_messages,
+            params.ttl_seconds if "ttl_seconds" in sent else self.ttl_seconds,
+        )
 
 
 @dataclass(slots=True)
@@ -64,17 +80,23 @@ class Save:
         if self.restart or params.clear:
             if await store.soft_delete_active(conn, thread_id, self.now):
                 self.changed = True
+            await history.forget_trimmed(conn, thread_id)
             self.active = 0
         await self._messages(conn)
-        if params.max_messages is not None:
-            self.trimmed = await store.trim(conn, thread_id, params.max_messages, self.now)
+        before = Settings(None, None) if self.restart else Settings(self.row.max_messages, self.row.ttl_seconds)
+        after = before.updated_by(params)
+        if after.max_messages is not None and self.active > after.max_messages:  # else nothing can be over it
+            self.trimmed = await history.trim(conn, thread_id, after.max_messages, self.now)
             self.active -= self.trimmed
         metadata = await self._metadata(conn)
         expires_at = self.row.expires_at if not self.restart else None
-        if params.ttl_seconds is not None:
-            expires_at = self.now + timedelta(seconds=params.ttl_seconds)
-        self.changed = self.changed or bool(self.inserted or self.updated or self.trimmed)
-        self.changed = self.changed or expires_at != self.row.expires_at
+        if after.ttl_seconds is not None:
+            expires_at = self.now + timedelta(seconds=after.ttl_seconds)
+        elif "ttl_seconds" in params.model_fields_set:  # null: the thread no longer expires
+            expires_at = None
+        self.changed = self.changed or bool(self.inserted or self.updated or self.trimmed) or after != before
+        # The expiry sliding forward by the thread's own TTL is no change of the thread (no new version).
+        self.changed = self.changed or (expires_at != self.row.expires_at and after.ttl_seconds is None)
         self.changed = self.changed or (params.visibility is not None and params.visibility != self.row.visibility)
         version = self.row.version
         if self.changed:
@@ -87,12 +109,16 @@ class Save:
                 "updated_at": self.now,
                 "deleted_at": None,
                 "expires_at": expires_at,
+                "max_messages": after.max_messages,
+                "ttl_seconds": after.ttl_seconds,
             }
             if self.restart:
                 values["created_at"] = self.now
             if params.visibility is not None:
                 values["visibility"] = params.visibility.value
             await store.update_thread(conn, thread_id, values)
+        elif expires_at != self.row.expires_at:
+            await store.update_thread(conn, thread_id, {"expires_at": expires_at})
         return SaveThreadOutput(
             thread_id=thread_id,
             version=version,

@@ -1,4 +1,5 @@
-"""Thread actions: incremental save with optimistic concurrency, read of the recent tail, list, soft delete.
+"""Thread actions: incremental save with optimistic concurrency, read of the recent tail, list, soft delete,
+info (settings and system prompt) and restore.
 
 Semantics beyond docs/contract.md §4 (Threads), chosen for agents that re-send their whole history on every turn:
 - A message's place in the thread is fixed when it is first saved (messages sent in one call keep the
@@ -9,8 +10,14 @@ Semantics beyond docs/contract.md §4 (Threads), chosen for agents that re-send 
 - A thread that was deleted, or whose TTL ran out, is started afresh by the next ``save_thread``: its old
   messages and metadata are gone from view, it counts as version 0 for ``expected_version`` and its
   version number keeps growing (a stale writer can never match it again).
-- ``ttl_seconds`` sets ``expires_at = now + ttl`` on every save that passes it; a save without it keeps
-  the expiry the thread has. The version grows only on saves that change something.
+- ``max_messages`` and ``ttl_seconds`` are remembered by the thread (revision 0011) and apply to every later
+  save until one sends another value, or ``null`` to forget it (absent and ``null`` differ). A remembered TTL
+  moves ``expires_at`` to ``now + ttl`` on every save; a thread without one keeps the expiry it has. A fresh
+  start (see above) forgets both. The version grows only on saves that change something: messages, metadata,
+  visibility or a setting; the expiry moving forward by the remembered TTL alone is no change.
+- A trimmed message is soft-deleted and marked ``trimmed_at``: ``restore_thread`` brings such messages back
+  while they are within ``STORAGE_PURGE_AFTER`` (cleanup's ``purge_deleted`` removes them after it). A
+  ``clear`` or a fresh start ends the dialog: what was trimmed before it is no longer restorable.
 
 Ownership (docs/contract.md §3): the first save makes its requester the owner, with the requester's trace and the
 given ``visibility`` (``private`` by default). Reads follow the artifact rule; only the owner or an admin
@@ -23,7 +30,7 @@ can read but not change is PERMISSION_DENIED.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -32,14 +39,20 @@ from contracts import (
     Aborted,
     DeleteThreadOutput,
     DeleteThreadParams,
+    FailedPrecondition,
+    GetThreadInfoOutput,
+    GetThreadInfoParams,
     GetThreadOutput,
     GetThreadParams,
     ListThreadsOutput,
     ListThreadsParams,
     NotFound,
     PermissionDenied,
+    RestoreThreadOutput,
+    RestoreThreadParams,
     SaveThreadOutput,
     SaveThreadParams,
+    StorageError,
     StoredMessage,
     ThreadInfo,
     Unauthenticated,
@@ -52,12 +65,18 @@ from service.core.recording import Committed
 from service.handlers.thread_save import Save, check_request
 from service.identity import Requester, can_read
 from service.store import cursor
+from service.store import thread_history as history
 from service.store import threads as store
 from service.store.types import AnyRow
 
 
 def thread_info(row: AnyRow) -> ThreadInfo:
-    return ThreadInfo(
+    return ThreadInfo(**_info_fields(row))
+
+
+def _info_fields(row: AnyRow) -> dict[str, Any]:
+    """The fields of ``ThreadInfo`` from a thread row (``get_thread_info`` adds its own to them)."""
+    return dict(
         thread_id=row.id,
         metadata=row.metadata,
         version=row.version,
@@ -185,6 +204,28 @@ def _check_visible(row: AnyRow | None, thread_id: str, ctx: HandlerContext, *, i
         )
 
 
+async def get_thread_info(params: GetThreadInfoParams, ctx: HandlerContext) -> GetThreadInfoOutput:
+    """The thread's info, remembered settings and current system prompt, under ``get_thread``'s read rule.
+
+    The system prompt is left out (``system_prompt_omitted``) when it would take the reply past
+    ``STORAGE_MAX_REPLY_BYTES``; the database compares its size, so such a prompt is never loaded.
+    """
+    async with ctx.read() as conn:
+        row = await store.get(conn, params.thread_id)
+        _check_visible(row, params.thread_id, ctx, include_deleted=params.include_deleted)
+        assert row is not None
+        budget = paging.page_budget(ctx.settings, spent=_thread_size(row)) - paging.ITEM_OVERHEAD
+        prompt = await history.system_prompt(conn, params.thread_id, budget)
+    return GetThreadInfoOutput(
+        **_info_fields(row),
+        max_messages=row.max_messages,
+        ttl_seconds=row.ttl_seconds,
+        system_prompt=prompt.content if prompt is not None else None,
+        system_prompt_id=prompt.id if prompt is not None else None,
+        system_prompt_omitted=prompt is not None and prompt.content is None,
+    )
+
+
 def _thread_size(row: AnyRow) -> int:
     return paging.json_size(row.metadata) + paging.ITEM_OVERHEAD
 
@@ -231,3 +272,76 @@ async def delete_thread(params: DeleteThreadParams, ctx: HandlerContext) -> Comm
         return DeleteThreadOutput(thread_id=params.thread_id, deleted=True)
 
     return await ctx.commit(job)
+
+
+# -- restore_thread ----------------------------------------------------------------------------
+
+
+async def restore_thread(params: RestoreThreadParams, ctx: HandlerContext) -> Committed[RestoreThreadOutput]:
+    """Undelete a soft-deleted thread, or bring back its trimmed messages, within ``STORAGE_PURGE_AFTER``.
+
+    Owner or admin only, answered as ``delete_thread`` is: a thread its requester cannot read is NOT_FOUND
+    exactly as an unknown id, one it can read but not change PERMISSION_DENIED. Either restore bumps the
+    version. Restored messages are live in their old places; the thread keeps its ``max_messages``, so the
+    next save trims them again unless it sends ``max_messages: null`` (or a larger one).
+    """
+    now, requester = ctx.now, ctx.requester
+    cutoff = now - timedelta(seconds=ctx.settings.purge_after_s)
+
+    async def job(conn: AsyncConnection) -> RestoreThreadOutput:
+        row = await store.get(conn, params.thread_id, for_update=True)
+        if row is None or not _readable(row, requester):
+            raise _not_found(params.thread_id)
+        _check_writable(row, params.thread_id, requester, now)
+        details: dict[str, Any] = {"thread_id": params.thread_id}
+        if row.expires_at is not None and row.expires_at <= now:
+            raise NotFound(f"thread {params.thread_id} expired", {**details, "expires_at": row.expires_at.isoformat()})
+        restored = 0
+        if params.messages is None:
+            _check_undeletable(row, details, cutoff)
+            values: dict[str, object] = {"deleted_at": None}
+        else:
+            if row.deleted_at is not None:
+                raise FailedPrecondition(
+                    f"thread {params.thread_id} is deleted: restore the thread first",
+                    {**details, "reason": "deleted", "deleted_at": row.deleted_at.isoformat()},
+                )
+            restored = await history.restore_trimmed(conn, params.thread_id, cutoff)
+            if restored == 0:
+                raise await _nothing_trimmed(conn, details, cutoff)
+            values = {"message_count": row.message_count + restored}
+        version = row.version + 1
+        await store.update_thread(conn, params.thread_id, {**values, "version": version, "updated_at": now})
+        return RestoreThreadOutput(
+            thread_id=params.thread_id,
+            version=version,
+            message_count=row.message_count + restored,
+            restored_messages=restored,
+        )
+
+    return await ctx.commit(job)
+
+
+def _check_undeletable(row: AnyRow, details: dict[str, Any], cutoff: datetime) -> None:
+    if row.deleted_at is None:
+        raise FailedPrecondition(
+            f"thread {row.id} is not deleted: nothing to restore", {**details, "reason": "not_deleted"}
+        )
+    if row.deleted_at < cutoff:
+        raise NotFound(
+            f"thread {row.id} was deleted longer than STORAGE_PURGE_AFTER ago: it can no longer be restored",
+            {**details, "reason": "purge_window_passed", "deleted_at": row.deleted_at.isoformat()},
+        )
+
+
+async def _nothing_trimmed(conn: AsyncConnection, details: dict[str, Any], cutoff: datetime) -> StorageError:
+    """Why no trimmed message came back: all were trimmed before the window (NOT_FOUND), or none was."""
+    if await history.count_trimmed_before(conn, details["thread_id"], cutoff):
+        return NotFound(
+            f"the trimmed messages of thread {details['thread_id']} were trimmed longer than STORAGE_PURGE_AFTER "
+            "ago: they can no longer be restored",
+            {**details, "reason": "purge_window_passed"},
+        )
+    return FailedPrecondition(
+        f"thread {details['thread_id']} has no trimmed messages to restore", {**details, "reason": "nothing_trimmed"}
+    )

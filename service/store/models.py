@@ -151,6 +151,10 @@ class Thread(Base):
     visibility: Mapped[str] = mapped_column(String(16))
     trace_id: Mapped[str | None] = mapped_column(String(255))
     """The first saver's trace: who may read a ``trace`` thread besides its owner."""
+    max_messages: Mapped[int | None] = mapped_column(Integer)
+    """The ``max_messages`` a save set last: every later save trims to it (revision 0011)."""
+    ttl_seconds: Mapped[int | None] = mapped_column(BigInteger)
+    """The ``ttl_seconds`` a save set last: every later save moves ``expires_at`` to now + it (revision 0011)."""
 
     __table_args__ = (
         Index(None, "created_at", "id"),
@@ -177,11 +181,20 @@ class ThreadMessageRow(Base):
     meta: Mapped[dict[str, Any]] = mapped_column("metadata")
     created_at: Mapped[datetime]
     deleted_at: Mapped[datetime | None]
+    trimmed_at: Mapped[datetime | None]
+    """Set with ``deleted_at`` when ``max_messages`` hid the message: ``restore_thread`` may bring it back."""
 
     __table_args__ = (
         UniqueConstraint("thread_id", "seq"),
         Index(None, "thread_id", "deleted_at", "seq"),
         _set_only("messages", "deleted_at"),
+        Index(
+            "ix_messages_system",
+            "thread_id",
+            "seq",
+            sqlite_where=text("role = 'system'"),
+            postgresql_where=text("role = 'system'"),
+        ),
     )
 
 

@@ -67,6 +67,8 @@ THREAD_COLUMNS = (
     threads.c.owner,
     threads.c.visibility,
     threads.c.trace_id,
+    threads.c.max_messages,
+    threads.c.ttl_seconds,
 )
 MESSAGE_COLUMNS = (
     messages.c.id,
@@ -208,27 +210,11 @@ async def soft_delete_active(conn: AsyncConnection, thread_id: str, now: datetim
     return int(result.rowcount or 0)
 
 
-async def trim(conn: AsyncConnection, thread_id: str, keep: int, now: datetime) -> int:
-    """Soft-delete the oldest active non-system messages beyond ``keep``; returns how many."""
-    active = and_(
-        messages.c.thread_id == thread_id,
-        messages.c.deleted_at.is_(None),
-        messages.c.role != "system",
-    )
-    total = int((await conn.execute(select(func.count()).select_from(messages).where(active))).scalar_one())
-    excess = total - keep
-    if excess <= 0:
-        return 0
-    oldest = select(messages.c.id).where(active).order_by(messages.c.seq).limit(excess).scalar_subquery()
-    result = await conn.execute(update(messages).where(messages.c.id.in_(oldest)).values(deleted_at=now))
-    return int(result.rowcount or 0)
-
-
 MESSAGE_OVERHEAD = 256
 """Bytes a stored message takes on the wire besides its content and metadata: id, role, times, field names."""
 
 
-def _json_bytes(column: ColumnElement[Any], dialect: str) -> ColumnElement[int]:
+def json_bytes(column: ColumnElement[Any], dialect: str) -> ColumnElement[int]:
     """The stored size in bytes of a JSON column (jsonb as text is a little longer than compact JSON)."""
     if dialect == "sqlite":
         return func.length(cast(column, LargeBinary))
@@ -258,7 +244,7 @@ async def message_page(
         recent = recent.where(messages.c.seq < before_seq)
     newest = recent.order_by(messages.c.seq.desc()).limit(limit + 1).subquery()
     dialect = conn.dialect.name
-    size = _json_bytes(newest.c.content, dialect) + _json_bytes(newest.c["metadata"], dialect) + MESSAGE_OVERHEAD
+    size = json_bytes(newest.c.content, dialect) + json_bytes(newest.c["metadata"], dialect) + MESSAGE_OVERHEAD
     sized = select(newest, size.label("size_bytes"), func.sum(size).over(order_by=newest.c.seq.desc()).label("upto"))
     summed = sized.subquery()
     query = select(summed).where(summed.c.upto - summed.c.size_bytes <= budget).order_by(summed.c.seq.desc())
