@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
-from sqlalchemy import BigInteger, ColumnElement, String, bindparam, case, cast, func, literal_column, select
+from sqlalchemy import BigInteger, ColumnElement, String, bindparam, case, func, literal_column, select
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -150,7 +150,7 @@ _ONE = literal_column("1", BigInteger)
 
 
 def _big(name: str) -> ColumnElement[int]:
-    return cast(bindparam(name, type_=BigInteger()), BigInteger)
+    return bindparam(name, type_=BigInteger())
 
 
 @cache
@@ -162,16 +162,14 @@ def _charge_statement(dialect: str) -> PreparedWrite:
     the registration that finds its own id there is the one that publishes the warning.
     """
     size = _big("size_bytes")
-    artifact_id = cast(bindparam("artifact_id", type_=String()), String)
+    artifact_id = bindparam("artifact_id", type_=String())
     first = case(
         ((_big("warn_artifacts") <= _ONE) | (size >= _big("warn_bytes")), artifact_id),
         else_=None,
     )
-    fits = select(cast(bindparam("trace_id", type_=String()), String), _ONE, size, first).where(
-        size <= _big("max_bytes")
-    )
+    fits = select(bindparam("trace_id", type_=String()), _ONE, size, first).where(size <= _big("max_bytes"))
     statement = _upsert(dialect).from_select(["trace_id", "artifacts", "size_bytes", "warned_by"], fits)
-    artifacts_after = usage.c.artifacts + 1
+    artifacts_after = usage.c.artifacts + _ONE
     bytes_after = usage.c.size_bytes + statement.excluded.size_bytes
     reached = case(
         ((artifacts_after >= _big("warn_artifacts")) | (bytes_after >= _big("warn_bytes")), artifact_id),
