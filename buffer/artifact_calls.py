@@ -1,4 +1,4 @@
-"""The artifact calls of ``StorageClient``: register (or upload and register), read, list, link, delete."""
+"""The artifact calls of ``StorageClient``: register (or upload and register), read, list, link, delete, restore."""
 
 from __future__ import annotations
 
@@ -27,6 +27,8 @@ from contracts import (
     ListArtifactsParams,
     RegisterArtifactOutput,
     RegisterArtifactParams,
+    RestoreArtifactOutput,
+    RestoreArtifactParams,
     Visibility,
 )
 
@@ -152,3 +154,9 @@ class ArtifactCalls(ClientCore):
         """Admin only. Retried like any call, never buffered: an operator wants to know it happened."""
         params = validated(DeleteArtifactParams, {"artifact_id": artifact_id})
         return await self._read("delete_artifact", params, options, DeleteArtifactOutput)
+
+    async def restore_artifact(self, artifact_id: str, **options: Unpack[CallOptions]) -> RestoreArtifactOutput:
+        """Admin only: a deleted artifact back, file included, within the worker's ``STORAGE_PURGE_AFTER``.
+        Retried like any call, never buffered (as ``delete_artifact``)."""
+        params = validated(RestoreArtifactParams, {"artifact_id": artifact_id})
+        return await self._read("restore_artifact", params, options, RestoreArtifactOutput)

@@ -36,6 +36,7 @@ from contracts import (
     PingOutput,
     PutMemoryOutput,
     RegisterArtifactOutput,
+    RestoreArtifactOutput,
     RestoreThreadOutput,
     SaveThreadOutput,
     SearchMemoryOutput,
@@ -157,6 +158,9 @@ class SyncStorageClient:
 
     def delete_artifact(self, artifact_id: str, **options: Any) -> DeleteArtifactOutput:
         return self._run(self.client.delete_artifact(artifact_id, **options))
+
+    def restore_artifact(self, artifact_id: str, **options: Any) -> RestoreArtifactOutput:
+        return self._run(self.client.restore_artifact(artifact_id, **options))
 
     def save_thread(self, thread_id: str, messages: Any = (), **kwargs: Any) -> SaveThreadOutput | Buffered:
         return self._run(self.client.save_thread(thread_id, messages, **kwargs))

@@ -14,6 +14,8 @@ from contracts.artifacts import (
     ListArtifactsParams,
     RegisterArtifactOutput,
     RegisterArtifactParams,
+    RestoreArtifactOutput,
+    RestoreArtifactParams,
 )
 from contracts.envelope import (
     COMMAND_TYPE,
@@ -185,6 +187,8 @@ __all__ = [
     "RegisterArtifactParams",
     "ReplyEnvelope",
     "ResourceExhausted",
+    "RestoreArtifactOutput",
+    "RestoreArtifactParams",
     "RestoreThreadOutput",
     "RestoreThreadParams",
     "ResultData",

@@ -30,6 +30,7 @@ ACTIONS: dict[str, ActionSpec] = {
         ActionSpec("list_artifacts", a.ListArtifactsParams, a.ListArtifactsOutput),
         ActionSpec("get_artifact_uri", a.GetArtifactUriParams, a.GetArtifactUriOutput),
         ActionSpec("delete_artifact", a.DeleteArtifactParams, a.DeleteArtifactOutput, True, admin=True),
+        ActionSpec("restore_artifact", a.RestoreArtifactParams, a.RestoreArtifactOutput, True, admin=True),
         ActionSpec("save_thread", t.SaveThreadParams, t.SaveThreadOutput, True, spillable=True),
         ActionSpec("get_thread", t.GetThreadParams, t.GetThreadOutput),
         ActionSpec("list_threads", t.ListThreadsParams, t.ListThreadsOutput),

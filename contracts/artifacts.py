@@ -71,3 +71,13 @@ class DeleteArtifactParams(Params):
 class DeleteArtifactOutput(Output):
     artifact_id: str
     deleted: bool
+
+
+class RestoreArtifactParams(Params):
+    artifact_id: ArtifactId
+
+
+class RestoreArtifactOutput(Output):
+    artifact_id: str
+    restored: bool
+    manifest: ArtifactManifest

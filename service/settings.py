@@ -75,7 +75,8 @@ class Settings(BaseSettings):
     """Retention for a manifest that names none, by artifact type: ``report=30d,cache=1h,*=infinite`` (``*``: every
     other type). The stored and returned manifest shows the retention applied."""
     purge_after_s: float = Field(default=30 * 86400, ge=0, validation_alias=_env("STORAGE_PURGE_AFTER"))
-    """Soft-deleted threads and trimmed or cleared messages older than this are purged."""
+    """Soft-deleted threads, trimmed or cleared messages and deleted artifacts older than this are purged; until
+    then ``restore_artifact`` brings a deleted artifact back."""
     inbox_retention_s: float = Field(default=7 * 86400, ge=0, validation_alias=_env("STORAGE_INBOX_RETENTION"))
     """Inbox records (the stored replies that answer duplicates and retries) older than this are removed."""
     shutdown_grace_s: float = Field(default=10, ge=0, validation_alias=_env("STORAGE_SHUTDOWN_GRACE"))

@@ -1,4 +1,4 @@
-"""Moves: a checked upload into ``artifacts/``, anything into ``orphans/``, and removal.
+"""Moves: a checked upload into ``artifacts/``, anything into ``orphans/`` (and a restored file back), removal.
 
 After the move of an upload it checks that what now lies in ``artifacts/`` is the very file that was
 hashed (same inode, size and mtime) with no other name, and otherwise places a copy written from the held
@@ -132,6 +132,31 @@ class Placing(StorageRoot):
         if self.is_local:  # a rename keeps the old mtime; old_orphans must count from the move (the link's own)
             os.utime(dest, follow_symlinks=False)
         return dest
+
+    async def take_back(self, path: str) -> bool:
+        """Move a retired file back from ``orphans/`` to ``path`` (a restored artifact's place); True when
+        ``path`` then holds a regular file, moved now or never moved away (a delete whose move did not run).
+        A link is never taken back, nor followed."""
+        return await _io(self._take_back, path)
+
+    def _take_back(self, path: str) -> bool:
+        if self._holds_regular(path):
+            return True
+        retired = self.orphan_path(path)
+        if not self._holds_regular(retired):
+            return False
+        self._make_parent(path)
+        with contextlib.suppress(FileNotFoundError):  # a concurrent restore took it first
+            self._move(retired, path)
+        return self._holds_regular(path)
+
+    def _holds_regular(self, path: str) -> bool:
+        if not self.is_local:
+            return bool(self.fs.exists(path))
+        try:
+            return stat.S_ISREG(os.lstat(path).st_mode)
+        except FileNotFoundError:
+            return False
 
     async def remove(self, path: str) -> None:
         await _io(self._remove, path)

@@ -1,4 +1,6 @@
-"""Artifact actions: register (the file checks, then the commit point, then the move), read, list, delete."""
+"""Artifact actions: register (the file checks, then the commit point, then the move), read, list.
+
+Delete and restore are in ``artifact_tombstones``."""
 
 from __future__ import annotations
 
@@ -15,8 +17,6 @@ from contracts import (
     AlreadyExists,
     ArtifactManifest,
     ArtifactStatus,
-    DeleteArtifactOutput,
-    DeleteArtifactParams,
     FailedPrecondition,
     GetArtifactOutput,
     GetArtifactParams,
@@ -158,9 +158,19 @@ async def _twin_or_raise(ctx: HandlerContext, manifest: ArtifactManifest, missin
 
 
 def _already_registered(row: AnyRow, manifest: ArtifactManifest, requester: Requester) -> RegisterArtifactOutput:
-    """A retry of a registration gets the stored result; anything else about that id is a conflict."""
+    """A retry of a registration gets the stored result; anything else about that id is a conflict.
+
+    A tombstone keeps its id taken (a restore may bring it back): the same bare conflict, with reason
+    ``deleted`` for a requester who could read it. A retry of the registration under its own envelope is
+    answered from the inbox before this, with the reply it got then.
+    """
     if not _readable(row, requester):  # a bare conflict: nothing of someone else's artifact is told
         raise AlreadyExists(f"artifact {manifest.id} is already registered", {"artifact_id": manifest.id})
+    if row.deleted_at is not None:
+        raise AlreadyExists(
+            f"artifact {manifest.id} was registered and deleted: its id stays taken",
+            {"artifact_id": manifest.id, "reason": "deleted"},
+        )
     stored = store.manifest_of(row)
     if stored.checksum != manifest.checksum:
         raise AlreadyExists(
@@ -207,7 +217,9 @@ async def _check_supersedes(
     """Only the predecessor's owner (or an admin) extends its chain.
 
     A predecessor that is unknown, expired or unreadable gets one and the same NOT_FOUND, so the answer
-    says nothing of an artifact the requester may not see: not that it exists, not its version.
+    says nothing of an artifact the requester may not see: not that it exists, not its version. A deleted
+    predecessor may be superseded: it keeps its place (and its successor's slot) in the chain, so the
+    chain goes on past it, and ``latest`` walks past it to the new version.
     """
     assert manifest.supersedes is not None
     previous = await store.get(conn, manifest.supersedes)
@@ -232,18 +244,24 @@ async def _check_supersedes(
 
 
 async def get_artifact(params: GetArtifactParams, ctx: HandlerContext) -> GetArtifactOutput:
-    """With ``latest``: the newest version reachable through successors that are live and readable by the
-    requester; the walk stops before the first one that is not (it is not the requester's to see)."""
+    """With ``latest``: the newest live version reachable through successors that are not expired and are
+    readable by the requester; the walk goes on past deleted ones and stops before the first that is
+    expired or unreadable (it is not the requester's to see). From a deleted start, ``latest`` is the
+    newest live version after it, and NOT_FOUND (reason ``deleted``) when there is none."""
     async with ctx.lookup() as conn:
         row = await store.get(conn, params.artifact_id)
-        row = _live(row, params.artifact_id, ctx)
+        row = _live(row, params.artifact_id, ctx, allow_deleted=params.latest)
         _check_readable(row, ctx)
         if params.latest:
+            walked = row
             for _ in range(MAX_CHAIN):
-                newer = await store.successor_of(conn, row.id)
+                newer = await store.successor_of(conn, walked.id)
                 if newer is None or _expired(newer, ctx.now) or not _readable(newer, ctx.requester):
                     break
-                row = newer
+                walked = newer
+                if newer.deleted_at is None:
+                    row = newer
+            _live(row, params.artifact_id, ctx)  # a deleted start with no live version after it
     return GetArtifactOutput(artifact_id=row.id, manifest=store.manifest_of(row))
 
 
@@ -255,17 +273,22 @@ def _expired(row: AnyRow, now: datetime) -> bool:
     return row.expires_at is not None and row.expires_at <= now
 
 
-def _live(row: AnyRow | None, artifact_id: str, ctx: HandlerContext) -> AnyRow:
-    """NOT_FOUND for an unknown artifact and for one past its retention, gone at once for every read even
-    before cleanup removes its row; only a requester who could read it learns that it expired."""
+def _live(row: AnyRow | None, artifact_id: str, ctx: HandlerContext, *, allow_deleted: bool = False) -> AnyRow:
+    """NOT_FOUND for an unknown artifact, a deleted one (a tombstone) and one past its retention, gone at once
+    for every read even before cleanup removes its row; only a requester who could read it learns why
+    (``details.reason``: ``deleted`` or ``expired``), anyone else gets the answer an unknown id gets."""
     if row is None:
         raise NotFound(f"artifact {artifact_id} not found", {"artifact_id": artifact_id})
-    if _expired(row, ctx.now):
-        details = {"artifact_id": artifact_id}
-        if _readable(row, ctx.requester):
-            details["reason"] = "expired"
-        raise NotFound(f"artifact {artifact_id} not found", details)
-    return row
+    deleted, expired = row.deleted_at is not None, _expired(row, ctx.now)
+    if not (deleted or expired):
+        return row
+    readable = _readable(row, ctx.requester)
+    if allow_deleted and readable and not expired:
+        return row  # ``latest`` walks on from a deleted start
+    details = {"artifact_id": artifact_id}
+    if readable:
+        details["reason"] = "deleted" if deleted else "expired"
+    raise NotFound(f"artifact {artifact_id} not found", details)
 
 
 def _check_readable(row: AnyRow, ctx: HandlerContext) -> None:
@@ -333,21 +356,3 @@ async def get_artifact_uri(params: GetArtifactUriParams, ctx: HandlerContext) ->
     path = ctx.files.resolve_stored(row.uri)
     uri, signed, expires_at = await ctx.files.sign(path, params.expires_in_seconds)
     return GetArtifactUriOutput(artifact_id=row.id, uri=uri, signed=signed, expires_at=expires_at)
-
-
-async def delete_artifact(params: DeleteArtifactParams, ctx: HandlerContext) -> Committed[DeleteArtifactOutput]:
-    removed: list[str] = []
-
-    async def commit(conn: AsyncConnection) -> DeleteArtifactOutput:
-        removed.clear()  # the writer may run a job again after a deadlock: only the committed run counts
-        row = await store.delete_artifact(conn, params.artifact_id)
-        if row is not None:
-            removed.append(row.uri)
-        return DeleteArtifactOutput(artifact_id=params.artifact_id, deleted=row is not None)
-
-    async def retire(_: DeleteArtifactOutput) -> None:
-        for uri in removed:
-            await ctx.files.to_orphans(ctx.files.resolve_stored(uri))
-
-    committed = await ctx.commit(commit, then=retire)
-    return committed

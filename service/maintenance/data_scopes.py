@@ -1,16 +1,17 @@
-"""Cleanup scopes over rows: expired artifacts and threads, purge of soft-deleted rows, stale uploads, inbox."""
+"""Cleanup scopes over rows: expired artifacts and threads, purge of soft-deleted rows (artifact tombstones
+included), stale uploads, inbox."""
 
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import ColumnElement
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from contracts import StorageError
 from service.core.context import HandlerContext
-from service.maintenance.fileops import retire
+from service.maintenance.fileops import remove, retire
 from service.maintenance.limits import STALE_UPLOADING_AGE
 from service.store import maintenance as q
 from service.store import memory as memory_store
@@ -65,19 +66,48 @@ async def _purge_threads(ctx: HandlerContext, condition: ColumnElement[bool]) ->
 
 
 async def purge_deleted(ctx: HandlerContext) -> int:
-    """Soft-deleted messages and threads older than the purge window are removed for good."""
+    """Soft-deleted messages, threads and artifacts (tombstones) older than the purge window are removed for
+    good, a tombstone's file with it; the count is of items of all three."""
     cutoff = ctx.now - timedelta(seconds=ctx.settings.purge_after_s)
     condition = thread_store.deleted_before_clause(cutoff)
     if ctx.dry_run:
         async with ctx.read() as conn:
             messages = await thread_store.count_messages_deleted_before(conn, cutoff)
-            return messages + await thread_store.count_threads(conn, condition)
+            tombstones = await q.count_tombstones_before(conn, cutoff)
+            return messages + tombstones + await thread_store.count_threads(conn, condition)
 
     async def messages_job(conn: AsyncConnection) -> int:
         return await thread_store.purge_messages_batch(conn, cutoff, ctx.batch)
 
     messages = await ctx.repeat(messages_job)
-    return messages + await _purge_threads(ctx, condition)
+    threads = await _purge_threads(ctx, condition)
+    return messages + threads + await _purge_tombstones(ctx, cutoff)
+
+
+async def _purge_tombstones(ctx: HandlerContext, cutoff: datetime) -> int:
+    """Tombstones deleted before ``cutoff``: the rows go (the commit point), then their files in orphans/.
+
+    A file still at its place (the delete's move never ran) is left to ``orphan_files``, as any file no row
+    points at: the id is free again once the row is gone, and a new registration may already lie there.
+    """
+
+    async def job(conn: AsyncConnection) -> list[tuple[str, str]]:
+        return [(row.id, row.uri) for row in await q.purge_tombstones(conn, cutoff, ctx.batch)]
+
+    total = 0
+    while True:
+        removed = await ctx.write(job)
+        for artifact_id, uri in removed:
+            try:
+                orphan = ctx.files.orphan_path(ctx.files.resolve_stored(uri))
+            except StorageError:
+                log.warning("deleted artifact %s purged; its uri %s is outside the storage root", artifact_id, uri)
+                continue
+            if await remove(ctx.files, orphan):
+                log.info("purged deleted artifact %s and %s", artifact_id, ctx.files.url(orphan))
+        total += len(removed)
+        if len(removed) < ctx.batch:
+            return total
 
 
 async def stale_uploading(ctx: HandlerContext) -> int:

@@ -48,7 +48,8 @@ async def temp_orphans(ctx: HandlerContext) -> int:
 
 
 async def old_orphans(ctx: HandlerContext) -> int:
-    """Files that sat in orphans/ for a week are deleted."""
+    """Files that sat in orphans/ for a week are deleted, except a deleted artifact's: it waits there for a
+    restore until ``purge_deleted`` removes it with its tombstone (after ``STORAGE_PURGE_AFTER``)."""
 
     async def delete(path: str) -> bool:
         if not await remove(ctx.files, path):
@@ -56,14 +57,45 @@ async def old_orphans(ctx: HandlerContext) -> int:
         log.info("deleted %s: in orphans/ for more than %s", ctx.files.url(path), ORPHAN_KEEP)
         return True
 
-    return await _sweep(ctx, ORPHANS, ctx.now - ORPHAN_KEEP, delete)
+    return await _sweep(ctx, ORPHANS, ctx.now - ORPHAN_KEEP, delete, keep=_tombstone_files)
 
 
-async def _sweep(ctx: HandlerContext, folder: str, cutoff: datetime, act: Callable[[str], Awaitable[bool]]) -> int:
-    """Apply ``act`` to every file of ``folder`` older than ``cutoff``, a batch of the listing at a time."""
+async def _tombstone_files(ctx: HandlerContext, entries: Sequence[Entry]) -> set[str]:
+    """Which of these orphans/ entries are the retired file of a tombstone (by the id in the name, then its uri)."""
+    places = {entry.path: place for entry in entries if (place := _place_of(ctx.files, entry.path)) is not None}
+    ids = {entry.path: artifact_id for entry in entries if entry.path in places and (artifact_id := _id_of(entry))}
+    if not ids:
+        return set()
+    async with ctx.read() as conn:
+        uris = await q.tombstone_uris(conn, sorted(set(ids.values())))
+    return {path for path, artifact_id in ids.items() if _points_at(ctx.files, uris.get(artifact_id), places[path])}
+
+
+def _place_of(files: FileStore, orphan: str) -> str | None:
+    """Where a file of ``orphans/artifacts/...`` lay before it was retired; None for any other orphan."""
+    prefix = files.join(ORPHANS) + "/"
+    if not files.in_folder(orphan, ORPHANS):
+        return None
+    place = files.join(orphan.removeprefix(prefix))
+    return place if files.in_folder(place, ARTIFACTS) else None
+
+
+async def _sweep(
+    ctx: HandlerContext,
+    folder: str,
+    cutoff: datetime,
+    act: Callable[[str], Awaitable[bool]],
+    *,
+    keep: Callable[[HandlerContext, Sequence[Entry]], Awaitable[set[str]]] | None = None,
+) -> int:
+    """Apply ``act`` to every file of ``folder`` older than ``cutoff`` (but those ``keep`` names), a batch of the
+    listing at a time."""
     total = 0
     async for chunk in walk(ctx.files, folder, ctx.batch):
         old = [entry for entry in chunk if older_than(entry, cutoff)]
+        if old and keep is not None:
+            kept = await keep(ctx, old)
+            old = [entry for entry in old if entry.path not in kept]
         if ctx.dry_run:
             total += len(old)
             continue
@@ -195,6 +227,7 @@ async def check_completed(
             row
             for row in rows
             if row.status == q.COMPLETED
+            and row.deleted_at is None  # a tombstone's file lies in orphans/, waiting for a restore or the purge
             and (registered_before is None or row.registered_at < registered_before)
             and (registered_since is None or row.registered_at >= registered_since)
         ]

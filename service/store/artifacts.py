@@ -1,4 +1,4 @@
-"""Artifact queries on Core tables: lookups, the filtered keyset listing, inserts and deletes."""
+"""Artifact queries on Core tables: lookups, the filtered keyset listing, inserts, tombstones."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ from sqlalchemy import (
     FromClause,
     and_,
     bindparam,
-    delete,
     exists,
     func,
+    literal,
     or_,
     select,
     update,
@@ -46,9 +46,13 @@ ROW_COLUMNS = (
     artifacts.c.created_at,
     artifacts.c.expires_at,
     artifacts.c.manifest,
+    artifacts.c.deleted_at,
+    artifacts.c.size_bytes,
 )
 """The columns reads need; the manifest is its stored JSON text, in the shape replies carry (``manifest_json``).
-``expires_at`` is there because an artifact past it is gone for every read, before cleanup removes the row."""
+``expires_at`` is there because an artifact past it is gone for every read, before cleanup removes the row;
+``deleted_at`` because a tombstone is too (``delete_artifact``), until it is restored or purged; ``size_bytes``
+for a trace's usage when an artifact is deleted or restored."""
 
 
 # Hot-path statements are built once: SQLAlchemy computes a statement's cache key per object, so a
@@ -134,12 +138,36 @@ async def insert_artifact(
     return True
 
 
-async def delete_artifact(conn: AsyncConnection, artifact_id: str) -> AnyRow | None:
-    """Remove the row and its labels; returns the row as it was, or None when unknown."""
+async def tombstone(conn: AsyncConnection, artifact_id: str, *, by: str | None, now: datetime) -> AnyRow | None:
+    """Mark a live artifact deleted (its row, labels and id stay, for ``latest``, a restore and the taken id).
+
+    Returns the row as it was, or None when nothing changed (an unknown id, or a tombstone already). The one
+    place an artifact stops being live by an admin's hand: what counts live artifacts follows it here.
+    """
     row = await get(conn, artifact_id)
-    if row is not None:
-        await conn.execute(delete(labels).where(labels.c.artifact_id == artifact_id))
-        await conn.execute(delete(artifacts).where(artifacts.c.id == artifact_id))
+    if row is None or row.deleted_at is not None:
+        return None
+    await conn.execute(
+        update(artifacts)
+        .where(artifacts.c.id == artifact_id, artifacts.c.deleted_at.is_(None))
+        .values(deleted_at=now, deleted_by=by)
+    )
+    return row
+
+
+async def revive(conn: AsyncConnection, artifact_id: str) -> AnyRow | None:
+    """Clear a tombstone's mark; returns the row as it was (still marked), or None when it is no tombstone.
+
+    The one place a deleted artifact becomes live again: what counts live artifacts follows it here.
+    """
+    row = await get(conn, artifact_id)
+    if row is None or row.deleted_at is None:
+        return None
+    await conn.execute(
+        update(artifacts)
+        .where(artifacts.c.id == artifact_id, artifacts.c.deleted_at.is_not(None))
+        .values(deleted_at=None, deleted_by=None)
+    )
     return row
 
 
@@ -232,6 +260,40 @@ def _read_rule(table: FromClause, shape: _ListShape) -> ColumnElement[bool]:
     )
 
 
+CHAIN_LIMIT = 10_000
+"""The most versions a walk of a chain follows (``latest`` in reads and listings): a bound, not a chain length."""
+
+
+def _successor(
+    shape: _ListShape, now: ColumnElement[datetime], of: ColumnElement[str], name: str
+) -> tuple[FromClause, list[ColumnElement[bool]]]:
+    """The version right after ``of``, when it is not expired and the requester may read it (deleted or not)."""
+    newer = artifacts.alias(name)
+    return newer, [newer.c.supersedes == of, _live(newer, now)] + ([] if shape.admin else [_read_rule(newer, shape)])
+
+
+def _newer_version(shape: _ListShape, now: ColumnElement[datetime]) -> ColumnElement[bool]:
+    """The row is not the latest as get_artifact's ``latest`` sees it: a live successor the requester may
+    read comes after it, directly or past tombstones (the walk goes on through a deleted version, readable
+    and not expired, and stops at anything else). Only a tombstone successor costs the recursive part."""
+    newer, first = _successor(shape, now, artifacts.c.id, "newer")
+    start, anchor = _successor(shape, now, newer.c.id, "past")
+    chain = (
+        select(start.c.id, start.c.deleted_at, literal(1).label("depth"))
+        .where(*anchor)
+        .correlate(newer)
+        .cte("chain", recursive=True, nesting=True)
+    )
+    later, step = _successor(shape, now, chain.c.id, "later")
+    chain = chain.union_all(
+        select(later.c.id, later.c.deleted_at, chain.c.depth + 1).where(
+            *step, chain.c.deleted_at.is_not(None), chain.c.depth < CHAIN_LIMIT
+        )
+    )
+    live_after = exists(select(chain.c.id).where(chain.c.deleted_at.is_(None)))
+    return exists().where(*first, or_(newer.c.deleted_at.is_(None), live_after))
+
+
 @lru_cache(maxsize=512)
 def _list_query(shape: _ListShape) -> PreparedQuery:
     """The listing for one shape, run by the driver directly where that is safe (PostgreSQL)."""
@@ -241,7 +303,7 @@ def _list_query(shape: _ListShape) -> PreparedQuery:
 def _list_statement(shape: _ListShape) -> AnySelect:
     """The listing for one shape of request, built once: building it costs more than running it."""
     now = bindparam("now", type_=artifacts.c.expires_at.type)
-    query = select(*ROW_COLUMNS).where(_live(artifacts, now))
+    query = select(*ROW_COLUMNS).where(_live(artifacts, now), artifacts.c.deleted_at.is_(None))
     if not shape.admin:
         query = query.where(_read_rule(artifacts, shape))
     for name in shape.filters:
@@ -258,12 +320,8 @@ def _list_statement(shape: _ListShape) -> AnySelect:
         query = query.where(artifacts.c.created_at > bindparam("created_after"))
     if shape.before:
         query = query.where(artifacts.c.created_at < bindparam("created_before"))
-    if shape.latest_only:  # latest as get_artifact's ``latest`` sees it: no live successor the requester may read
-        newer = artifacts.alias("newer")
-        successor = [newer.c.supersedes == artifacts.c.id, _live(newer, now)]
-        if not shape.admin:
-            successor.append(_read_rule(newer, shape))
-        query = query.where(~exists().where(*successor))
+    if shape.latest_only:
+        query = query.where(~_newer_version(shape, now))
     if shape.cursor:
         after_time = bindparam("cursor_time", type_=artifacts.c.created_at.type)
         query = query.where(
@@ -276,15 +334,19 @@ def _list_statement(shape: _ListShape) -> AnySelect:
 
 
 async def stats(conn: AsyncConnection) -> ArtifactStats:
+    """Counts of the artifacts that exist for readers: tombstones are left out, as every read leaves them."""
     # Rows unpack as (key, count) pairs; Result.tuples() is deprecated since SQLAlchemy 2.1.
+    live = artifacts.c.deleted_at.is_(None)
     by_status = {
         str(status): int(n)
-        for status, n in await conn.execute(select(artifacts.c.status, func.count()).group_by(artifacts.c.status))
+        for status, n in await conn.execute(
+            select(artifacts.c.status, func.count()).where(live).group_by(artifacts.c.status)
+        )
     }
     by_type = {
         str(kind): int(n)
         for kind, n in await conn.execute(
-            select(artifacts.c.artifact_type, func.count()).group_by(artifacts.c.artifact_type)
+            select(artifacts.c.artifact_type, func.count()).where(live).group_by(artifacts.c.artifact_type)
         )
     }
     return ArtifactStats(total=sum(by_status.values()), by_status=by_status, by_type=by_type)

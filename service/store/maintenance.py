@@ -51,6 +51,45 @@ async def delete_expired_artifacts(conn: AsyncConnection, now: datetime, batch: 
     return rows
 
 
+# -- tombstones -------------------------------------------------------------------------------
+
+
+def _deleted_before(cutoff: datetime) -> ColumnElement[bool]:
+    return artifacts.c.deleted_at.is_not(None) & (artifacts.c.deleted_at < cutoff)
+
+
+async def count_tombstones_before(conn: AsyncConnection, cutoff: datetime) -> int:
+    return await _count(conn, artifacts, _deleted_before(cutoff))
+
+
+async def purge_tombstones(conn: AsyncConnection, cutoff: datetime, batch: int) -> list[AnyRow]:
+    """Remove up to ``batch`` artifacts deleted before ``cutoff``, oldest first (the partial ``deleted_at``
+    index); returns their (id, uri) for the file removals."""
+    rows = list(
+        (
+            await conn.execute(
+                select(artifacts.c.id, artifacts.c.uri)
+                .where(_deleted_before(cutoff))
+                .order_by(artifacts.c.deleted_at)
+                .limit(batch)
+            )
+        ).all()
+    )
+    if rows:
+        ids = [row.id for row in rows]
+        await conn.execute(delete(artifact_labels).where(artifact_labels.c.artifact_id.in_(ids)))
+        await conn.execute(delete(artifacts).where(artifacts.c.id.in_(ids)))
+    return rows
+
+
+async def tombstone_uris(conn: AsyncConnection, ids: Sequence[str]) -> dict[str, str]:
+    """The stored uri of each of these ids that is a tombstone: its file in orphans/ waits for a restore."""
+    if not ids:
+        return {}
+    query = select(artifacts.c.id, artifacts.c.uri).where(artifacts.c.id.in_(ids), artifacts.c.deleted_at.is_not(None))
+    return {row.id: row.uri for row in await conn.execute(query)}
+
+
 # -- stale uploads and missing files -----------------------------------------------------------
 
 
@@ -77,8 +116,10 @@ _FILE_CHECK_COLUMNS = (
     artifacts.c.size_bytes,
     artifacts.c.status,
     artifacts.c.registered_at,
+    artifacts.c.deleted_at,
 )
-"""What a check of an artifact against its file reads (cleanup's walk and start-up recovery alike)."""
+"""What a check of an artifact against its file reads (cleanup's walk and start-up recovery alike); a
+tombstone's file lies in orphans/, and the checks leave it alone."""
 
 
 async def artifacts_page(conn: AsyncConnection, *, after_id: str, limit: int) -> list[AnyRow]:

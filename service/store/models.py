@@ -32,6 +32,13 @@ class Base(DeclarativeBase):
         __table__: ClassVar[Table]
 
 
+def _set_only(table: str, column: str) -> Index:
+    """A partial index over the rows where ``column`` is set: cleanup finds them, and the planner never
+    mistakes it for a way to find the (many) live rows where it is NULL."""
+    where = text(f"{column} IS NOT NULL")
+    return Index(f"ix_{table}_{column}_set", column, sqlite_where=where, postgresql_where=where)
+
+
 class Artifact(Base):
     """One registered artifact; ``manifest`` keeps the manifest as registered, as the JSON text replies carry.
 
@@ -62,6 +69,10 @@ class Artifact(Base):
     expires_at: Mapped[datetime | None]
     registered_at: Mapped[datetime]
     manifest: Mapped[str] = mapped_column(Text)
+    deleted_at: Mapped[datetime | None]
+    """Set by ``delete_artifact``: a tombstone, in no reply, until ``purge_deleted`` or ``restore_artifact``."""
+    deleted_by: Mapped[str | None] = mapped_column(String(255))
+    """The broker-validated admin who deleted it (revision 0009)."""
 
     __table_args__ = (
         Index(None, "created_at", "id"),
@@ -69,6 +80,7 @@ class Artifact(Base):
         Index(None, "status", "created_at", "id"),
         Index(None, "expires_at"),
         Index(None, "registered_at", "id"),
+        _set_only("artifacts", "deleted_at"),
     )
 
 
@@ -123,13 +135,6 @@ class TraceUsage(Base):
 
 
 # --- threads, messages and thread labels (issue "Threads, cleanup and startup recovery") ---
-
-
-def _set_only(table: str, column: str) -> Index:
-    """A partial index over the rows where ``column`` is set: cleanup finds them, and the planner never
-    mistakes it for a way to find the (many) live rows where it is NULL."""
-    where = text(f"{column} IS NOT NULL")
-    return Index(f"ix_{table}_{column}_set", column, sqlite_where=where, postgresql_where=where)
 
 
 class Thread(Base):

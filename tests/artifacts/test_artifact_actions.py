@@ -23,6 +23,7 @@ SERVED = {
     "list_artifacts",
     "get_artifact_uri",
     "delete_artifact",
+    "restore_artifact",
     "get_stats",
     "ping",
 }
@@ -273,15 +274,17 @@ async def test_get_artifact_uri_is_the_permanent_file_uri(bus: Bus, storage_root
     assert err["code"] == "NOT_FOUND"
 
 
-async def test_delete_removes_the_row_and_moves_the_file_to_orphans(bus: Bus, storage_root: Path) -> None:
-    """An admin delete makes the artifact unknown and keeps its bytes under orphans/, not in artifacts/."""
+async def test_delete_keeps_a_tombstone_and_moves_the_file_to_orphans(bus: Bus, storage_root: Path) -> None:
+    """An admin delete makes the artifact NOT_FOUND (reason deleted) and keeps its bytes under orphans/, not in
+    artifacts/; a second delete, and one of an unknown id, answer ``deleted: false``."""
     manifest, out = await register(bus, storage_root, b"to be deleted", visibility="public", filename="x.txt")
     kept, _ = await register(bus, storage_root, b"kept", visibility="public")
     final = path_of(out["uri"])
 
     deleted = output(await bus.call("delete_artifact", {"artifact_id": manifest["id"]}, amqp=ADMIN_AMQP))
     assert deleted == {"artifact_id": manifest["id"], "deleted": True}
-    assert error(await bus.call("get_artifact", {"artifact_id": manifest["id"]}))["code"] == "NOT_FOUND"
+    gone = error(await bus.call("get_artifact", {"artifact_id": manifest["id"]}))
+    assert gone["code"] == "NOT_FOUND" and gone["details"] == {"artifact_id": manifest["id"], "reason": "deleted"}
     assert await list_ids(bus) == [kept["id"]]
     assert not final.exists()
     orphan = storage_root / "orphans" / final.relative_to(storage_root)

@@ -28,7 +28,7 @@ from contracts import (
 from service import __version__
 from service.core.context import HandlerContext
 from service.core.recording import Committed
-from service.handlers import artifacts
+from service.handlers import artifact_tombstones, artifacts
 from service.handlers.artifacts import get_artifact, get_artifact_uri, list_artifacts
 from service.handlers.system import get_stats, ping
 from tests.support.artifacts import checksum, manifest_for, new_artifact_id
@@ -42,7 +42,7 @@ async def register_artifact(params: RegisterArtifactParams, ctx: HandlerContext)
 
 
 async def delete_artifact(params: DeleteArtifactParams, ctx: HandlerContext) -> DeleteArtifactOutput:
-    return (await artifacts.delete_artifact(params, ctx)).output
+    return (await artifact_tombstones.delete_artifact(params, ctx)).output
 
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
@@ -172,7 +172,8 @@ async def test_list_filters_and_pages(make_ctx: MakeContext, storage_root: Path)
 
 
 async def test_uri_and_delete(make_ctx: MakeContext, storage_root: Path) -> None:
-    """get_artifact_uri gives the unsigned file URI; delete moves the file to orphans/ and forgets the row."""
+    """get_artifact_uri gives the unsigned file URI; delete moves the file to orphans/ and keeps a tombstone
+    (NOT_FOUND, reason deleted); a second delete changes nothing."""
     ctx = make_ctx("admin-agent")
     out = await register(ctx, storage_root, b"bye", visibility="public")
     uri = await get_artifact_uri(GetArtifactUriParams(artifact_id=out.artifact_id), ctx)
@@ -182,8 +183,9 @@ async def test_uri_and_delete(make_ctx: MakeContext, storage_root: Path) -> None
     assert not local(out.uri).exists()
     assert (storage_root / "orphans" / local(out.uri).relative_to(storage_root)).read_bytes() == b"bye"
     assert (await delete_artifact(DeleteArtifactParams(artifact_id=out.artifact_id), ctx)).deleted is False
-    with pytest.raises(NotFound):
+    with pytest.raises(NotFound) as gone:
         await get_artifact_uri(GetArtifactUriParams(artifact_id=out.artifact_id), ctx)
+    assert gone.value.details == {"artifact_id": out.artifact_id, "reason": "deleted"}
 
 
 async def test_ping_and_stats(make_ctx: MakeContext, storage_root: Path) -> None:

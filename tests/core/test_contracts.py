@@ -326,6 +326,7 @@ def test_action_table_matches_the_contract() -> None:
         "list_artifacts",
         "get_artifact_uri",
         "delete_artifact",
+        "restore_artifact",
         "save_thread",
         "get_thread",
         "list_threads",
@@ -343,7 +344,7 @@ def test_action_table_matches_the_contract() -> None:
     for name, spec in ACTIONS.items():
         assert spec.name == name
         assert issubclass(spec.params, Params) and issubclass(spec.output, Output)
-    assert {n for n, s in ACTIONS.items() if s.admin} == {"delete_artifact", "cleanup"}
+    assert {n for n, s in ACTIONS.items() if s.admin} == {"delete_artifact", "restore_artifact", "cleanup"}
     spillable = {"register_artifact", "save_thread", "delete_thread", "put_memory", "delete_memory"}
     assert set(SPILLABLE_ACTIONS) == spillable
     assert all(ACTIONS[n].writes for n in SPILLABLE_ACTIONS)

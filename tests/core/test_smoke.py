@@ -49,6 +49,7 @@ async def test_every_served_action_has_a_handler(bus: Bus, storage_root: Path) -
         "get_artifact_uri": {"artifact_id": manifest["id"]},
         "list_artifacts": {},
         "delete_artifact": {"artifact_id": manifest["id"]},
+        "restore_artifact": {"artifact_id": manifest["id"]},
         "save_thread": {"thread_id": "smoke-thread"},
         "get_thread": {"thread_id": "smoke-thread"},
         "list_threads": {},

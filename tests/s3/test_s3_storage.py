@@ -133,7 +133,8 @@ async def test_get_artifact_uri_returns_a_presigned_url_that_downloads(
 async def test_delete_and_cleanup_move_objects_through_orphans(
     s3_worker: Worker, s3_bus: Bus, s3_root: str, agent_fs: Any
 ) -> None:
-    """On S3, deleted artifacts, stray uploads and unreferenced objects go to orphans/ and leave after a week."""
+    """On S3, deleted artifacts, stray uploads and unreferenced objects go to orphans/ and leave after a week (a
+    deleted artifact's object after the purge window: it may be restored until then)."""
     data = b"soon deleted"
     manifest = _manifest(_upload(agent_fs, s3_root, data), data)
     placed = output(await _register(s3_bus, manifest))["uri"]
@@ -153,7 +154,11 @@ async def test_delete_and_cleanup_move_objects_through_orphans(
     assert len(agent_fs.find(f"{s3_root}/orphans")) == 3
 
     gone = await run_cleanup(s3_worker.services, [CleanupScope.OLD_ORPHANS], now=utc_now() + timedelta(days=8))
-    assert gone == {"old_orphans": 3} and agent_fs.find(f"{s3_root}/orphans") == []
+    assert gone == {"old_orphans": 2}, "the deleted artifact's object waits for a restore until the purge"
+    waiting = placed.replace("/artifacts/", "/orphans/artifacts/")
+    assert [agent_fs.unstrip_protocol(key) for key in agent_fs.find(f"{s3_root}/orphans")] == [waiting]
+    purged = await run_cleanup(s3_worker.services, [CleanupScope.PURGE_DELETED], now=utc_now() + timedelta(days=31))
+    assert purged == {"purge_deleted": 1} and agent_fs.find(f"{s3_root}/orphans") == []
 
 
 def _lose_connection_in(worker: Worker, method: str, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -223,3 +228,22 @@ async def test_client_library_uploads_and_registers_on_s3(
     assert result.uri.startswith(f"{s3_root}/artifacts/t-1/")  # type: ignore[union-attr]
     assert agent_fs.cat(result.uri) == b"from the client"  # type: ignore[union-attr]
     assert agent_fs.find(f"{s3_root}/temp") == []
+
+
+async def test_verify_checksums_reads_the_bucket(s3_bus: Bus, s3_root: str, agent_fs: Any) -> None:
+    """The scrubber reads artifacts' objects through fsspec as it reads local files: a good object is verified,
+    one overwritten in the bucket fails as corrupted, one deleted from it counts as missing."""
+    uris = []
+    for data in (b"kept on s3", b"rotten on s3", b"lost on s3"):
+        manifest = _manifest(_upload(agent_fs, s3_root, data), data)
+        uris.append(output(await _register(s3_bus, manifest))["uri"])
+    agent_fs.pipe(uris[1], b"ROTTEN on s3")
+    agent_fs.rm(uris[2])
+    counts = output(await s3_bus.call("cleanup", {"scopes": ["verify_checksums"]}, amqp=ADMIN_AMQP))["counts"]
+    assert counts == {"verify_checksums": 3}
+    listed = output(await s3_bus.call("list_artifacts", {"trace_id": "trace-s3"}, amqp=ADMIN_AMQP))["artifacts"]
+    status = {manifest["uri"]: manifest["status"] for manifest in listed}
+    assert [status[uri] for uri in uris] == ["completed", "failed", "completed"], "a young missing file waits"
+    rotten = next(manifest["id"] for manifest in listed if manifest["uri"] == uris[1])
+    got = output(await s3_bus.call("get_artifact", {"artifact_id": rotten}, amqp=ADMIN_AMQP))
+    assert got["details"] == {"reason": "corrupted"}

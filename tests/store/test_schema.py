@@ -15,6 +15,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import (
     Column,
     Connection,
+    Index,
     MetaData,
     String,
     Table,
@@ -96,11 +97,37 @@ LEGACY_INBOX = Table(
 envelope id alone; revision 0006 adds the requester)."""
 
 
+ADDED_LATER = {"deleted_at", "deleted_by", "search_text", "verified_at", "failure_reason"}
+"""Artifact columns that revisions after the initial one add (0009, 0010, 0013): no pre-Alembic table had them."""
+
+
+def _legacy_tables() -> MetaData:
+    """``artifacts`` and ``artifact_labels`` as the models declare them, less what later revisions add (columns,
+    the indexes on them, an index for one database only)."""
+    legacy = MetaData(naming_convention=NAMING)
+    model = Artifact.__table__
+    kept = [
+        Column(c.name, c.type, primary_key=c.primary_key, nullable=c.nullable, unique=c.unique)
+        for c in model.c
+        if c.name not in ADDED_LATER
+    ]
+    indexes = [
+        Index(index.name, *(column.name for column in index.columns))
+        for index in model.indexes
+        if getattr(index, "_ddl_if", None) is None
+        and index.dialect_options["sqlite"].get("where") is None
+        and all(column.name not in ADDED_LATER for column in index.columns)
+    ]
+    Table(model.name, legacy, *kept, *indexes)
+    ArtifactLabel.__table__.to_metadata(legacy)
+    return legacy
+
+
 async def test_database_made_before_migrations_is_adopted(engine: AsyncEngine) -> None:
     """A database created by the pre-Alembic worker keeps its rows and is upgraded to head."""
-    legacy = [Artifact.__table__, ArtifactLabel.__table__]
+    legacy = _legacy_tables()
     async with engine.begin() as conn:
-        await conn.run_sync(lambda c: Base.metadata.create_all(c, tables=legacy))
+        await conn.run_sync(legacy.create_all)
         await conn.run_sync(lambda c: LEGACY_INBOX.create(c))
         await conn.execute(text("DROP INDEX ix_artifacts_registered_at_id"))  # added by revision 0005
         for column in ("created_by", "artifact_type", "step_id", "owner"):  # dropped by revision 0008
