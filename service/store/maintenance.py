@@ -151,20 +151,6 @@ async def recent_artifacts_page(
     return list((await conn.execute(query)).all())
 
 
-async def mark_failed(conn: AsyncConnection, ids: Sequence[str]) -> list[str]:
-    """Completed artifacts among ``ids`` become failed; returns the ids that changed."""
-    if not ids:
-        return []
-    changed = list(
-        (
-            await conn.execute(select(artifacts.c.id).where(artifacts.c.id.in_(ids), artifacts.c.status == COMPLETED))
-        ).scalars()
-    )
-    if changed:
-        await conn.execute(update(artifacts).where(artifacts.c.id.in_(changed)).values(status=FAILED))
-    return changed
-
-
 async def newest_registration(conn: AsyncConnection) -> datetime | None:
     value: datetime | None = (await conn.execute(select(func.max(artifacts.c.registered_at)))).scalar_one()
     return value
