@@ -9,6 +9,7 @@ from sqlalchemy import ColumnElement, Table, delete, func, select, tuple_, updat
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from contracts import ArtifactStatus
+from service.store import quotas
 from service.store.models import Artifact, ArtifactLabel, InboxRecord
 from service.store.types import AnyRow
 
@@ -33,11 +34,20 @@ async def count_expired_artifacts(conn: AsyncConnection, now: datetime) -> int:
 
 
 async def delete_expired_artifacts(conn: AsyncConnection, now: datetime, batch: int) -> list[AnyRow]:
-    """Remove up to ``batch`` artifacts whose retention ran out; returns their (id, uri) for the file moves."""
+    """Remove up to ``batch`` artifacts whose retention ran out; returns their (id, uri) for the file moves.
+
+    The live ones among them (not tombstones) leave their traces' usage in the same transaction.
+    """
     rows = list(
         (
             await conn.execute(
-                select(artifacts.c.id, artifacts.c.uri)
+                select(
+                    artifacts.c.id,
+                    artifacts.c.uri,
+                    artifacts.c.trace_id,
+                    artifacts.c.size_bytes,
+                    artifacts.c.deleted_at,
+                )
                 .where(artifacts.c.expires_at <= now)
                 .order_by(artifacts.c.expires_at)
                 .limit(batch)
@@ -48,6 +58,7 @@ async def delete_expired_artifacts(conn: AsyncConnection, now: datetime, batch: 
         ids = [row.id for row in rows]
         await conn.execute(delete(artifact_labels).where(artifact_labels.c.artifact_id.in_(ids)))
         await conn.execute(delete(artifacts).where(artifacts.c.id.in_(ids)))
+        await quotas.release(conn, [(row.trace_id, row.size_bytes) for row in rows if row.deleted_at is None])
     return rows
 
 
