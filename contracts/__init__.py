@@ -4,6 +4,8 @@ from contracts import topology
 from contracts._base import Output, Params
 from contracts.actions import ACTIONS, SPILLABLE_ACTIONS, ActionSpec
 from contracts.artifacts import (
+    ArtifactDetails,
+    ArtifactFailure,
     DeleteArtifactOutput,
     DeleteArtifactParams,
     GetArtifactOutput,
@@ -127,6 +129,8 @@ __all__ = [
     "Aborted",
     "ActionSpec",
     "AlreadyExists",
+    "ArtifactDetails",
+    "ArtifactFailure",
     "ArtifactManifest",
     "ArtifactStats",
     "ArtifactStatus",

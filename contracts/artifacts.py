@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 
 from pydantic import Field
 
@@ -31,9 +32,24 @@ class GetArtifactParams(Params):
     latest: bool = False
 
 
+class ArtifactFailure(StrEnum):
+    """Why a ``failed`` artifact failed, when the worker knows: its stored bytes are not the registered ones
+    (``corrupted``, found by the ``verify_checksums`` scope), or its file is gone (``missing``)."""
+
+    CORRUPTED = "corrupted"
+    MISSING = "missing"
+
+
+class ArtifactDetails(Output):
+    reason: ArtifactFailure
+
+
 class GetArtifactOutput(Output):
     artifact_id: str
     manifest: ArtifactManifest
+    details: ArtifactDetails | None = Field(
+        default=None, description="set on a failed artifact whose cause was recorded: details.reason"
+    )
 
 
 class ListArtifactsParams(PageParams):

@@ -71,6 +71,10 @@ class Settings(BaseSettings):
     """Seconds between the worker's periodic cleanups; 0 turns them off."""
     cleanup_batch: int = Field(default=500, ge=1, validation_alias=_env("STORAGE_CLEANUP_BATCH"))
     """Rows a cleanup scope handles per short transaction, so commands keep flowing."""
+    verify_batch: int = Field(default=200, ge=1, validation_alias=_env("STORAGE_VERIFY_BATCH"))
+    """Most artifact files the ``verify_checksums`` cleanup scope re-hashes per run (oldest-verified first)."""
+    verify_max_bytes: int = Field(default=1024 * MiB, ge=1, validation_alias=_env("STORAGE_VERIFY_MAX_BYTES"))
+    """Most bytes ``verify_checksums`` reads per run (a larger file is still read, alone in its run)."""
     default_retention: str = Field(default="*=infinite", validation_alias=_env("STORAGE_DEFAULT_RETENTION"))
     """Retention for a manifest that names none, by artifact type: ``report=30d,cache=1h,*=infinite`` (``*``: every
     other type). The stored and returned manifest shows the retention applied."""

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from service.cli.importer import import_arguments, import_cmd
-from service.cli.maintenance import cleanup_arguments, cleanup_cmd
+from service.cli.maintenance import cleanup_arguments, cleanup_cmd, verify_arguments, verify_cmd
 from service.cli.top import top, top_arguments
 from service.cli.worker import health, health_arguments, migrate_arguments, migrate_cmd, run
 from service.settings import Settings
@@ -45,6 +45,12 @@ COMMANDS: dict[str, Subcommand] = {
         "run the cleanup scopes once, here (with SQLite: only while no worker runs)",
         cleanup_cmd,
         cleanup_arguments,
+        checks=STORES,
+    ),
+    "verify": Subcommand(
+        "re-hash completed artifacts' files (a batch, or --all) and fail the corrupted ones; exit 1 if any",
+        verify_cmd,
+        verify_arguments,
         checks=STORES,
     ),
     "import": Subcommand(

@@ -60,6 +60,9 @@ class Services:
     """Where storage events go (``evt.storage.*``, after the commit that caused them); None without a bus."""
     on_cleanup: list[Callable[[str, int], None]] = field(default_factory=list)
     """Told ``(scope, count)`` after every cleanup scope that changed something (metrics count it)."""
+    on_verified: list[Callable[[str, int, int], None]] = field(default_factory=list)
+    """Told ``(result, files, bytes)`` after every batch the scrubber checked: result ``ok``, ``corrupted`` or
+    ``missing`` (metrics count it)."""
 
     def lookup(self) -> AbstractAsyncContextManager[AsyncConnection]:
         """A connection for point lookups only (statements marked with ``point_lookup``)."""

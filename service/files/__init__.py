@@ -7,7 +7,8 @@ from one part per job, all on the same ``StorageRoot``:
 - ``confine``: an agent's URI becomes a path under ``temp/`` or is refused;
 - ``staging``: an upload is opened once, without following a link, and hashed from that descriptor;
 - ``placing``: the hashed bytes are moved into ``artifacts/``; orphaning and removal;
-- ``listing``: walks of a folder for cleanup, and signed URLs for readers.
+- ``listing``: walks of a folder for cleanup, and signed URLs for readers;
+- ``verifying``: a placed file read again (size, sha256) for the scrubber.
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ from service.files.layout import ARTIFACTS, NAME_MAX_BYTES, ORPHANS, TEMP, FileI
 from service.files.listing import Listing
 from service.files.placing import Placing
 from service.files.staging import Staging, Upload
+from service.files.verifying import OnBytes, StoredBytes, Verifying
 
 
-class FileStore(Confinement, Staging, Placing, Listing):
+class FileStore(Confinement, Staging, Placing, Listing, Verifying):
     """Paths here are fsspec paths (no scheme); ``url()`` gives the URI agents see."""
 
 
@@ -32,6 +34,8 @@ __all__ = [
     "TEMP",
     "FileInfo",
     "FileStore",
+    "OnBytes",
+    "StoredBytes",
     "Upload",
     "_call",
     "modified_time",

@@ -15,6 +15,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from contracts import (
     Aborted,
     AlreadyExists,
+    ArtifactDetails,
+    ArtifactFailure,
     ArtifactManifest,
     ArtifactStatus,
     FailedPrecondition,
@@ -262,7 +264,7 @@ async def get_artifact(params: GetArtifactParams, ctx: HandlerContext) -> GetArt
                 if newer.deleted_at is None:
                     row = newer
             _live(row, params.artifact_id, ctx)  # a deleted start with no live version after it
-    return GetArtifactOutput(artifact_id=row.id, manifest=store.manifest_of(row))
+    return GetArtifactOutput(artifact_id=row.id, manifest=store.manifest_of(row), details=_failure(row))
 
 
 def _readable(row: AnyRow, requester: Requester) -> bool:
@@ -348,11 +350,30 @@ class ListedArtifacts(ListArtifactsOutput, Prewritten):
             return super().model_dump_json(**options)
 
 
+def _failure(row: AnyRow) -> ArtifactDetails | None:
+    """Why a failed artifact failed, when the worker recorded it (the scrubber, a lost file)."""
+    if row.status != ArtifactStatus.FAILED.value or row.failure_reason is None:
+        return None
+    return ArtifactDetails(reason=ArtifactFailure(row.failure_reason))
+
+
+def _check_servable(row: AnyRow) -> None:
+    """A failed artifact has no bytes to hand out: its file is gone, holds other bytes, or never arrived.
+    Called after the read check, so only a requester who may read the artifact learns this."""
+    if row.status == ArtifactStatus.FAILED.value:
+        reason = row.failure_reason or ArtifactStatus.FAILED.value
+        raise FailedPrecondition(
+            f"artifact {row.id} is failed ({reason}): it has no file to read",
+            {"artifact_id": row.id, "status": ArtifactStatus.FAILED.value, "reason": reason},
+        )
+
+
 async def get_artifact_uri(params: GetArtifactUriParams, ctx: HandlerContext) -> GetArtifactUriOutput:
     async with ctx.read() as conn:
         row = await store.get(conn, params.artifact_id)
     row = _live(row, params.artifact_id, ctx)
     _check_readable(row, ctx)
+    _check_servable(row)
     path = ctx.files.resolve_stored(row.uri)
     uri, signed, expires_at = await ctx.files.sign(path, params.expires_in_seconds)
     return GetArtifactUriOutput(artifact_id=row.id, uri=uri, signed=signed, expires_at=expires_at)

@@ -25,6 +25,7 @@ from service.maintenance.data_scopes import (
     stale_uploading,
 )
 from service.maintenance.file_scopes import missing_files, old_orphans, orphan_files, temp_orphans
+from service.maintenance.verify import verify_checksums
 
 log = logging.getLogger(__name__)
 
@@ -36,13 +37,15 @@ SCOPES: dict[CleanupScope, ScopeFn] = {
     CleanupScope.EXPIRED_MEMORY: expired_memory,
     CleanupScope.PURGE_DELETED: purge_deleted,
     CleanupScope.MISSING_FILES: missing_files,
+    CleanupScope.VERIFY_CHECKSUMS: verify_checksums,
     CleanupScope.STALE_UPLOADING: stale_uploading,
     CleanupScope.TEMP_ORPHANS: temp_orphans,
     CleanupScope.ORPHAN_FILES: orphan_files,
     CleanupScope.OLD_ORPHANS: old_orphans,
     CleanupScope.INBOX: inbox,
 }
-"""Every scope in the order of a full cleanup: missing files are repaired from temp/ before old temp files go."""
+"""Every scope in the order of a full cleanup: missing files are repaired from temp/ before old temp files go,
+and before the scrubber reads a batch of the files that are there."""
 
 _RUNNING = asyncio.Lock()
 

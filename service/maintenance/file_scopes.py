@@ -19,12 +19,13 @@ from urllib.parse import quote
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from contracts import ARTIFACT_ID_PATTERN, StorageError
+from contracts import ARTIFACT_ID_PATTERN, ArtifactFailure, StorageError
 from service.core.context import HandlerContext
 from service.files import ARTIFACTS, ORPHANS, TEMP, FileStore, Upload
 from service.maintenance.fileops import Entry, older_than, remove, retire, walk
 from service.maintenance.limits import ORPHAN_FILE_MIN_AGE, ORPHAN_KEEP, STALE_UPLOADING_AGE, TEMP_MAX_AGE
 from service.store import maintenance as q
+from service.store import scrub
 from service.store.types import AnyRow
 
 log = logging.getLogger(__name__)
@@ -236,12 +237,20 @@ async def check_completed(
         if absent and not ctx.dry_run:
             if temp is None:
                 temp = await TempBytes.scan(ctx.files, ctx.settings.max_file_bytes, ctx.batch)
-            unrepaired = [row.id for row, path in absent if not await _repair(ctx.files, temp, row, path)]
-            repaired += len(absent) - len(unrepaired)
-            failed += len(await _fail(ctx, unrepaired))
+            settled = await repair_or_fail(ctx, temp, absent)
+            repaired += settled.repaired
+            failed += settled.failed
         if len(rows) < page:
             break
     return FileCheck(repaired, failed, missing)
+
+
+async def repair_or_fail(ctx: HandlerContext, temp: TempBytes, absent: Sequence[tuple[AnyRow, str]]) -> FileCheck:
+    """Completed artifacts without their file (row, path): put back from temp/ when the bytes are there,
+    else ``failed`` with reason ``missing``. The scrubber (``verify``) settles the missing files it meets so."""
+    unrepaired = [row.id for row, path in absent if not await _repair(ctx.files, temp, row, path)]
+    failed = await _fail(ctx, unrepaired)
+    return FileCheck(repaired=len(absent) - len(unrepaired), failed=len(failed), missing=len(absent))
 
 
 def _absent(files: FileStore, rows: Sequence[AnyRow]) -> list[tuple[AnyRow, str]]:
@@ -279,7 +288,7 @@ async def _fail(ctx: HandlerContext, ids: list[str]) -> list[str]:
         return []
 
     async def job(conn: AsyncConnection) -> list[str]:
-        return await q.mark_failed(conn, ids)
+        return await scrub.mark_failed(conn, ids, ArtifactFailure.MISSING)
 
     changed = await ctx.write(job)
     for artifact_id in changed:

@@ -86,6 +86,15 @@ class Metrics:
         self.cleanup_items = Counter(
             "storage_cleanup_items", "Items handled by cleanup, by scope", ("scope",), registry=r
         )
+        self.verified_files = Counter(
+            "storage_verified_files", "Artifact files the scrubber read again, by result (ok, corrupted, missing)",
+            ("result",), registry=r,
+        )  # fmt: skip
+        for result in ("ok", "corrupted", "missing"):  # zeros from the start: an alert on corrupted needs the series
+            self.verified_files.labels(result)
+        self.verified_bytes = Counter(
+            "storage_verified_bytes", "Bytes of artifact files the scrubber read again", registry=r
+        )
         self.in_flight = Gauge("storage_in_flight_commands", "Commands taken and not yet settled", registry=r)
         self.in_flight.set_function(lambda: worker.in_flight)
         self.database_up = Gauge("storage_database_up", "1 when the database answered the last probe", registry=r)
@@ -157,11 +166,17 @@ class Metrics:
         self._server = await asyncio.start_server(self._serve, s.metrics_host, s.metrics_port)
         self.port = self._server.sockets[0].getsockname()[1]
         worker.services.on_cleanup.append(self.count_cleanup)
+        worker.services.on_verified.append(self.count_verified)
         log.info("metrics on http://%s:%d/metrics, health on /healthz", s.metrics_host, self.port)
 
     def count_cleanup(self, scope: str, count: int) -> None:
         """A ``Services.on_cleanup`` observer: items a cleanup scope handled."""
         self.cleanup_items.labels(scope).inc(count)
+
+    def count_verified(self, result: str, files: int, size: int) -> None:
+        """A ``Services.on_verified`` observer: files the scrubber checked, and their bytes."""
+        self.verified_files.labels(result).inc(files)
+        self.verified_bytes.inc(size)
 
     async def _stop(self, worker: Worker) -> None:
         if self._server is not None:

@@ -47,12 +47,14 @@ ROW_COLUMNS = (
     artifacts.c.expires_at,
     artifacts.c.manifest,
     artifacts.c.deleted_at,
+    artifacts.c.failure_reason,
     artifacts.c.size_bytes,
 )
 """The columns reads need; the manifest is its stored JSON text, in the shape replies carry (``manifest_json``).
 ``expires_at`` is there because an artifact past it is gone for every read, before cleanup removes the row;
-``deleted_at`` because a tombstone is too (``delete_artifact``), until it is restored or purged; ``size_bytes``
-for a trace's usage when an artifact is deleted or restored."""
+``deleted_at`` because a tombstone is too (``delete_artifact``), until it is restored or purged; ``failure_reason``
+for the ``details.reason`` a failed artifact's reads report; ``size_bytes`` for a trace's usage when an artifact
+is deleted or restored."""
 
 
 # Hot-path statements are built once: SQLAlchemy computes a statement's cache key per object, so a

@@ -39,6 +39,20 @@ def _set_only(table: str, column: str) -> Index:
     return Index(f"ix_{table}_{column}_set", column, sqlite_where=where, postgresql_where=where)
 
 
+def _verify_queue() -> Index:
+    """The scrubber's queue: completed artifacts, never verified first (in registration order), then the
+    longest unverified. Partial, so failed and uploading rows cost it nothing (revision 0013)."""
+    where = text("status = 'completed'")
+    return Index(
+        "ix_artifacts_verify_queue",
+        "verified_at",
+        "registered_at",
+        "id",
+        sqlite_where=where,
+        postgresql_where=where,
+    )
+
+
 class Artifact(Base):
     """One registered artifact; ``manifest`` keeps the manifest as registered, as the JSON text replies carry.
 
@@ -73,6 +87,10 @@ class Artifact(Base):
     """Set by ``delete_artifact``: a tombstone, in no reply, until ``purge_deleted`` or ``restore_artifact``."""
     deleted_by: Mapped[str | None] = mapped_column(String(255))
     """The broker-validated admin who deleted it (revision 0009)."""
+    verified_at: Mapped[datetime | None]
+    """When the ``verify_checksums`` scope last re-hashed the file and found the registered bytes (revision 0013)."""
+    failure_reason: Mapped[str | None] = mapped_column(String(16))
+    """Why a ``failed`` artifact failed, when known (``corrupted``, ``missing``): reads report it as details.reason."""
 
     __table_args__ = (
         Index(None, "created_at", "id"),
@@ -81,6 +99,7 @@ class Artifact(Base):
         Index(None, "expires_at"),
         Index(None, "registered_at", "id"),
         _set_only("artifacts", "deleted_at"),
+        _verify_queue(),
     )
 
 

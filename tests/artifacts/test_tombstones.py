@@ -227,3 +227,19 @@ async def test_other_cleanup_scopes_leave_a_tombstone_restorable(worker: Worker,
     assert restored["manifest"]["status"] == "completed"
     assert output(await get(bus, tomb["id"]))["manifest"]["status"] == "completed"
     assert path_of(out["uri"]).read_bytes() == b"keep me"
+
+
+async def test_a_delete_whose_file_move_never_ran_still_restores(bus: Bus, storage_root: Path) -> None:
+    """A crash between a delete's commit and its move leaves the file at its place: a restore takes it from
+    there, and two restores at once give one restored artifact and one FAILED_PRECONDITION (not_deleted)."""
+    manifest, out = await register(bus, storage_root, b"never moved", command_context=BOB)
+    await delete(bus, manifest["id"])
+    orphan_of(storage_root, out["uri"]).rename(path_of(out["uri"]))  # as if the worker died before the move
+
+    replies = await asyncio.gather(restore(bus, manifest["id"]), restore(bus, manifest["id"]))
+    kinds = sorted(reply["type"] for reply in replies)
+    assert kinds == ["ai.team.error", "ai.team.result"], replies
+    refused = next(error(reply) for reply in replies if reply["type"] == "ai.team.error")
+    assert refused["code"] == "FAILED_PRECONDITION" and refused["details"]["reason"] == "not_deleted"
+    assert output(await get(bus, manifest["id"]))["manifest"]["status"] == "completed"
+    assert path_of(out["uri"]).read_bytes() == b"never moved"

@@ -472,6 +472,7 @@ def _valid_params(action: str, paths: Paths) -> st.SearchStrategy[dict[str, Any]
             {"artifact_id": ids}, optional={"expires_in_seconds": st.integers(1, 99)}
         ),
         "delete_artifact": st.fixed_dictionaries({"artifact_id": ids}),
+        "restore_artifact": st.fixed_dictionaries({"artifact_id": ids}),
         "list_artifacts": st.fixed_dictionaries(
             {},
             optional={
