@@ -19,7 +19,13 @@ import pytest
 from sqlalchemy import insert, select, update
 
 from buffer import StorageClient
-from contracts import ArtifactFailure, FailedPrecondition, PermissionDenied, RegisterArtifactOutput
+from contracts import (
+    ArtifactFailure,
+    CleanupScope,
+    FailedPrecondition,
+    PermissionDenied,
+    RegisterArtifactOutput,
+)
 from service.settings import Settings
 from tests.support.artifacts import manifest_for, new_artifact_id
 from tests.support.broker import ADMIN_AMQP
@@ -74,7 +80,7 @@ async def test_through_the_client_a_good_file_is_verified_and_an_altered_one_rea
         assert isinstance(good, RegisterArtifactOutput) and isinstance(bad, RegisterArtifactOutput)
         _path(bad.uri).write_bytes(b"a report to ROT")  # the same size, other bytes: bit rot
 
-        cleaned = await admin.cleanup(scopes=[VERIFY])
+        cleaned = await admin.cleanup(scopes=[CleanupScope.VERIFY_CHECKSUMS])
         assert cleaned.counts == {VERIFY: 2}
 
         kept = await agent.get_artifact(good.artifact_id)
@@ -196,6 +202,14 @@ async def test_only_admins_run_the_scope(workers: Workers, tmp_path: Path) -> No
     raw = error(await bus.call("cleanup", {"scopes": [VERIFY]}, context={"requester_id": "some-agent"}))
     assert raw["code"] == "PERMISSION_DENIED"
     assert (await _verified_at(worker.settings, registered["artifact_id"]))[registered["artifact_id"]] is None
+
+
+async def test_a_misspelt_scope_is_invalid_argument(bus: Bus, storage_root: Path, settings: Settings) -> None:
+    """``verify_checksum`` (no s) beside the real scope is INVALID_ARGUMENT naming the scopes field; nothing runs."""
+    registered = await _register(bus, storage_root, b"untouched")
+    refused = error(await bus.call("cleanup", {"scopes": [VERIFY, "verify_checksum"]}, amqp=ADMIN_AMQP))
+    assert refused["code"] == "INVALID_ARGUMENT" and "scopes" in json.dumps(refused["details"])
+    assert (await _verified_at(settings, registered["artifact_id"]))[registered["artifact_id"]] is None
 
 
 async def test_metrics_count_files_by_result_and_bytes(workers: Workers) -> None:
