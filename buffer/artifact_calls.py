@@ -23,6 +23,9 @@ from contracts import (
     GetArtifactParams,
     GetArtifactUriOutput,
     GetArtifactUriParams,
+    GetLineageOutput,
+    GetLineageParams,
+    LineageDirection,
     ListArtifactsOutput,
     ListArtifactsParams,
     RegisterArtifactOutput,
@@ -149,6 +152,19 @@ class ArtifactCalls(ClientCore):
     ) -> GetArtifactUriOutput:
         params = validated(GetArtifactUriParams, {"artifact_id": artifact_id, "expires_in_seconds": expires_in_seconds})
         return await self._read("get_artifact_uri", params, options, GetArtifactUriOutput)
+
+    async def get_lineage(
+        self,
+        artifact_id: str,
+        *,
+        direction: LineageDirection | str = LineageDirection.BOTH,
+        depth: int = 3,
+        **options: Unpack[CallOptions],
+    ) -> GetLineageOutput:
+        """Where the artifact came from (``upstream``) and what was made from it (``downstream``), ``depth`` steps
+        (1-10) each way: manifests the requester may read, ``HiddenNode`` for the others, and the edges."""
+        params = validated(GetLineageParams, {"artifact_id": artifact_id, "direction": direction, "depth": depth})
+        return await self._read("get_lineage", params, options, GetLineageOutput)
 
     async def delete_artifact(self, artifact_id: str, **options: Unpack[CallOptions]) -> DeleteArtifactOutput:
         """Admin only. Retried like any call, never buffered: an operator wants to know it happened."""

@@ -25,6 +25,7 @@ from contracts import (
     DeleteThreadOutput,
     GetArtifactOutput,
     GetArtifactUriOutput,
+    GetLineageOutput,
     GetStatsOutput,
     GetThreadInfoOutput,
     GetThreadOutput,
@@ -155,6 +156,9 @@ class SyncStorageClient:
 
     def get_artifact_uri(self, artifact_id: str, **kwargs: Any) -> GetArtifactUriOutput:
         return self._run(self.client.get_artifact_uri(artifact_id, **kwargs))
+
+    def get_lineage(self, artifact_id: str, **kwargs: Any) -> GetLineageOutput:
+        return self._run(self.client.get_lineage(artifact_id, **kwargs))
 
     def delete_artifact(self, artifact_id: str, **options: Any) -> DeleteArtifactOutput:
         return self._run(self.client.delete_artifact(artifact_id, **options))

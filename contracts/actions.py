@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from contracts import artifacts as a
+from contracts import lineage as lin
 from contracts import maintenance as m
 from contracts import memory as mem
 from contracts import threads as t
@@ -29,6 +30,7 @@ ACTIONS: dict[str, ActionSpec] = {
         ActionSpec("get_artifact", a.GetArtifactParams, a.GetArtifactOutput),
         ActionSpec("list_artifacts", a.ListArtifactsParams, a.ListArtifactsOutput),
         ActionSpec("get_artifact_uri", a.GetArtifactUriParams, a.GetArtifactUriOutput),
+        ActionSpec("get_lineage", lin.GetLineageParams, lin.GetLineageOutput),
         ActionSpec("delete_artifact", a.DeleteArtifactParams, a.DeleteArtifactOutput, True, admin=True),
         ActionSpec("restore_artifact", a.RestoreArtifactParams, a.RestoreArtifactOutput, True, admin=True),
         ActionSpec("save_thread", t.SaveThreadParams, t.SaveThreadOutput, True, spillable=True),

@@ -75,7 +75,11 @@ class Settings(BaseSettings):
     """Most artifact files the ``verify_checksums`` cleanup scope re-hashes per run (oldest-verified first)."""
     verify_max_bytes: int = Field(default=1024 * MiB, ge=1, validation_alias=_env("STORAGE_VERIFY_MAX_BYTES"))
     """Most bytes ``verify_checksums`` reads per run (a larger file is still read, alone in its run)."""
-    default_retention: str = Field(default="*=infinite", validation_alias=_env("STORAGE_DEFAULT_RETENTION"))
+    default_retention: str = Field(
+        default="*=infinite",
+        examples=["report=30d,cache=1h,*=infinite"],
+        validation_alias=_env("STORAGE_DEFAULT_RETENTION"),
+    )
     """Retention for a manifest that names none, by artifact type: ``report=30d,cache=1h,*=infinite`` (``*``: every
     other type). The stored and returned manifest shows the retention applied."""
     purge_after_s: float = Field(default=30 * 86400, ge=0, validation_alias=_env("STORAGE_PURGE_AFTER"))

@@ -7,13 +7,14 @@ write); no AMQP in sight. ``service.core.actions.check`` verifies the table at s
 from __future__ import annotations
 
 from service.core.actions import ActionTable, table
-from service.handlers import artifact_tombstones, artifacts, maintenance, memory, system, threads
+from service.handlers import artifact_tombstones, artifacts, lineage, maintenance, memory, system, threads
 
 ACTIONS: ActionTable = table(
     artifacts.register_artifact,
     artifacts.get_artifact,
     artifacts.list_artifacts,
     artifacts.get_artifact_uri,
+    lineage.get_lineage,
     artifact_tombstones.delete_artifact,
     artifact_tombstones.restore_artifact,
     threads.save_thread,

@@ -42,7 +42,7 @@ from service.files import Upload
 from service.handlers.trace_quota import TraceCharge
 from service.identity import Requester, can_read, refuse_read
 from service.store import artifacts as store
-from service.store import cursor
+from service.store import cursor, lineage
 from service.store.types import AnyRow
 
 log = logging.getLogger(__name__)
@@ -129,6 +129,7 @@ async def _commit_and_place(
             await _check_supersedes(conn, final, requester, ctx.now)
         if not await store.insert_artifact(conn, final, expires_at=expires_at, now=ctx.now):
             return await _lost_race(conn, final, manifest, requester)
+        await lineage.record_inputs(conn, final)
         await quota.take(conn, ctx, final)  # over the trace's quota: raises, and the row goes back out
         return _registration(final, new=True)
 

@@ -115,6 +115,21 @@ class ArtifactLabel(Base):
     __table_args__ = (Index(None, "key", "value", "artifact_id"),)
 
 
+class ArtifactInput(Base):
+    """An artifact's ``context.input_artifacts`` as rows: ``get_lineage`` walks them both ways by index.
+
+    The input is only an id (it may never have been registered, or be gone): no foreign key on it. The row
+    goes with the artifact that names it.
+    """
+
+    __tablename__ = "artifact_inputs"
+
+    artifact_id: Mapped[str] = mapped_column(ForeignKey("artifacts.id", ondelete="CASCADE"), primary_key=True)
+    input_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+
+    __table_args__ = (Index(None, "input_id", "artifact_id"),)
+
+
 class InboxRecord(Base):
     """The reply to an executed write command, committed with its effect: how duplicates find their answer."""
 
