@@ -39,8 +39,9 @@ from service.core.context import HandlerContext
 from service.core.recording import Committed
 from service.core.replies import Prewritten
 from service.files import Upload
+from service.handlers.artifact_access import check_readable, expired, live_row, readable
 from service.handlers.trace_quota import TraceCharge
-from service.identity import Requester, can_read, refuse_read
+from service.identity import Requester
 from service.store import artifacts as store
 from service.store import cursor, lineage
 from service.store.types import AnyRow
@@ -167,7 +168,7 @@ def _already_registered(row: AnyRow, manifest: ArtifactManifest, requester: Requ
     ``deleted`` for a requester who could read it. A retry of the registration under its own envelope is
     answered from the inbox before this, with the reply it got then.
     """
-    if not _readable(row, requester):  # a bare conflict: nothing of someone else's artifact is told
+    if not readable(row, requester):  # a bare conflict: nothing of someone else's artifact is told
         raise AlreadyExists(f"artifact {manifest.id} is already registered", {"artifact_id": manifest.id})
     if row.deleted_at is not None:
         raise AlreadyExists(
@@ -209,7 +210,7 @@ async def _lost_race(
 def _successor_exists(supersedes: str, successor: AnyRow, requester: Requester) -> AlreadyExists:
     """The chain would fork; the existing successor is named only to a requester who may read it."""
     details = {"supersedes": supersedes}
-    if _readable(successor, requester):
+    if readable(successor, requester):
         details["existing_successor"] = successor.id
     return AlreadyExists(f"artifact {supersedes} already has a successor", details)
 
@@ -226,7 +227,7 @@ async def _check_supersedes(
     """
     assert manifest.supersedes is not None
     previous = await store.get(conn, manifest.supersedes)
-    if previous is None or _expired(previous, now) or not _readable(previous, requester):
+    if previous is None or expired(previous, now) or not readable(previous, requester):
         raise NotFound(
             f"supersedes names unknown artifact {manifest.supersedes}",
             {"field": "manifest.supersedes", "supersedes": manifest.supersedes},
@@ -253,50 +254,19 @@ async def get_artifact(params: GetArtifactParams, ctx: HandlerContext) -> GetArt
     newest live version after it, and NOT_FOUND (reason ``deleted``) when there is none."""
     async with ctx.lookup() as conn:
         row = await store.get(conn, params.artifact_id)
-        row = _live(row, params.artifact_id, ctx, allow_deleted=params.latest)
-        _check_readable(row, ctx)
+        row = live_row(row, params.artifact_id, ctx, allow_deleted=params.latest)
+        check_readable(row, ctx)
         if params.latest:
             walked = row
             for _ in range(MAX_CHAIN):
                 newer = await store.successor_of(conn, walked.id)
-                if newer is None or _expired(newer, ctx.now) or not _readable(newer, ctx.requester):
+                if newer is None or expired(newer, ctx.now) or not readable(newer, ctx.requester):
                     break
                 walked = newer
                 if newer.deleted_at is None:
                     row = newer
-            _live(row, params.artifact_id, ctx)  # a deleted start with no live version after it
+            live_row(row, params.artifact_id, ctx)  # a deleted start with no live version after it
     return GetArtifactOutput(artifact_id=row.id, manifest=store.manifest_of(row), details=_failure(row))
-
-
-def _readable(row: AnyRow, requester: Requester) -> bool:
-    return can_read(row.visibility, row.owner, row.trace_id, requester)
-
-
-def _expired(row: AnyRow, now: datetime) -> bool:
-    return row.expires_at is not None and row.expires_at <= now
-
-
-def _live(row: AnyRow | None, artifact_id: str, ctx: HandlerContext, *, allow_deleted: bool = False) -> AnyRow:
-    """NOT_FOUND for an unknown artifact, a deleted one (a tombstone) and one past its retention, gone at once
-    for every read even before cleanup removes its row; only a requester who could read it learns why
-    (``details.reason``: ``deleted`` or ``expired``), anyone else gets the answer an unknown id gets."""
-    if row is None:
-        raise NotFound(f"artifact {artifact_id} not found", {"artifact_id": artifact_id})
-    deleted, expired = row.deleted_at is not None, _expired(row, ctx.now)
-    if not (deleted or expired):
-        return row
-    readable = _readable(row, ctx.requester)
-    if allow_deleted and readable and not expired:
-        return row  # ``latest`` walks on from a deleted start
-    details = {"artifact_id": artifact_id}
-    if readable:
-        details["reason"] = "deleted" if deleted else "expired"
-    raise NotFound(f"artifact {artifact_id} not found", details)
-
-
-def _check_readable(row: AnyRow, ctx: HandlerContext) -> None:
-    if not _readable(row, ctx.requester):
-        raise refuse_read("artifact", row.id, row.visibility, ctx.requester)
 
 
 async def list_artifacts(params: ListArtifactsParams, ctx: HandlerContext) -> ListArtifactsOutput:
@@ -372,8 +342,8 @@ def _check_servable(row: AnyRow) -> None:
 async def get_artifact_uri(params: GetArtifactUriParams, ctx: HandlerContext) -> GetArtifactUriOutput:
     async with ctx.read() as conn:
         row = await store.get(conn, params.artifact_id)
-    row = _live(row, params.artifact_id, ctx)
-    _check_readable(row, ctx)
+    row = live_row(row, params.artifact_id, ctx)
+    check_readable(row, ctx)
     _check_servable(row)
     path = ctx.files.resolve_stored(row.uri)
     uri, signed, expires_at = await ctx.files.sign(path, params.expires_in_seconds)

@@ -24,7 +24,7 @@ from contracts import (
 )
 from service.core import paging
 from service.core.context import HandlerContext
-from service.handlers.artifacts import _check_readable, _expired, _live, _readable
+from service.handlers.artifact_access import check_readable, live_row, shown
 from service.store import artifacts as store
 from service.store import lineage
 from service.store.lineage import Edge
@@ -54,8 +54,8 @@ class _Graph:
 
 async def get_lineage(params: GetLineageParams, ctx: HandlerContext) -> GetLineageOutput:
     async with ctx.read() as conn:
-        root = _live(await store.get(conn, params.artifact_id), params.artifact_id, ctx)
-        _check_readable(root, ctx)
+        root = live_row(await store.get(conn, params.artifact_id), params.artifact_id, ctx)
+        check_readable(root, ctx)
         graph = _Graph(budget=paging.page_budget(ctx.settings))
         graph.add(root.id, store.manifest_of(root))
         if params.direction in (LineageDirection.UPSTREAM, LineageDirection.BOTH):
@@ -84,17 +84,13 @@ async def _walk(conn: AsyncConnection, ctx: HandlerContext, graph: _Graph, start
         frontier = set()
         for artifact_id in sorted(reached, key=lambda i: (*_order(rows.get(i)), i)):
             row = rows.get(artifact_id)
-            visible = row is not None and _shown(row, ctx)
+            visible = row is not None and shown(row, ctx)
             node = store.manifest_of(row) if visible and row is not None else HiddenNode(id=artifact_id)
             if not graph.add(artifact_id, node):
                 break
             if visible:
                 frontier.add(artifact_id)
         graph.edges.update(dict.fromkeys(found))
-
-
-def _shown(row: AnyRow, ctx: HandlerContext) -> bool:
-    return row.deleted_at is None and not _expired(row, ctx.now) and _readable(row, ctx.requester)
 
 
 def _order(row: AnyRow | None) -> tuple[int, str]:
