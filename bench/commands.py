@@ -40,7 +40,7 @@ class Workload:
     trace_id: str = READ_TRACE
     thread_prefix: str = field(default_factory=lambda: f"bench-thread-{uuid.uuid4().hex[:8]}")
     filters: dict[str, Any] = field(default_factory=dict)
-    """``list_artifacts`` filters; by default the workload's trace."""
+    """``list_artifacts`` filters (by default the workload's trace), or ``list_threads`` ones."""
 
 
 def envelope(action: str, params: dict[str, Any], trace_id: str = READ_TRACE) -> tuple[bytes, str]:
@@ -92,6 +92,8 @@ def one(action: str, index: int, w: Workload) -> tuple[bytes, str]:
         return envelope("get_artifact", {"artifact_id": w.artifact_ids[index % len(w.artifact_ids)]}, w.trace_id)
     if action == "list_artifacts":
         return envelope("list_artifacts", {**(w.filters or {"trace_id": w.trace_id}), "limit": 20}, w.trace_id)
+    if action == "list_threads":
+        return envelope("list_threads", {**w.filters, "limit": 20}, w.trace_id)
     if action == "register_artifact":
         assert w.temp_dir is not None, "register_artifact needs the worker's temp/ folder"
         chosen = w.new_ids[index] if w.new_ids else None

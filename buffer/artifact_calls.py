@@ -118,11 +118,15 @@ class ArtifactCalls(ClientCore):
         created_after: datetime | None = None,
         created_before: datetime | None = None,
         latest_only: bool = False,
+        search: str | None = None,
         limit: int = 100,
         cursor: str | None = None,
         **options: Unpack[CallOptions],
     ) -> ListArtifactsOutput:
-        """One page, newest first; ``iter_artifacts`` walks all of them."""
+        """One page, newest first; ``iter_artifacts`` walks all of them.
+
+        ``search``: only those with a label value holding it, ignoring case (3 to 128 characters).
+        """
         params = validated(
             ListArtifactsParams,
             drop_none(
@@ -135,6 +139,7 @@ class ArtifactCalls(ClientCore):
                 created_after=created_after,
                 created_before=created_before,
                 latest_only=latest_only,
+                search=search,
                 limit=limit,
                 cursor=cursor,
             ),

@@ -87,17 +87,23 @@ class ThreadCalls(ClientCore):
         metadata: dict[str, str | int | float | bool] | None = None,
         created_after: datetime | None = None,
         created_before: datetime | None = None,
+        search: str | None = None,
         limit: int = 100,
         cursor: str | None = None,
         **options: Unpack[CallOptions],
     ) -> ListThreadsOutput:
-        """One page, newest first; ``iter_threads`` walks all of them."""
+        """One page, newest first; ``iter_threads`` walks all of them.
+
+        ``search``: only those with a top-level metadata string or number holding it, ignoring case
+        (3 to 128 characters).
+        """
         params = validated(
             ListThreadsParams,
             drop_none(
                 metadata=metadata,
                 created_after=created_after,
                 created_before=created_before,
+                search=search,
                 limit=limit,
                 cursor=cursor,
             ),

@@ -7,7 +7,7 @@ from enum import StrEnum
 
 from pydantic import Field
 
-from contracts._base import Output, Page, PageParams, Params
+from contracts._base import Output, Page, PageParams, Params, SearchText
 from contracts.envelope import UtcDatetime
 from contracts.manifest import ArtifactId, ArtifactManifest, ArtifactStatus, Labels
 
@@ -62,6 +62,8 @@ class ListArtifactsParams(PageParams):
     created_after: UtcDatetime | None = None
     created_before: UtcDatetime | None = None
     latest_only: bool = False
+    search: SearchText | None = None
+    """Artifacts with a label value holding this, ignoring case (3 to 128 characters)."""
 
 
 class ListArtifactsOutput(Page):

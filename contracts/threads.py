@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, StringConstraints
 
-from contracts._base import Output, Page, PageParams, Params
+from contracts._base import Output, Page, PageParams, Params, SearchText
 from contracts.envelope import UtcDatetime
 from contracts.manifest import Visibility
 
@@ -110,6 +110,8 @@ class ListThreadsParams(PageParams):
     )
     created_after: UtcDatetime | None = None
     created_before: UtcDatetime | None = None
+    search: SearchText | None = None
+    """Threads with a top-level metadata string or number holding this, ignoring case (3 to 128 characters)."""
 
 
 class ListThreadsOutput(Page):

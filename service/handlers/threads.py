@@ -245,6 +245,7 @@ async def list_threads(params: ListThreadsParams, ctx: HandlerContext) -> ListTh
             after=params.cursor,
             now=ctx.now,
             requester=ctx.requester,
+            search=params.search,
         )
     rows, next_cursor = paging.cut_page(
         rows, next_cursor, budget=paging.page_budget(ctx.settings), size_of=_thread_size, cursor_of=_thread_cursor

@@ -29,6 +29,7 @@ from service.store.engine.deferred import DeferredInsert
 from service.store.engine.prepared import PreparedQuery, PreparedRead
 from service.store.models import Artifact, ArtifactLabel
 from service.store.read_rule import read_rule
+from service.store.search import among, like_pattern, matches, search_text, sqlite_candidates
 from service.store.types import AnyRow, AnySelect
 
 artifacts = Artifact.__table__
@@ -129,6 +130,7 @@ async def insert_artifact(
             "expires_at": expires_at,
             "registered_at": now,
             "manifest": manifest.model_dump_json(),  # the reply's text, written once and spliced by listings
+            "search_text": search_text(manifest.labels.values()),  # in the row: indexed with it, all or nothing
         },
     )
     if inserted != 1:
@@ -215,6 +217,7 @@ async def list_page(
         values["requester_trace"] = requester.trace_id
     values["page_limit"] = params.limit + 1
     values["now"] = now if now is not None else utc_now()
+    search = await _search(conn, params.search, values)
     shape = _ListShape(
         present,
         len(params.labels),
@@ -225,6 +228,7 @@ async def list_page(
         requester.is_admin,
         requester.id is not None,
         requester.trace_id is not None,
+        search,
     )
     rows = await _list_query(shape).all(conn, values)
     next_cursor = None
@@ -246,6 +250,19 @@ class _ListShape(NamedTuple):
     admin: bool
     requester_id: bool
     requester_trace: bool
+    search: str = ""
+    """"" (none), "like" (checked on the rows walked), "rowids" (SQLite: the few rows its FTS table found)."""
+
+
+async def _search(conn: AsyncConnection, search: str | None, values: dict[str, object]) -> str:
+    """How the listing applies ``search`` (``service.store.search``), its parameters put in ``values``."""
+    if search is None:
+        return ""
+    values["search_pattern"] = like_pattern(search)
+    if conn.dialect.name == "sqlite" and (rowids := await sqlite_candidates(conn, artifacts, search)) is not None:
+        values["search_rowids"] = rowids
+        return "rowids"
+    return "like"
 
 
 def _live(table: FromClause, now: ColumnElement[datetime]) -> ColumnElement[bool]:
@@ -318,6 +335,10 @@ def _list_statement(shape: _ListShape) -> AnySelect:
                 labels.c.value == bindparam(f"label_value_{index}"),
             )
         )
+    if shape.search:
+        query = query.where(matches(artifacts, bindparam("search_pattern")))
+    if shape.search == "rowids":
+        query = query.where(among(artifacts))
     if shape.after:
         query = query.where(artifacts.c.created_at > bindparam("created_after"))
     if shape.before:

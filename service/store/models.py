@@ -53,6 +53,22 @@ def _verify_queue() -> Index:
     )
 
 
+def _trigram(table: str) -> Index:
+    """PostgreSQL's ``pg_trgm`` GIN index on ``search_text``, which serves ``LIKE '%…%'`` (revision 0010).
+
+    Only on PostgreSQL: on SQLite an FTS5 table with the trigram tokenizer does its job, a virtual table
+    made by the revision and kept by triggers, not a model (``service.store.search``)."""
+    return Index(
+        f"ix_{table}_search_text_trgm",
+        "search_text",
+        postgresql_using="gin",
+        postgresql_ops={"search_text": "gin_trgm_ops"},
+    ).ddl_if(dialect="postgresql")
+
+
+SEARCH_TEXT_DOC = "The row's searchable values, folded and separated (``service.store.search``); revision 0010."
+
+
 class Artifact(Base):
     """One registered artifact; ``manifest`` keeps the manifest as registered, as the JSON text replies carry.
 
@@ -83,6 +99,7 @@ class Artifact(Base):
     expires_at: Mapped[datetime | None]
     registered_at: Mapped[datetime]
     manifest: Mapped[str] = mapped_column(Text)
+    search_text: Mapped[str] = mapped_column(Text, server_default=text("''"), doc=SEARCH_TEXT_DOC)
     deleted_at: Mapped[datetime | None]
     """Set by ``delete_artifact``: a tombstone, in no reply, until ``purge_deleted`` or ``restore_artifact``."""
     deleted_by: Mapped[str | None] = mapped_column(String(255))
@@ -98,6 +115,7 @@ class Artifact(Base):
         Index(None, "status", "created_at", "id"),
         Index(None, "expires_at"),
         Index(None, "registered_at", "id"),
+        _trigram("artifacts"),
         _set_only("artifacts", "deleted_at"),
         _verify_queue(),
     )
@@ -190,6 +208,7 @@ class Thread(Base):
     visibility: Mapped[str] = mapped_column(String(16))
     trace_id: Mapped[str | None] = mapped_column(String(255))
     """The first saver's trace: who may read a ``trace`` thread besides its owner."""
+    search_text: Mapped[str] = mapped_column(Text, server_default=text("''"), doc=SEARCH_TEXT_DOC)
     max_messages: Mapped[int | None] = mapped_column(Integer)
     """The ``max_messages`` a save set last: every later save trims to it (revision 0011)."""
     ttl_seconds: Mapped[int | None] = mapped_column(BigInteger)
@@ -200,6 +219,10 @@ class Thread(Base):
         Index(None, "owner", "created_at", "id"),
         _set_only("threads", "deleted_at"),
         _set_only("threads", "expires_at"),
+        _trigram("threads"),
+        # SQLite only: a common search walks it newest first and tests ``search_text`` on the index entry,
+        # reading the row only for a match (revision 0010; PostgreSQL's planner has the GIN index).
+        Index(None, "created_at", "id", "search_text").ddl_if(dialect="sqlite"),
     )
 
 

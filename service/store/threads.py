@@ -25,6 +25,7 @@ from sqlalchemy import (
     bindparam,
     cast,
     delete,
+    exists,
     func,
     insert,
     or_,
@@ -41,6 +42,7 @@ from service.store.engine.prepared import PreparedRead, PreparedWrite
 from service.store.engine.sqlite_driver import point_lookup
 from service.store.models import Thread, ThreadLabel, ThreadMessageRow
 from service.store.read_rule import readable_by
+from service.store.search import among, like_pattern, matches, metadata_text, sqlite_candidates
 from service.store.types import AnyRow
 
 threads = Thread.__table__
@@ -155,6 +157,7 @@ async def lock(
         "owner": owner,
         "visibility": visibility,
         "trace_id": trace_id,
+        "search_text": "",
     }
     created = await prepared_insert_or_skip(conn.dialect.name, threads).execute(conn, values) == 1
     row = await get(conn, thread_id, for_update=True)
@@ -163,6 +166,9 @@ async def lock(
 
 
 async def update_thread(conn: AsyncConnection, thread_id: str, values: Mapping[str, object]) -> None:
+    """Set ``values`` on the thread; new ``metadata`` brings its ``search_text`` along, in the same statement."""
+    if isinstance(metadata := values.get("metadata"), Mapping) and "search_text" not in values:
+        values = {**values, "search_text": metadata_text(metadata)}
     await _UPDATE.execute(conn, {**values, "thread_key": thread_id})
 
 
@@ -286,14 +292,23 @@ async def list_page(
     after: str | None,
     now: datetime,
     requester: Requester,
+    search: str | None = None,
 ) -> tuple[list[AnyRow], str | None]:
     """Live threads ``requester`` may read, newest first, keyset-paged on (created_at, id); each metadata filter
-    is an index probe."""
+    is an index probe, a ``search`` a trigram index match (``service.store.search``)."""
     query = select(*THREAD_COLUMNS).where(live_clause(now), readable_by(threads, requester))
+    few = False  # SQLite: the search's few rows are read by rowid, and each is checked against the filters
+    if search is not None:
+        query = query.where(matches(threads, like_pattern(search)))
+        if conn.dialect.name == "sqlite" and (rowids := await sqlite_candidates(conn, threads, search)) is not None:
+            query, few = query.where(among(threads, rowids)), True
     for key, value in metadata.items():
         text = label_text(value)
         matching = select(labels.c.thread_id).where(labels.c.key == key, labels.c.value == text)
-        query = query.where(threads.c.id.in_(matching))
+        if few:  # a probe per row found, rather than every thread the label has
+            query = query.where(exists(matching.where(labels.c.thread_id == threads.c.id)))
+        else:
+            query = query.where(threads.c.id.in_(matching))
     if created_after is not None:
         query = query.where(threads.c.created_at > created_after)
     if created_before is not None:
