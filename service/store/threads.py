@@ -43,7 +43,7 @@ from service.store.engine.sqlite_driver import point_lookup
 from service.store.models import Thread, ThreadLabel, ThreadMessageRow
 from service.store.read_rule import readable_by
 from service.store.search import among, like_pattern, matches, metadata_text, sqlite_candidates
-from service.store.types import AnyRow
+from service.store.types import AnyRow, AnySelect
 
 threads = Thread.__table__
 messages = ThreadMessageRow.__table__
@@ -282,6 +282,18 @@ def decode_message_cursor(token: str) -> int:
 # -- listing -----------------------------------------------------------------------------------
 
 
+LABEL_WALK_ROWS = 250
+"""SQLite: a metadata filter on at least this many threads per item of the page is checked by a probe on each
+row the newest-first walk passes, instead of reading all its threads and sorting them (region=77, 11,111 of
+1,000,000 threads: 11 ms instead of 80 ms a page of 20; PostgreSQL's planner makes that choice itself)."""
+
+
+async def _common(conn: AsyncConnection, matching: AnySelect, limit: int) -> bool:
+    most = LABEL_WALK_ROWS * limit
+    found = select(func.count()).select_from(matching.limit(most).subquery())
+    return int((await conn.execute(found)).scalar_one()) >= most
+
+
 async def list_page(
     conn: AsyncConnection,
     *,
@@ -303,12 +315,11 @@ async def list_page(
         if conn.dialect.name == "sqlite" and (rowids := await sqlite_candidates(conn, threads, search)) is not None:
             query, few = query.where(among(threads, rowids)), True
     for key, value in metadata.items():
-        text = label_text(value)
-        matching = select(labels.c.thread_id).where(labels.c.key == key, labels.c.value == text)
-        if few:  # a probe per row found, rather than every thread the label has
-            query = query.where(exists(matching.where(labels.c.thread_id == threads.c.id)))
+        matching = select(labels.c.thread_id).where(labels.c.key == key, labels.c.value == label_text(value))
+        if few or (conn.dialect.name == "sqlite" and await _common(conn, matching, limit)):
+            query = query.where(exists(matching.where(labels.c.thread_id == threads.c.id)))  # a probe per row passed
         else:
-            query = query.where(threads.c.id.in_(matching))
+            query = query.where(threads.c.id.in_(matching))  # the label's threads, read and sorted
     if created_after is not None:
         query = query.where(threads.c.created_at > created_after)
     if created_before is not None:

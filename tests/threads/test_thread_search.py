@@ -17,6 +17,7 @@ import pytest
 
 from buffer import InvalidArgument, StorageClient
 from service.store import search
+from service.store import threads as thread_store
 from service.transport.worker import Worker
 from tests.support.bus import Bus, error, output
 from tests.support.client import client_settings
@@ -67,9 +68,11 @@ async def test_the_client_finds_a_dialog_by_a_part_of_its_name_or_inn(worker: Wo
 @pytest.fixture(params=["few", "many"])
 def matches(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """Both ways a search runs on SQLite: its few matches read by rowid, or (as for a name in more than
-    ``SQLITE_RARE_ROWS`` threads) the listing's walk checking each row; on PostgreSQL the planner decides."""
+    ``SQLITE_RARE_ROWS`` threads) the listing's walk checking each row, its metadata filters too (as for a
+    label on more than ``LABEL_WALK_ROWS`` threads per item); on PostgreSQL the planner decides."""
     if request.param == "many":
         monkeypatch.setattr(search, "SQLITE_RARE_ROWS", 1)
+        monkeypatch.setattr(thread_store, "LABEL_WALK_ROWS", 0)
     return str(request.param)
 
 
@@ -77,7 +80,7 @@ async def test_search_pages_by_cursor_with_other_filters(bus: Bus, matches: str)
     """A search with a metadata filter and a time bound walks every match once, page by page, newest first."""
     tag = _tag()
     for n in range(7):
-        metadata = {"client": f"Клиент {tag} №{n}", "region": "77" if n % 2 == 0 else "50"}
+        metadata = {"client": f"Клиент {tag} №{n}", "region": "77" if n % 2 == 0 else "50", "batch": tag}
         await _save(bus, ALICE, f"paged-{tag}-{n}", metadata=metadata)
     expected = [f"paged-{tag}-{n}" for n in (6, 4, 2, 0)]
 
@@ -92,6 +95,7 @@ async def test_search_pages_by_cursor_with_other_filters(bus: Bus, matches: str)
         if (cursor := page["next_cursor"]) is None:
             break
     assert seen == expected  # no duplicate, no gap
+    assert await _found(bus, ALICE, metadata={"batch": tag, "region": "77"}) == expected  # the filters alone
     assert await _found(bus, ALICE, search=tag, created_after="2000-01-01T00:00:00Z", limit=1000) == [
         f"paged-{tag}-{n}" for n in range(6, -1, -1)
     ]
