@@ -64,7 +64,7 @@ async def test_register_commits_completed_and_moves_the_file_to_its_permanent_ur
     assert final.read_bytes() == b"quarterly report"
     assert not path_of(manifest["uri"]).exists(), "the temp file was moved, not copied"
     got = output(await bus.call("get_artifact", {"artifact_id": manifest["id"]}, source="agent-test"))
-    assert got == {"artifact_id": manifest["id"], "manifest": out["manifest"]}
+    assert got == {"artifact_id": manifest["id"], "manifest": out["manifest"], "details": None}  # nothing failed
 
 
 async def test_register_keeps_the_agents_metadata(bus: Bus, storage_root: Path) -> None:
