@@ -140,17 +140,18 @@ class Placing(StorageRoot):
         return await _io(self._take_back, path)
 
     def _take_back(self, path: str) -> bool:
-        if self._holds_regular(path):
+        if self.holds_file(path):
             return True
         retired = self.orphan_path(path)
-        if not self._holds_regular(retired):
+        if not self.holds_file(retired):
             return False
         self._make_parent(path)
         with contextlib.suppress(FileNotFoundError):  # a concurrent restore took it first
             self._move(retired, path)
-        return self._holds_regular(path)
+        return self.holds_file(path)
 
-    def _holds_regular(self, path: str) -> bool:
+    def holds_file(self, path: str) -> bool:
+        """Blocking: a regular file (not a link, not a folder) is at ``path``."""
         if not self.is_local:
             return bool(self.fs.exists(path))
         try:

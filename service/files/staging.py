@@ -150,12 +150,3 @@ class Staging(StorageRoot):
 
     async def exists(self, path: str) -> bool:
         return await _io(self.fs.exists, path)
-
-    def holds_file(self, path: str) -> bool:
-        """Blocking: a regular file (not a link, not a folder) is at ``path``."""
-        if not self.is_local:
-            return bool(self.fs.exists(path))
-        try:
-            return stat.S_ISREG(os.lstat(path).st_mode)
-        except FileNotFoundError:
-            return False

@@ -55,11 +55,15 @@ async def delete_expired_artifacts(conn: AsyncConnection, now: datetime, batch: 
         ).all()
     )
     if rows:
-        ids = [row.id for row in rows]
-        await conn.execute(delete(artifact_labels).where(artifact_labels.c.artifact_id.in_(ids)))
-        await conn.execute(delete(artifacts).where(artifacts.c.id.in_(ids)))
+        await _remove_artifacts(conn, [row.id for row in rows])
         await quotas.release(conn, [(row.trace_id, row.size_bytes) for row in rows if row.deleted_at is None])
     return rows
+
+
+async def _remove_artifacts(conn: AsyncConnection, ids: list[str]) -> None:
+    """Remove the artifacts' rows, their labels first (their lineage rows go with them: ON DELETE CASCADE)."""
+    await conn.execute(delete(artifact_labels).where(artifact_labels.c.artifact_id.in_(ids)))
+    await conn.execute(delete(artifacts).where(artifacts.c.id.in_(ids)))
 
 
 # -- tombstones -------------------------------------------------------------------------------
@@ -87,9 +91,7 @@ async def purge_tombstones(conn: AsyncConnection, cutoff: datetime, batch: int) 
         ).all()
     )
     if rows:
-        ids = [row.id for row in rows]
-        await conn.execute(delete(artifact_labels).where(artifact_labels.c.artifact_id.in_(ids)))
-        await conn.execute(delete(artifacts).where(artifacts.c.id.in_(ids)))
+        await _remove_artifacts(conn, [row.id for row in rows])
     return rows
 
 
