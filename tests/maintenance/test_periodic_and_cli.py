@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import sys
 import uuid
 from pathlib import Path
 
@@ -14,7 +13,7 @@ from sqlalchemy import update
 from service.settings import Settings
 from tests.support.bus import Bus, output
 from tests.support.databases import sqlite_url
-from tests.support.maintenance import ago, count, execute, messages, threads
+from tests.support.maintenance import ago, count, execute, messages, storage_worker_cli, threads
 from tests.support.workers import make_settings, running
 
 
@@ -29,29 +28,6 @@ async def _expired_thread(settings: Settings) -> str:
         output(saved)
     await execute(settings, update(threads).where(threads.c.id == thread_id).values(expires_at=ago(seconds=1)))
     return thread_id
-
-
-async def _cli(settings: Settings, cwd: Path, *args: str) -> tuple[int, str, str]:
-    env = {
-        **os.environ,
-        "DATABASE_URL": settings.database_url,
-        "STORAGE_ROOT": settings.storage_root,
-        "STORAGE_LOG_LEVEL": "WARNING",
-    }
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "service.cli",
-        "cleanup",
-        *args,
-        env=env,
-        cwd=cwd,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), 120)
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
 
 
 async def test_worker_runs_cleanup_every_interval(amqp_url: str, database_url: str, storage_root: Path) -> None:
@@ -74,14 +50,14 @@ async def test_cli_cleanup_dry_run_then_for_real(
     async with running(settings):
         thread_id = await _expired_thread(settings)
 
-    code, out, err = await _cli(
-        settings, tmp_path, "--dry-run", "--scope", "expired_threads", "--scope", "inbox", "--json"
+    code, out, err = await storage_worker_cli(
+        settings, "cleanup", "--dry-run", "--scope", "expired_threads", "--scope", "inbox", "--json", cwd=tmp_path
     )
     assert code == 0, err
     assert json.loads(out) == {"dry_run": True, "counts": {"expired_threads": 1, "inbox": 0}}
     assert await count(settings, threads, threads.c.id == thread_id) == 1
 
-    code, out, err = await _cli(settings, tmp_path, "--scope", "expired_threads")
+    code, out, err = await storage_worker_cli(settings, "cleanup", "--scope", "expired_threads", cwd=tmp_path)
     assert code == 0, err
     assert "expired_threads  1" in out
     assert await count(settings, threads, threads.c.id == thread_id) == 0
@@ -93,7 +69,7 @@ async def test_cli_cleanup_refuses_while_a_worker_owns_the_sqlite_file(
     """With SQLite the command line cannot clean behind a running worker's back; it says so and how to proceed."""
     settings = make_settings(amqp_url, sqlite_url(tmp_path), storage_root)
     async with running(settings):
-        code, out, err = await _cli(settings, tmp_path, "--dry-run")
+        code, out, err = await storage_worker_cli(settings, "cleanup", "--dry-run", cwd=tmp_path)
     assert code == 2 and out == ""
     assert "refused, a running worker owns the SQLite database" in err
     assert "`cleanup` action" in err and str(os.getpid()) in err

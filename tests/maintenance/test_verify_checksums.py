@@ -10,7 +10,6 @@ import asyncio
 import json
 import os
 import re
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -31,7 +30,7 @@ from tests.support.artifacts import manifest_for, new_artifact_id
 from tests.support.broker import ADMIN_AMQP
 from tests.support.bus import Bus, error, output
 from tests.support.client import client_settings
-from tests.support.maintenance import ago, artifacts, cleanup, database, execute
+from tests.support.maintenance import ago, artifacts, cleanup, database, execute, storage_worker_cli
 from tests.support.operating import http_get, samples
 from tests.support.workers import Workers, running
 
@@ -280,29 +279,6 @@ async def test_pings_answer_within_a_second_while_a_gigabyte_is_verified(workers
 # -- storage-worker verify -----------------------------------------------------------------------------------------
 
 
-async def _cli(settings: Settings, *args: str, **env: str) -> tuple[int, str, str]:
-    environment = {
-        **os.environ,
-        "DATABASE_URL": settings.database_url,
-        "STORAGE_ROOT": settings.storage_root,
-        "STORAGE_LOG_LEVEL": "WARNING",
-        **env,
-    }
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "service.cli",
-        "verify",
-        *args,
-        env=environment,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), 120)
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
-
-
 async def test_cli_verifies_everything_with_a_progress_bar_and_exits_1_on_corruption(
     settings: Settings, storage_root: Path
 ) -> None:
@@ -311,21 +287,21 @@ async def test_cli_verifies_everything_with_a_progress_bar_and_exits_1_on_corrup
     async with running(settings), Bus.of(settings) as bus:
         registered = [await _register(bus, storage_root, f"cli report {n}".encode()) for n in range(3)]
 
-    code, out, err = await _cli(settings, "--all")
+    code, out, err = await storage_worker_cli(settings, "verify", "--all")
     assert code == 0, err
     assert "verify 3 files" in err and "100%" in err, "the progress bar reached the end"
     assert re.search(r"^\s+ok\s+3$", out, re.M) and re.search(r"^\s+corrupted\s+0$", out, re.M)
 
     victim = registered[1]
     _path(victim["uri"]).write_bytes(b"cli REPORT 1")
-    code, out, err = await _cli(settings, "--all", "--json", "--no-progress")
+    code, out, err = await storage_worker_cli(settings, "verify", "--all", "--json", "--no-progress")
     assert code == 1 and "verify 3 files" not in err, "--no-progress draws no bar"
     assert f"artifact {victim['artifact_id']}" in err and "marked failed (corrupted)" in err, "the warning is logged"
     result = json.loads(out)
     assert (result["checked"], result["ok"], result["corrupted"]) == (3, 2, 1)
     assert result["corrupted_ids"] == [victim["artifact_id"]]
 
-    code, out, _ = await _cli(settings, "--json", "--no-progress", STORAGE_VERIFY_BATCH="1")
+    code, out, _ = await storage_worker_cli(settings, "verify", "--json", "--no-progress", STORAGE_VERIFY_BATCH="1")
     assert code == 0 and json.loads(out)["checked"] == 1, "the failed one is no longer in the queue"
     async with running(settings), Bus.of(settings) as bus:
         got = output(await bus.call("get_artifact", {"artifact_id": victim["artifact_id"]}, context=OWNER))

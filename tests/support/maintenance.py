@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -96,3 +98,31 @@ async def insert_uploading(settings: Settings, manifest: dict[str, Any], *, at: 
             manifest=ArtifactManifest.model_validate(manifest).model_dump_json(),  # stored as the worker stores it
         ),
     )
+
+
+async def storage_worker_cli(
+    settings: Settings, command: str, *args: str, cwd: Path | None = None, **env: str
+) -> tuple[int, str, str]:
+    """Run ``storage-worker <command> <args>`` as its own process on ``settings``' database and storage root;
+    ``env`` adds variables. Returns (exit code, stdout, stderr)."""
+    environment = {
+        **os.environ,
+        "DATABASE_URL": settings.database_url,
+        "STORAGE_ROOT": settings.storage_root,
+        "STORAGE_LOG_LEVEL": "WARNING",
+        **env,
+    }
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "service.cli",
+        command,
+        *args,
+        env=environment,
+        cwd=cwd,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 120)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
