@@ -40,7 +40,8 @@ class Workload:
     trace_id: str = READ_TRACE
     thread_prefix: str = field(default_factory=lambda: f"bench-thread-{uuid.uuid4().hex[:8]}")
     filters: dict[str, Any] = field(default_factory=dict)
-    """``list_artifacts`` filters (by default the workload's trace), or ``list_threads`` ones."""
+    """``list_artifacts`` filters (by default the workload's trace; ``limit`` 20 unless given), ``list_threads``
+    ones, or ``get_lineage``'s direction and depth."""
 
 
 def envelope(action: str, params: dict[str, Any], trace_id: str = READ_TRACE) -> tuple[bytes, str]:
@@ -91,7 +92,9 @@ def one(action: str, index: int, w: Workload) -> tuple[bytes, str]:
     if action in ("get_artifact", "echo"):
         return envelope("get_artifact", {"artifact_id": w.artifact_ids[index % len(w.artifact_ids)]}, w.trace_id)
     if action == "list_artifacts":
-        return envelope("list_artifacts", {**(w.filters or {"trace_id": w.trace_id}), "limit": 20}, w.trace_id)
+        return envelope("list_artifacts", {"limit": 20, **(w.filters or {"trace_id": w.trace_id})}, w.trace_id)
+    if action == "get_lineage":  # filters: direction and depth
+        return envelope("get_lineage", {"artifact_id": w.artifact_ids[index % len(w.artifact_ids)], **w.filters})
     if action == "list_threads":
         return envelope("list_threads", {**w.filters, "limit": 20}, w.trace_id)
     if action == "register_artifact":

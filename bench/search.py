@@ -39,19 +39,19 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, insert, select, text
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from bench import ours
 from bench.commands import AGENT, READ_TRACE, Workload
 from bench.common import Names, ServerProcess, delete_topology
 from bench.loadgen import LoadGenerator, Run
+from bench.seeding import BulkLoad, bulk_load
 from bench.systems import Database, is_postgres
 
 AGENTS = (AGENT, *(f"agent-{n}" for n in range(1, 10)))
 FORMS = ("ООО", "АО", "ЗАО", "ИП")
 SYLLABLES = ("ка", "ро", "ми", "ла", "те", "но", "ва", "си", "лё", "жу", "па", "ды", "ге", "зо", "бу", "хи")
-CHUNK = 20_000
 START = datetime(2024, 1, 1, tzinfo=UTC)
 DEFAULT_AMQP_URL = os.environ.get("AMQP_URL", "amqp://guest:guest@localhost:5672/")
 TARGET_MS = 50.0
@@ -125,44 +125,18 @@ def _rows(start: int, stop: int) -> tuple[list[dict[str, Any]], list[dict[str, A
     return threads, labels
 
 
-PG_TRGM = "CREATE INDEX ix_threads_search_text_trgm ON threads USING gin (search_text gin_trgm_ops)"
-"""Revision 0010's GIN index: on PostgreSQL it is built after the bulk load (a load's usual order), as 0010
-builds it over existing rows; SQLite's FTS5 table takes the rows through its triggers as they come."""
-
-
 async def seed(url: str, upto: int) -> float:
-    """Grow the threads table to ``upto`` rows; returns the seconds it took. PostgreSQL is vacuumed and
-    analysed afterwards, as autovacuum would have done in a deployment that grew to that size."""
+    """Grow the threads table to ``upto`` rows (``bench.seeding``); returns the seconds it took."""
     from service.store.models import Thread, ThreadLabel
 
-    threads, labels = Thread.__table__, ThreadLabel.__table__
-    engine = create_async_engine(url)
-    started = time.perf_counter()
-    try:
-        async with engine.begin() as conn:
-            have = int((await conn.execute(select(func.count()).select_from(threads))).scalar_one())
-            if is_postgres(url):
-                await conn.execute(text("DROP INDEX ix_threads_search_text_trgm"))
-        for start in range(have, upto, CHUNK):
-            rows, label_rows = _rows(start, min(start + CHUNK, upto))
-            async with engine.begin() as conn:
-                await conn.execute(insert(threads), rows)
-                await conn.execute(insert(labels), label_rows)
-            if (start // CHUNK) % 10 == 0:
-                print(f"  {start + len(rows):,} threads", flush=True)
-        if is_postgres(url):
-            async with engine.begin() as conn:
-                await conn.execute(text(PG_TRGM))
-            async with engine.connect() as conn:
-                await conn.execution_options(isolation_level="AUTOCOMMIT")
-                await conn.execute(text("VACUUM ANALYZE threads"))
-                await conn.execute(text("VACUUM ANALYZE thread_labels"))
-        else:
-            async with engine.begin() as conn:
-                await conn.execute(text("ANALYZE"))
-        return time.perf_counter() - started
-    finally:
-        await engine.dispose()
+    load = BulkLoad(
+        Thread.__table__,
+        (Thread.__table__, ThreadLabel.__table__),
+        _rows,
+        trigram_indexes=("ix_threads_search_text_trgm",),
+        noun="threads",
+    )
+    return await bulk_load(url, load, upto)
 
 
 async def _matches(url: str) -> dict[str, int]:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 
-from service.cli.commands import COMMANDS, Command
+from service.cli.commands import COMMANDS, Command, OutsideCommand, outside_commands
 from service.settings import Settings
 from service.startup import Stage, StartupError, explain, load_settings, preflight, report
 from service.transport.loop import run as run_loop
@@ -30,6 +31,15 @@ def parser() -> argparse.ArgumentParser:
         p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
         if command.arguments is not None:
             command.arguments(p)
+    for name, entry in outside_commands().items():
+        try:
+            outside: OutsideCommand = entry.load()
+        except ImportError as exc:  # its extra is not installed: say how to get it instead of hiding it
+            sub.add_parser(name, help=f"(not installed: {exc.name}; pip install 'mindbus-storage[{name}]')")
+            continue
+        p = sub.add_parser(name, help=outside.help)
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
+        outside.arguments(p)
     return top
 
 
@@ -37,6 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     """Exit codes: 0, 1 for a command's own "no" or an unexpected failure, and one per known start-up
     mistake (2 and up, the table in ``service.startup.codes``)."""
     args = parser().parse_args(argv)
+    if args.command not in COMMANDS:
+        return _run_outside(args)
     command = COMMANDS[args.command]
     try:
         settings = load_settings()
@@ -52,6 +64,16 @@ def main(argv: list[str] | None = None) -> int:
         if known is None:
             raise
         return report(known, debug=args.debug)
+
+
+def _run_outside(args: argparse.Namespace) -> int:
+    try:
+        outside: OutsideCommand = outside_commands()[args.command].load()
+    except ImportError as exc:
+        extra = f"mindbus-storage[{args.command}]"
+        print(f"storage-worker {args.command}: {exc.name} is not installed: pip install '{extra}'", file=sys.stderr)
+        return 1
+    return outside.main(args)
 
 
 async def _checked(fn: Command, checks: tuple[Stage, ...], args: argparse.Namespace, settings: Settings) -> int:

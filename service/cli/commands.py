@@ -7,9 +7,10 @@ says and the modules import nothing of the package that lists them.
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from service.cli.importer import import_arguments, import_cmd
 from service.cli.maintenance import cleanup_arguments, cleanup_cmd, verify_arguments, verify_cmd
@@ -61,3 +62,27 @@ COMMANDS: dict[str, Subcommand] = {
     ),
     "top": Subcommand("live view: commands/s by action, errors, queue depth, a client's buffer", top, top_arguments),
 }
+
+
+ENTRY_POINT_GROUP = "storage_worker.commands"
+"""Subcommands installed from outside this package (``storage-worker console`` lives in ``console``, a bus
+client that this package must not import): each entry point names an ``OutsideCommand``."""
+
+
+class OutsideCommand(Protocol):
+    """A subcommand that loads its own settings: it needs none of the worker's (no database, no storage)."""
+
+    help: str
+
+    def arguments(self, parser: argparse.ArgumentParser) -> None: ...
+
+    def main(self, args: argparse.Namespace) -> int: ...
+
+
+def outside_commands() -> dict[str, importlib.metadata.EntryPoint]:
+    """The installed outside subcommands, by name; loaded only when one is run or its help is shown."""
+    return {
+        entry.name: entry
+        for entry in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)
+        if entry.name not in COMMANDS
+    }

@@ -66,6 +66,7 @@ class NodeLoad(BaseModel):
 
     node_id: str
     node_type: str
+    version: str
     status: Literal["ready", "stopping"]
     current_tasks: int
     total_tasks: int
@@ -139,6 +140,7 @@ class NodeRegistry:
         return NodeLoad(
             node_id=self.settings.node_name,
             node_type=topology.NODE_TYPE,
+            version=__version__,
             status="ready",
             current_tasks=self.worker.in_flight,
             total_tasks=self.total_tasks,
