@@ -135,7 +135,8 @@ class ConsoleStack:
         return f"http://127.0.0.1:{port}"
 
     def client(self, agent_id: str = "agent.console-test", **overrides: Any) -> SyncStorageClient:
-        """An agent's client for this worker: ``user_id=True`` makes it the broker's user (an admin)."""
+        """An agent's client for this worker, identified by ``agent_id`` (the body's identity, never an admin);
+        ``user_id=True`` makes it the broker's own user instead (an admin of the worker)."""
         settings: dict[str, Any] = {
             "amqp_url": self.amqp_url,
             "exchange": self.exchange,
