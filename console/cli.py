@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
+
+from pydantic import ValidationError
 
 from console.settings import ConsoleSettings
 
@@ -22,7 +25,15 @@ def main(args: argparse.Namespace) -> int:
     from console.app import create_app
 
     overrides = {key: value for key, value in (("host", args.host), ("port", args.port)) if value is not None}
-    settings = ConsoleSettings(**overrides)
+    try:
+        settings = ConsoleSettings(**overrides)
+    except ValidationError as exc:
+        for error in exc.errors():
+            where = ".".join(str(part) for part in error["loc"])
+            secret = any(word in where.lower() for word in ("token", "url"))  # a URL may hold a password
+            got = "" if secret else f" (got {error.get('input')!r})"
+            print(f"storage-worker console: {where}: {error['msg']}{got}", file=sys.stderr)
+        return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     if settings.token is None and settings.host not in ("127.0.0.1", "localhost", "::1"):
         logging.getLogger(__name__).warning(

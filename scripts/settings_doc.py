@@ -28,6 +28,7 @@ if str(ROOT) not in sys.path:  # run as a plain script from a checkout, not only
     sys.path.insert(0, str(ROOT))
 
 from buffer.settings import ClientSettings  # noqa: E402
+from console.settings import ConsoleSettings  # noqa: E402
 from service.settings import Settings  # noqa: E402
 
 TARGET = ROOT / "docs" / "settings.md"
@@ -58,6 +59,14 @@ SECTIONS = (
         "Read by `StorageClient`, `SyncStorageClient` and `storage-buffer` from the environment, then an optional "
         "`.env` file. Every field is also a keyword argument that wins over the environment: "
         "`StorageClient(amqp_url=..., call_timeout_s=2, retries=5)`. Names shared with the worker mean the same.",
+    ),
+    Section(
+        "Console",
+        ConsoleSettings,
+        "Read by `storage-worker console` (the `console` extra) from the environment, then an optional `.env` "
+        "file; `--host` and `--port` win over both. Names shared with the worker mean the same: point them at the "
+        "worker's exchange and queues. The console acts as the user of its `AMQP_URL`, an admin when that user "
+        "is in `STORAGE_ADMINS`.",
     ),
 )
 
