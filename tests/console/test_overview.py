@@ -25,7 +25,13 @@ def test_the_overview_shows_the_node_the_queues_and_what_is_stored(page: Browser
     depths = {row.get_attribute("data-queue"): row.text for row in page.find_all("#queues tr[data-queue]")}
     assert set(depths) == {stack.queue, stack.dlq}
     assert depths[stack.queue].split()[-1] == "1"  # one consumer: the worker
-    assert int(page.find("#stats .big").text) >= 0
+    assert page.find("#stats .big").text.isdigit()
+    with stack.client("agent.overview") as client:
+        for _ in range(20):
+            client.ping()
+    rate = page.reload_until("#rate", timeout_s=30)  # two scrapes of the worker's /metrics, 5 s apart
+    assert rate.text.endswith("commands/s")
+    page.wait(lambda: not page.driver.refresh() and float(page.find("#rate").text.split()[0]) > 0, "a rate above 0")
     assert page.find("#identity").text.startswith("as guest") and page.has("#identity .admin")
     page.screenshot("overview")
 

@@ -119,7 +119,7 @@ class Browser:
         """The whole page as ``<name>.png`` (the docs' folder when ``STORAGE_TEST_SCREENSHOTS`` is set)."""
         folder = Path(SCREENSHOTS) if SCREENSHOTS else self.shots
         folder.mkdir(parents=True, exist_ok=True)
-        height = self.driver.execute_script("return document.body.scrollHeight")
+        height = self.driver.execute_script("return document.documentElement.scrollHeight")
         self.driver.set_window_size(1400, max(700, min(int(height) + 40, 2400)))
         target = folder / f"{name}.png"
         self.driver.save_screenshot(str(target))

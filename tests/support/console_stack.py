@@ -160,8 +160,13 @@ class ConsoleStack:
 @contextlib.contextmanager
 def console_stack(amqp_url: str, folder: Path, database_url: str | None = None, **env: str) -> Iterator[ConsoleStack]:
     """A worker on ``database_url`` (default a SQLite file in ``folder``) and one admin console, both stopped
-    on exit. The worker beats every second, so the overview fills at once."""
-    overrides = {"STORAGE_HEARTBEAT_INTERVAL": "1", "STORAGE_MIGRATE_ON_START": "true", **env}
+    on exit. The worker beats every second, so the overview fills at once, and serves its metrics."""
+    overrides = {
+        "STORAGE_HEARTBEAT_INTERVAL": "1",
+        "STORAGE_MIGRATE_ON_START": "true",
+        "STORAGE_METRICS_PORT": str(free_port()),  # the worker serves it, the consoles read their rate from it
+        **env,
+    }
     if database_url is not None:
         overrides["DATABASE_URL"] = database_url
     stack = ConsoleStack(folder, worker_env(amqp_url, folder, **overrides))
