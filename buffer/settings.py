@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
 
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -103,7 +102,7 @@ class ClientSettings(BaseSettings):
         if self.user_id is False:
             return None
         if self.user_id is True:
-            return unquote(urlsplit(self.amqp_url).username or "") or "guest"  # aio-pika's default user
+            return topology.broker_user(self.amqp_url)
         return self.user_id
 
     def retry_policy(self) -> retry.RetryPolicy:

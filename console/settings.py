@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from typing import Annotated
-from urllib.parse import unquote, urlsplit
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -62,14 +61,12 @@ class ConsoleSettings(BaseSettings):
     @field_validator("admins", mode="before")
     @classmethod
     def _split_admins(cls, value: object) -> object:
-        if isinstance(value, str):
-            return frozenset(part.strip() for part in value.split(",") if part.strip())
-        return value
+        return topology.admin_names(value)
 
     @property
     def broker_user(self) -> str:
         """The user of ``AMQP_URL`` (aio-pika's default is guest): the console's identity on the bus."""
-        return unquote(urlsplit(self.amqp_url).username or "") or "guest"
+        return topology.broker_user(self.amqp_url)
 
     @property
     def is_admin(self) -> bool:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import unquote, urlsplit
+
 DEFAULT_AMQP_URL = "amqp://guest:guest@localhost:5672/"
 EXCHANGE = "ai_team"
 DLX_EXCHANGE = "ai_team.dlx"
@@ -33,3 +35,17 @@ def node_routing_key(node_name: str) -> str:
 def dlx_name(exchange: str) -> str:
     """The dead-letter exchange that belongs to a main exchange."""
     return f"{exchange}.dlx"
+
+
+def broker_user(amqp_url: str) -> str:
+    """The user an AMQP URL logs in as (aio-pika's default is guest): the one ``user_id`` RabbitMQ accepts on a
+    connection made with it, so the broker-validated identity of whoever uses that URL."""
+    return unquote(urlsplit(amqp_url).username or "") or "guest"
+
+
+def admin_names(value: object) -> object:
+    """``STORAGE_ADMINS`` as written ("ops, console"): comma-separated broker user names, as a set; anything
+    else (a set from code) is passed on for the settings model to check."""
+    if isinstance(value, str):
+        return frozenset(part.strip() for part in value.split(",") if part.strip())
+    return value

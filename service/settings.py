@@ -116,9 +116,7 @@ class Settings(BaseSettings):
     @field_validator("admins", mode="before")
     @classmethod
     def _split_admins(cls, value: object) -> object:
-        if isinstance(value, str):
-            return frozenset(part.strip() for part in value.split(",") if part.strip())
-        return value
+        return topology.admin_names(value)
 
     @field_validator("default_retention")
     @classmethod

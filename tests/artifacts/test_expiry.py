@@ -9,19 +9,17 @@ listing shows it; only a requester who could read it is told why.
 from __future__ import annotations
 
 import asyncio
-import os
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
 
 import pytest
 
+from tests.support.broker import BROKER_USER
 from tests.support.bus import error, output
 from tests.support.wire import register
 from tests.support.workers import Workers
 
 pytestmark = pytest.mark.security
 
-BROKER_USER = unquote(urlsplit(os.environ.get("AMQP_URL") or "amqp://guest:guest@localhost/").username or "guest")
 BOB = {"requester_id": "bob", "requester_trace_id": "bob-trace"}
 MALLORY = {"requester_id": "mallory"}
 

@@ -15,19 +15,18 @@ import json
 import os
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 import pytest
 
 from service.transport.worker import Worker
 from tests.support.artifacts import checksum, manifest_for, new_artifact_id, write_temp
+from tests.support.broker import BROKER_USER
 from tests.support.bus import Bus, error, output
 from tests.support.wire import path_of, register
 from tests.support.workers import Workers
 
 pytestmark = pytest.mark.security
 
-BROKER_USER = unquote(urlsplit(os.environ.get("AMQP_URL") or "amqp://guest:guest@localhost/").username or "guest")
 ADMIN = {"user_id": BROKER_USER}
 BOB = {"requester_id": "bob", "requester_trace_id": "bob-trace"}
 MALLORY = {"requester_id": "mallory", "requester_trace_id": "mallory-trace"}

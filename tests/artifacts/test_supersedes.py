@@ -9,21 +9,19 @@ read is NOT_FOUND exactly like an unknown one, and nothing about it is told.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 import pytest
 
 from tests.support.artifacts import manifest_for, new_artifact_id
+from tests.support.broker import BROKER_USER
 from tests.support.bus import Bus, error, output
 from tests.support.wire import register
 from tests.support.workers import Workers
 
 pytestmark = pytest.mark.security
 
-BROKER_USER = unquote(urlsplit(os.environ.get("AMQP_URL") or "amqp://guest:guest@localhost/").username or "guest")
 ADMIN = {"user_id": BROKER_USER}
 BOB = {"requester_id": "bob", "requester_trace_id": "bob-trace"}
 ALICE = {"requester_id": "alice", "requester_trace_id": "alice-trace"}

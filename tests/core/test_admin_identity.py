@@ -11,13 +11,11 @@ that name as ``user_id`` is stopped by the broker before the worker ever sees th
 from __future__ import annotations
 
 import os
-import subprocess
 import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 import aio_pika
 import pytest
@@ -25,9 +23,10 @@ from aio_pika.exceptions import ChannelPreconditionFailed
 
 from buffer import PermissionDenied, StorageClient
 from contracts import make_command, topology
+from tests.support.broker import BROKER_USER
+from tests.support.broker_users import broker_account
 from tests.support.bus import Bus, error, output
 from tests.support.client import FAST_RETRIES
-from tests.support.requirements import missing, require_rabbitmqctl
 from tests.support.wire import register
 from tests.support.workers import Workers
 
@@ -36,7 +35,6 @@ pytestmark = pytest.mark.security
 ADMIN_NAME = "ops-admin"
 """An admin's name as ops would list it; the attacker claims it in the body."""
 
-BROKER_USER = unquote(urlsplit(os.environ.get("AMQP_URL") or "amqp://guest:guest@localhost/").username or "guest")
 """The test broker's user: the one ``user_id`` RabbitMQ accepts on the tests' connections."""
 
 ADMINS = frozenset({ADMIN_NAME, BROKER_USER})
@@ -86,25 +84,11 @@ async def test_a_body_claimed_admin_name_can_neither_delete_nor_clean_up(
 # -- a real, separate broker user ---------------------------------------------------------------------------
 
 
-def _rabbitmqctl(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["rabbitmqctl", *args], capture_output=True, text=True, timeout=60, check=False)
-
-
 @pytest.fixture(scope="module")
 def broker_admin(amqp_url: str) -> Iterator[tuple[str, str]]:
     """A broker user of its own (name, AMQP URL), made with rabbitmqctl on the broker the tests use."""
-    require_rabbitmqctl(amqp_url)
-    name, password = f"mb-admin-{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
-    made = _rabbitmqctl("add_user", name, password)
-    if made.returncode != 0:
-        missing(f"rabbitmqctl cannot add a user here: {made.stderr.strip()[:200]}")
-    try:
-        allowed = _rabbitmqctl("set_permissions", "-p", "/", name, ".*", ".*", ".*")
-        assert allowed.returncode == 0, allowed.stderr
-        parts = urlsplit(amqp_url)
-        yield name, parts._replace(netloc=f"{name}:{password}@{parts.hostname}:{parts.port or 5672}").geturl()
-    finally:
-        _rabbitmqctl("delete_user", name)
+    with broker_account(amqp_url, "mb-admin") as account:
+        yield account
 
 
 async def test_a_separate_broker_user_is_admin_and_its_name_cannot_be_borrowed(

@@ -10,13 +10,12 @@ namespaces of items the requester may read (an admin sees all of them).
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 import pytest
 
+from tests.support.broker import BROKER_USER
 from tests.support.bus import Bus, error, output
 from tests.support.wire import register
 from tests.support.workers import Workers
@@ -25,7 +24,6 @@ pytestmark = pytest.mark.security
 
 OWNER = "alice-the-owner"
 STRANGER = {"requester_id": "mallory"}
-BROKER_USER = unquote(urlsplit(os.environ.get("AMQP_URL") or "amqp://guest:guest@localhost/").username or "guest")
 ADMIN = {"user_id": BROKER_USER}
 
 

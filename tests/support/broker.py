@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import os
 import socket
-import subprocess
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from urllib.parse import unquote, urlsplit
+
+from contracts import topology
 
 LOCAL_URL = "amqp://guest:guest@localhost:5672/"
 
@@ -16,7 +15,7 @@ LOCAL_URL = "amqp://guest:guest@localhost:5672/"
 def broker_user(url: str) -> str:
     """The user an AMQP URL logs in as (aio-pika's default is guest): the one ``user_id`` RabbitMQ accepts
     on that connection, and so the one broker-validated identity a test can act as."""
-    return unquote(urlsplit(url).username or "") or "guest"
+    return topology.broker_user(url)
 
 
 BROKER_USER = broker_user(os.environ.get("AMQP_URL") or LOCAL_URL)
@@ -64,25 +63,3 @@ def find_broker() -> Iterator[str | None]:
             yield f"amqp://guest:guest@{host}:{port}/"
         return
     yield None
-
-
-def rabbitmqctl(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["rabbitmqctl", *args], capture_output=True, text=True, timeout=60, check=False)
-
-
-@contextmanager
-def broker_account(amqp_url: str, prefix: str) -> Iterator[tuple[str, str] | None]:
-    """A broker user of its own with full permissions on ``/`` (name, AMQP URL), made with rabbitmqctl on the
-    test broker and deleted on exit; None when rabbitmqctl cannot add one (the caller decides what that means)."""
-    name, password = f"{prefix}-{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
-    if rabbitmqctl("add_user", name, password).returncode != 0:
-        yield None
-        return
-    try:
-        allowed = rabbitmqctl("set_permissions", "-p", "/", name, ".*", ".*", ".*")
-        if allowed.returncode != 0:
-            raise RuntimeError(f"rabbitmqctl set_permissions: {allowed.stderr.strip()}")
-        parts = urlsplit(amqp_url)
-        yield name, parts._replace(netloc=f"{name}:{password}@{parts.hostname}:{parts.port or 5672}").geturl()
-    finally:
-        rabbitmqctl("delete_user", name)
