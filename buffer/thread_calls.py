@@ -27,6 +27,7 @@ from contracts import (
     SaveThreadParams,
     ThreadInfo,
     ThreadMessage,
+    Visibility,
 )
 
 
@@ -54,10 +55,12 @@ class ThreadCalls(ClientCore):
         max_messages: int | Literal[Clear.CLEAR] | None = None,
         ttl_seconds: int | Literal[Clear.CLEAR] | None = None,
         clear: bool = False,
+        visibility: Visibility | None = None,
         **options: Unpack[CallOptions],
     ) -> SaveThreadOutput | Buffered:
         """Add or update messages. ``max_messages`` and ``ttl_seconds`` are remembered by the thread and apply to
-        every later save; ``None`` keeps what it remembers, ``CLEAR`` forgets it (no trimming, no expiry)."""
+        every later save; ``None`` keeps what it remembers, ``CLEAR`` forgets it (no trimming, no expiry).
+        ``visibility`` (``private``, ``trace`` or ``public``; the owner's to set) stays as it is when ``None``."""
         values = drop_none(
             thread_id=thread_id,
             messages=list(messages),
@@ -66,6 +69,7 @@ class ThreadCalls(ClientCore):
             max_messages=max_messages,
             ttl_seconds=ttl_seconds,
             clear=clear,
+            visibility=visibility,
         )
         for name in ("max_messages", "ttl_seconds"):
             if values.get(name) is CLEAR:
@@ -74,10 +78,18 @@ class ThreadCalls(ClientCore):
         return await self._write("save_thread", params, options, SaveThreadOutput)
 
     async def get_thread(
-        self, thread_id: str, *, limit: int | None = None, include_deleted: bool = False, **options: Unpack[CallOptions]
+        self,
+        thread_id: str,
+        *,
+        limit: int | None = None,
+        cursor: str | None = None,
+        include_deleted: bool = False,
+        **options: Unpack[CallOptions],
     ) -> GetThreadOutput:
+        """The newest ``limit`` messages; with ``cursor`` (an earlier page's ``next_cursor``) the page just older."""
         params = validated(
-            GetThreadParams, drop_none(thread_id=thread_id, limit=limit, include_deleted=include_deleted)
+            GetThreadParams,
+            drop_none(thread_id=thread_id, limit=limit, cursor=cursor, include_deleted=include_deleted),
         )
         return await self._read("get_thread", params, options, GetThreadOutput)
 

@@ -16,7 +16,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from console.web import EMPTY, arg, bus_of, link, render, settings_of
-from contracts import GetThreadOutput, InternalError, InvalidArgument, ListThreadsOutput, ThreadInfo
+from contracts import InvalidArgument, ListThreadsOutput, ThreadInfo
 from contracts.threads import MAX_METADATA_FILTERS
 
 MAX_PAIR_KEY = 128
@@ -146,15 +146,7 @@ async def thread_page(request: Request) -> Response:
     settings = settings_of(request)
     thread_id = request.path_params["thread_id"]
     cursor = arg(request, "cursor", max_length=MAX_CURSOR)
-    # ``StorageClient.get_thread`` takes no cursor, the contract does (``GetThreadParams.cursor``): the page sends
-    # the action through the client's generic ``call``, which validates it by the same params model (a bad id
-    # or cursor is INVALID_ARGUMENT, a 400 page, before anything is sent).
-    params: dict[str, Any] = {"thread_id": thread_id, "limit": settings.page_size}
-    if cursor is not None:
-        params["cursor"] = cursor
-    result = await bus_of(request).storage.call("get_thread", params)
-    if not isinstance(result, GetThreadOutput):
-        raise InternalError(f"get_thread answered {type(result).__name__}")
+    result = await bus_of(request).storage.get_thread(thread_id, limit=settings.page_size, cursor=cursor)
     here = thread_href(thread_id)
     messages = [{"message": m, "shown": _shown(m.content)} for m in result.messages]
     return render(

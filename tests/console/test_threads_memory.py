@@ -199,15 +199,7 @@ def test_the_reader_sees_only_what_its_broker_user_may_read(
         client.save_thread(
             private, [{"role": "user", "content": "merger plan"}], metadata={"title": f"Secret {tag}", "p": tag}
         )
-        client.call(
-            "save_thread",
-            {
-                "thread_id": public,
-                "messages": [{"role": "user", "content": "hi"}],
-                "metadata": {"p": tag},
-                "visibility": "public",
-            },
-        )
+        client.save_thread(public, [{"role": "user", "content": "hi"}], metadata={"p": tag}, visibility="public")
         client.put_memory([f"x-{tag}", "hidden"], "plan", {"secret": True})
         client.put_memory([f"x-{tag}", "shared"], "faq", {"answer": 42}, visibility="public")
 
