@@ -6,6 +6,7 @@ None when they are missing so the caller can apply the suite's skip-or-fail rule
 
 from __future__ import annotations
 
+import base64
 import os
 import time
 from collections.abc import Callable
@@ -119,9 +120,11 @@ class Browser:
         """The whole page as ``<name>.png`` (the docs' folder when ``STORAGE_TEST_SCREENSHOTS`` is set)."""
         folder = Path(SCREENSHOTS) if SCREENSHOTS else self.shots
         folder.mkdir(parents=True, exist_ok=True)
-        height = self.driver.execute_script("return document.documentElement.scrollHeight")
-        self.driver.set_window_size(1400, max(700, min(int(height) + 40, 2400)))
+        size = self.driver.execute_cdp_cmd("Page.getLayoutMetrics", {})["cssContentSize"]
+        clip = {"x": 0, "y": 0, "width": size["width"], "height": min(size["height"], 4000), "scale": 1}
+        shot = self.driver.execute_cdp_cmd(
+            "Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True, "clip": clip}
+        )
         target = folder / f"{name}.png"
-        self.driver.save_screenshot(str(target))
-        self.driver.set_window_size(1400, 1000)
+        target.write_bytes(base64.b64decode(shot["data"]))
         return target
