@@ -21,8 +21,16 @@ from selenium.webdriver.support.ui import Select
 
 from buffer import SyncStorageClient
 from console.lineage_svg import BOX_W, MAX_DRAWN, columns_of, layout
-from console.pages.artifacts import BadFilter, parse_labels, parse_time
-from contracts import ArtifactManifest, ArtifactStatus, EdgeKind, HiddenNode, LineageEdge, RegisterArtifactOutput
+from console.pages.artifacts import BadFilter, parse_labels, parse_time, version_chain
+from contracts import (
+    ArtifactManifest,
+    ArtifactStatus,
+    EdgeKind,
+    GetLineageOutput,
+    HiddenNode,
+    LineageEdge,
+    RegisterArtifactOutput,
+)
 from tests.support.browser import Browser
 from tests.support.console_stack import ConsoleStack
 
@@ -427,6 +435,26 @@ def test_layout_bounds_a_huge_graph_and_wraps_tall_columns() -> None:
 def test_columns_of_a_node_neither_walk_reaches() -> None:
     assert columns_of(["f", "x", "y"], [("x", "y")], "f") == {"f": 0, "x": 1, "y": 1}
     assert columns_of(["f", "a", "x"], [("a", "f"), ("x", "a")], "f") == {"f": 0, "a": -1, "x": -2}
+
+
+def test_the_version_chain_goes_as_far_as_the_lineage_reaches() -> None:
+    """v1 ← v2 ← v3 ← v4 with v4 unreadable, seen from v3 at depth 1: v2, v3 and the hidden v4 in order, and a
+    link to the older v1 the reply did not reach."""
+    v1 = _manifest("r")
+    v2 = _manifest("r", version=2, supersedes=v1.id)
+    v3 = _manifest("r", version=3, supersedes=v2.id)
+    v4 = HiddenNode(id=f"art_{uuid.uuid4()}")
+    edges = [_edge(v2, v3, EdgeKind.SUPERSEDES), _edge(v3, v4, EdgeKind.SUPERSEDES)]
+    lineage = GetLineageOutput(artifact_id=v3.id, nodes=[v3, v2, v4], edges=edges)
+    versions, older = version_chain(v3, lineage)
+    assert [(v.id, v.manifest is not None, v.here) for v in versions] == [
+        (v2.id, True, False),
+        (v3.id, True, True),
+        (v4.id, False, False),
+    ]
+    assert older == v1.id
+    alone, before = version_chain(v2, None)  # no lineage: the manifest's own supersedes still links back
+    assert [v.id for v in alone] == [v2.id] and before == v1.id
 
 
 def test_labels_and_times_are_parsed_or_refused_precisely() -> None:
