@@ -107,7 +107,7 @@ def _row(i: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         "registered_at": created,
         "manifest": ArtifactManifest.model_validate(manifest).model_dump_json(),
     }
-    return row, [{"artifact_id": artifact_id, "key": k, "value": v} for k, v in labels.items()]
+    return row, [{"artifact_id": artifact_id, "key": k, "value": v, "created_at": created} for k, v in labels.items()]
 
 
 async def seed(url: str, upto: int) -> int:

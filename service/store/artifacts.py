@@ -137,7 +137,11 @@ async def insert_artifact(
         return False
     if manifest.labels:
         await _INSERT_LABELS.insert(
-            conn, [{"artifact_id": manifest.id, "key": k, "value": v} for k, v in manifest.labels.items()]
+            conn,
+            [
+                {"artifact_id": manifest.id, "key": k, "value": v, "created_at": manifest.created_at}
+                for k, v in manifest.labels.items()
+            ],
         )
     return True
 
@@ -320,14 +324,28 @@ def _list_query(shape: _ListShape) -> PreparedQuery:
 
 
 def _list_statement(shape: _ListShape) -> AnySelect:
-    """The listing for one shape of request, built once: building it costs more than running it."""
+    """The listing for one shape of request, built once: building it costs more than running it.
+
+    With a label filter the walk may start from the first label's rows instead, which its index holds in the
+    listing's order (revision 0015): the keyset, the time range and the order are then on that label's copy of
+    ``(created_at, id)``, which the join equates to the artifact's, so either side can drive the walk and the
+    planner picks the narrower (the label's rows, or one trace's).
+    """
     now = bindparam("now", type_=artifacts.c.expires_at.type)
     query = select(*ROW_COLUMNS).where(_live(artifacts, now), artifacts.c.deleted_at.is_(None))
+    created_at, row_id = artifacts.c.created_at, artifacts.c.id
+    if shape.labels:
+        first = labels.alias("first_label")
+        joined = and_(first.c.artifact_id == artifacts.c.id, first.c.created_at == artifacts.c.created_at)
+        query = query.select_from(artifacts.join(first, joined)).where(
+            first.c.key == bindparam("label_key_0"), first.c.value == bindparam("label_value_0")
+        )
+        created_at, row_id = first.c.created_at, first.c.artifact_id
     if not shape.admin:
         query = query.where(_read_rule(artifacts, shape))
     for name in shape.filters:
         query = query.where(artifacts.c[name] == bindparam(f"filter_{name}"))
-    for index in range(shape.labels):
+    for index in range(1, shape.labels):
         query = query.where(
             exists().where(
                 labels.c.artifact_id == artifacts.c.id,
@@ -340,20 +358,17 @@ def _list_statement(shape: _ListShape) -> AnySelect:
     if shape.search == "rowids":
         query = query.where(among(artifacts))
     if shape.after:
-        query = query.where(artifacts.c.created_at > bindparam("created_after"))
+        query = query.where(created_at > bindparam("created_after"))
     if shape.before:
-        query = query.where(artifacts.c.created_at < bindparam("created_before"))
+        query = query.where(created_at < bindparam("created_before"))
     if shape.latest_only:
         query = query.where(~_newer_version(shape, now))
     if shape.cursor:
         after_time = bindparam("cursor_time", type_=artifacts.c.created_at.type)
         query = query.where(
-            or_(
-                artifacts.c.created_at < after_time,
-                and_(artifacts.c.created_at == after_time, artifacts.c.id < bindparam("cursor_id")),
-            )
+            or_(created_at < after_time, and_(created_at == after_time, row_id < bindparam("cursor_id")))
         )
-    return query.order_by(artifacts.c.created_at.desc(), artifacts.c.id.desc()).limit(bindparam("page_limit"))
+    return query.order_by(created_at.desc(), row_id.desc()).limit(bindparam("page_limit"))
 
 
 async def stats(conn: AsyncConnection) -> ArtifactStats:

@@ -75,9 +75,9 @@ class Artifact(Base):
     The text is what ``ArtifactManifest.model_dump_json()`` writes, so a listing splices it into its reply
     instead of parsing and writing it again (``status``, the one field that changes, is also its own column
     and wins over the text). Indexes: the listing walks ``(created_at, id)`` newest first, or
-    ``(trace_id, created_at, id)`` for one trace, or ``(status, created_at, id)`` for a rare status, and checks
-    every other filter on the rows it walks (revision 0008 says why that stays flat); the rest serve cleanup
-    and start-up recovery.
+    ``(trace_id, created_at, id)`` for one trace, or ``(status, created_at, id)`` for a rare status, or a
+    label's rows in that order (``ArtifactLabel``), and checks every other filter on the rows it walks
+    (revision 0008 says why that stays flat); the rest serve cleanup and start-up recovery.
     """
 
     __tablename__ = "artifacts"
@@ -122,15 +122,21 @@ class Artifact(Base):
 
 
 class ArtifactLabel(Base):
-    """Labels as rows, so an all-must-match filter is an index lookup per label, not a JSON scan."""
+    """Labels as rows, so an all-must-match filter is an index lookup per label, not a JSON scan.
+
+    ``created_at`` is the artifact's, copied (it never changes): a listing filtered by a label walks
+    ``(key, value, created_at, artifact_id)`` newest first, its own order, and so reads only that label's
+    artifacts however rare or old they are (revision 0015).
+    """
 
     __tablename__ = "artifact_labels"
 
     artifact_id: Mapped[str] = mapped_column(ForeignKey("artifacts.id", ondelete="CASCADE"), primary_key=True)
     key: Mapped[str] = mapped_column(String(64), primary_key=True)
     value: Mapped[str] = mapped_column(String(256))
+    created_at: Mapped[datetime]
 
-    __table_args__ = (Index(None, "key", "value", "artifact_id"),)
+    __table_args__ = (Index(None, "key", "value", "created_at", "artifact_id"),)
 
 
 class ArtifactInput(Base):

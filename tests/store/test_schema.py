@@ -15,6 +15,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import (
     Column,
     Connection,
+    ForeignKey,
     Index,
     MetaData,
     String,
@@ -124,8 +125,8 @@ ADDED_LATER = {"deleted_at", "deleted_by", "search_text", "verified_at", "failur
 
 
 def _legacy_tables() -> MetaData:
-    """``artifacts`` and ``artifact_labels`` as the models declare them, less what later revisions add (columns,
-    the indexes on them, an index for one database only)."""
+    """``artifacts`` as the model declares it, less what later revisions add (columns, the indexes on them, an
+    index for one database only), and ``artifact_labels`` as the first revision made it."""
     legacy = MetaData(naming_convention=NAMING)
     model = Artifact.__table__
     kept = [
@@ -141,7 +142,14 @@ def _legacy_tables() -> MetaData:
         and all(column.name not in ADDED_LATER for column in index.columns)
     ]
     Table(model.name, legacy, *kept, *indexes)
-    ArtifactLabel.__table__.to_metadata(legacy)
+    Table(  # as revision 0001 made it: 0015 adds created_at and walks (key, value, created_at, artifact_id)
+        ArtifactLabel.__table__.name,
+        legacy,
+        Column("artifact_id", String(40), ForeignKey("artifacts.id", ondelete="CASCADE"), primary_key=True),
+        Column("key", String(64), primary_key=True),
+        Column("value", String(256), nullable=False),
+        Index(None, "key", "value", "artifact_id"),
+    )
     return legacy
 
 
