@@ -225,6 +225,7 @@ async def list_page(
     shape = _ListShape(
         present,
         len(params.labels),
+        bool(params.labels) and params.status in (None, ArtifactStatus.COMPLETED),
         params.created_after is not None,
         params.created_before is not None,
         params.latest_only,
@@ -247,6 +248,9 @@ class _ListShape(NamedTuple):
 
     filters: tuple[str, ...]
     labels: int
+    label_walk: bool
+    """The first label's rows drive the walk; not under a rare status (``failed``, ``uploading``), whose own
+    index holds fewer rows than a common label's (each label is then probed on the rows it passes)."""
     after: bool
     before: bool
     latest_only: bool
@@ -326,18 +330,18 @@ def _list_query(shape: _ListShape) -> PreparedQuery:
 def _list_statement(shape: _ListShape) -> AnySelect:
     """The listing for one shape of request, built once: building it costs more than running it.
 
-    With a label filter the walk may start from the first label's rows instead, which its index holds in the
-    listing's order (revision 0015): the keyset, the time range and the order are then on that label's copy of
-    ``(created_at, id)``, which the join equates to the artifact's, so either side can drive the walk and the
-    planner picks the narrower (the label's rows, or one trace's).
+    With a label filter (``label_walk``) the walk starts from the first label's rows, which its index holds in
+    the listing's order (revision 0015): the keyset, the time range and the order are on that label's copy of
+    ``(created_at, id)``, and each row walked is joined to its artifact by id. (Equating the two ``created_at``
+    in the join as well would let the artifacts' own order drive it too, but PostgreSQL then multiplies the two
+    equalities' selectivities, expects one row, and plans a parallel, JIT-compiled walk: 100 ms instead of 15.)
     """
     now = bindparam("now", type_=artifacts.c.expires_at.type)
     query = select(*ROW_COLUMNS).where(_live(artifacts, now), artifacts.c.deleted_at.is_(None))
     created_at, row_id = artifacts.c.created_at, artifacts.c.id
-    if shape.labels:
+    if shape.label_walk:
         first = labels.alias("first_label")
-        joined = and_(first.c.artifact_id == artifacts.c.id, first.c.created_at == artifacts.c.created_at)
-        query = query.select_from(artifacts.join(first, joined)).where(
+        query = query.select_from(artifacts.join(first, first.c.artifact_id == artifacts.c.id)).where(
             first.c.key == bindparam("label_key_0"), first.c.value == bindparam("label_value_0")
         )
         created_at, row_id = first.c.created_at, first.c.artifact_id
@@ -345,7 +349,7 @@ def _list_statement(shape: _ListShape) -> AnySelect:
         query = query.where(_read_rule(artifacts, shape))
     for name in shape.filters:
         query = query.where(artifacts.c[name] == bindparam(f"filter_{name}"))
-    for index in range(1, shape.labels):
+    for index in range(1 if shape.label_walk else 0, shape.labels):
         query = query.where(
             exists().where(
                 labels.c.artifact_id == artifacts.c.id,

@@ -8,10 +8,14 @@ artifact's never changes) and ``(key, value, created_at, artifact_id)`` replaces
 artifact_id)``: the listing starts from the first label's index range, already in the listing's order, and
 reads only that label's artifacts, newest first, until its page is full, however rare or old they are.
 
-The upgrade copies each artifact's ``created_at`` into its labels. PostgreSQL adds the column, fills it with
-one ``UPDATE ... FROM`` and then makes it ``NOT NULL``; SQLite, which cannot add a ``NOT NULL`` column
-without a default, builds the table again from a join. Both rewrite every label row (about 25 s per
-million artifacts of three labels on the 2-core bench host on SQLite, about 60 s on PostgreSQL).
+Under a rare status (``failed``, ``uploading``) the status index still drives the walk and labels are probed
+on its rows: that index holds fewer rows than a common label's.
+
+The upgrade copies each artifact's ``created_at`` into its labels. PostgreSQL drops the old index, adds the
+column, fills it with one ``UPDATE ... FROM`` and then makes it ``NOT NULL``; SQLite, which cannot add a
+``NOT NULL`` column without a default, builds the table again from a join. Both rewrite every label row: on
+the 2-core bench host, about 100 s per million artifacts of three labels on SQLite and 130 s on PostgreSQL
+(bench/console.py's data); run it with the workers stopped (``storage-worker migrate``).
 """
 
 from __future__ import annotations
@@ -64,13 +68,14 @@ def _upgrade_sqlite() -> None:
 
 
 def _upgrade_postgresql() -> None:
+    """The old index goes first: the ``UPDATE`` writes a new version of every row, and each would enter it."""
+    op.drop_index(_OLD_INDEX, table_name="artifact_labels")
     op.add_column("artifact_labels", sa.Column("created_at", UtcDateTime(), nullable=True))
     op.execute(
         "UPDATE artifact_labels AS l SET created_at = a.created_at FROM artifacts AS a WHERE a.id = l.artifact_id"
     )
     op.execute("DELETE FROM artifact_labels WHERE created_at IS NULL")  # none: the foreign key cascades
     op.alter_column("artifact_labels", "created_at", nullable=False)
-    op.drop_index(_OLD_INDEX, table_name="artifact_labels")
 
 
 def upgrade() -> None:
