@@ -14,8 +14,10 @@ COPY pyproject.toml README.md ./
 COPY contracts ./contracts
 COPY service ./service
 COPY buffer ./buffer
-RUN pip install ".[s3,telemetry]" \
-    && storage-worker --help >/dev/null
+COPY console ./console
+RUN pip install ".[s3,telemetry,console]" \
+    && storage-worker --help >/dev/null \
+    && storage-worker console --help >/dev/null
 
 # ---- runtime: slim base, no compilers, a non-root user, data on a volume ----
 FROM python:${PYTHON_VERSION}-slim AS runtime

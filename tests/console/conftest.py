@@ -19,8 +19,8 @@ from selenium import webdriver
 from tests.support.broker_users import broker_account
 from tests.support.browser import Browser, open_chromium
 from tests.support.console_stack import ConsoleStack, console_stack
-from tests.support.databases import BACKENDS, create_pg_database, drop_pg_database, pg_available
-from tests.support.requirements import NO_POSTGRES, missing
+from tests.support.databases import BACKENDS, create_pg_database, drop_pg_database
+from tests.support.requirements import missing, require_postgres
 from tests.support.workers import delete_topology
 
 NO_CHROMIUM = "no headless Chromium: apt-get install chromium chromium-driver (or set STORAGE_TEST_CHROMIUM)"
@@ -45,8 +45,7 @@ def stack(
     database_url: str | None = None
     dropped: str | None = None
     if request.param == "postgres":
-        if not asyncio.run(pg_available()):
-            missing(NO_POSTGRES)
+        asyncio.run(require_postgres())
         database_url, dropped = asyncio.run(create_pg_database())
     try:
         with console_stack(amqp_url, folder, database_url) as started:

@@ -69,7 +69,7 @@ def test_with_a_token_the_console_asks_for_it_and_remembers_the_login(page: Brow
     cookie = page.driver.get_cookie("storage_console")
     assert cookie is not None and token not in cookie["value"] and cookie["httpOnly"]
     gated.open("/")
-    assert gated.has("#nodes") and gated.has("#identity form")  # still in, and a way out
+    assert gated.has("#queues") and gated.has("#identity form")  # still in, and a way out
 
     gated.click("#identity button")
     gated.wait(lambda: gated.path.startswith("/login"), "the login form after logging out")
