@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from starlette.requests import Request
@@ -128,30 +129,43 @@ async def _chosen(request: Request) -> tuple[list[str], int]:
     return keys[:MAX_LIMIT], limit
 
 
-async def requeue(request: Request) -> Response:
+async def _act(
+    request: Request, verb: str, act: Callable[[list[str], int], Awaitable[Outcome]], *, exchange: str = ""
+) -> Response:
+    """What requeue and discard share: the admin gate, the chosen keys, and the flash that reports the outcome."""
     if (denied := refused(request, "Dead letters")) is not None:
         return denied
-    bus, settings = bus_of(request), settings_of(request)
     keys, limit = await _chosen(request)
     if not keys:
         return redirect_with_flash(_back(limit), "Nothing was selected.", bad=True)
-    outcome = await dead_letters.requeue(
-        bus.connection, settings.dlq, keys, exchange=settings.exchange, broker_user=settings.broker_user, limit=limit
-    )
-    text, bad = _summary("requeued", outcome, exchange=settings.exchange)
+    outcome = await act(keys, limit)
+    text, bad = _summary(verb, outcome, exchange=exchange)
     return redirect_with_flash(_back(limit), text, bad=bad)
+
+
+async def requeue(request: Request) -> Response:
+    bus, settings = bus_of(request), settings_of(request)
+
+    async def act(keys: list[str], limit: int) -> Outcome:
+        return await dead_letters.requeue(
+            bus.connection,
+            settings.dlq,
+            keys,
+            exchange=settings.exchange,
+            broker_user=settings.broker_user,
+            limit=limit,
+        )
+
+    return await _act(request, "requeued", act, exchange=settings.exchange)
 
 
 async def discard(request: Request) -> Response:
-    if (denied := refused(request, "Dead letters")) is not None:
-        return denied
     bus, settings = bus_of(request), settings_of(request)
-    keys, limit = await _chosen(request)
-    if not keys:
-        return redirect_with_flash(_back(limit), "Nothing was selected.", bad=True)
-    outcome = await dead_letters.discard(bus.connection, settings.dlq, keys, limit=limit)
-    text, bad = _summary("discarded", outcome)
-    return redirect_with_flash(_back(limit), text, bad=bad)
+
+    async def act(keys: list[str], limit: int) -> Outcome:
+        return await dead_letters.discard(bus.connection, settings.dlq, keys, limit=limit)
+
+    return await _act(request, "discarded", act)
 
 
 routes: list[BaseRoute] = [
