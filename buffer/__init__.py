@@ -4,7 +4,7 @@ Imports ``contracts`` and third-party libraries only, never the worker.
 """
 
 from buffer.client import StorageClient
-from buffer.errors import BrokerUnavailable, CallTimeout, SpillFailed, Unroutable
+from buffer.errors import BrokerUnavailable, CallTimeout, SpillFailed, Unroutable, WaitTimeout
 from buffer.outcomes import Buffered, CallOptions
 from buffer.replay import Replayer, ReplayReport
 from buffer.restage import StorageFiles
@@ -14,6 +14,7 @@ from buffer.spill import BufferStatus, FileCopy, SpillBuffer
 from buffer.sync import SyncStorageClient
 from buffer.thread_calls import CLEAR, Clear
 from buffer.upload import StagedFile, Stager, new_artifact_id
+from buffer.watching import ChangeWatch
 from contracts import errors as _wire
 from contracts.errors import *  # noqa: F403  (the whole wire hierarchy, listed once in contracts.errors)
 
@@ -24,6 +25,7 @@ __all__ = [
     "Buffered",
     "CallOptions",
     "CallTimeout",
+    "ChangeWatch",
     "Clear",
     "ClientSettings",
     "FileCopy",
@@ -38,6 +40,7 @@ __all__ = [
     "StorageFiles",
     "SyncStorageClient",
     "Unroutable",
+    "WaitTimeout",
     "new_artifact_id",
 ]
 __all__ += _wire.__all__

@@ -14,12 +14,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
 from buffer.errors import SpillFailed
+from buffer.live import Subscription
 from buffer.outcomes import Buffered, CallOptions
 from buffer.replay import Progress, Replayer, ReplayReport
 from buffer.restage import StorageFiles
@@ -57,6 +58,8 @@ class Transport(Protocol):
     ) -> Reply: ...
 
     async def close(self) -> None: ...
+
+    async def subscribe(self, routing_keys: Sequence[str]) -> Subscription: ...
 
 
 TransportFactory = Callable[[ClientSettings, Callable[[str], None]], Transport]

@@ -20,6 +20,7 @@ from typing_extensions import Unpack
 from buffer._calls import drop_none, every_item
 from buffer._core import validated
 from buffer.artifact_calls import ArtifactCalls
+from buffer.change_calls import ChangeCalls
 from buffer.outcomes import Buffered, CallOptions
 from buffer.thread_calls import ThreadCalls
 from contracts import (
@@ -44,7 +45,7 @@ from contracts import (
 )
 
 
-class StorageClient(ArtifactCalls, ThreadCalls):
+class StorageClient(ArtifactCalls, ThreadCalls, ChangeCalls):
     """An async context manager; safe to share between the tasks of one event loop."""
 
     async def __aenter__(self) -> Self:

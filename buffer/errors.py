@@ -23,6 +23,15 @@ class CallTimeout(DeadlineExceeded):
         )
 
 
+class WaitTimeout(DeadlineExceeded):
+    """``wait_for_artifact`` saw nothing matching its filter (that the requester may read) within its timeout."""
+
+    def __init__(self, what: str, timeout_s: float, details: dict[str, Any] | None = None) -> None:
+        super().__init__(
+            f"no {what} within {timeout_s:g} s", {"timeout_s": timeout_s, **(details or {})}, retryable=True
+        )
+
+
 class Unroutable(Unavailable):
     """The broker had no queue bound for the command's routing key: no storage node has declared it yet."""
 
@@ -48,4 +57,4 @@ class SpillFailed(Unavailable):
         super().__init__(message, {"reason": "spill_failed", **(details or {})}, retryable=True)
 
 
-__all__ = ["BrokerUnavailable", "CallTimeout", "SpillFailed", "Unroutable"]
+__all__ = ["BrokerUnavailable", "CallTimeout", "SpillFailed", "Unroutable", "WaitTimeout"]

@@ -19,7 +19,7 @@ import contextlib
 import json
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import aio_pika
@@ -35,6 +35,7 @@ from aio_pika.exceptions import CONNECTION_EXCEPTIONS, DeliveryError, PublishErr
 from pydantic import ValidationError
 
 from buffer.errors import BrokerUnavailable, CallTimeout, Unroutable
+from buffer.live import Subscription, open_subscription
 from contracts import ERROR_TYPE, RESULT_TYPE, CommandEnvelope, ErrorEnvelope, InternalError, ResultEnvelope, topology
 
 log = logging.getLogger(__name__)
@@ -72,6 +73,7 @@ class RpcTransport:
         self._exchange: AbstractExchange | None = None
         self._queue: AbstractQueue | None = None
         self._pending: dict[str, asyncio.Future[Reply]] = {}
+        self._subscriptions: set[Subscription] = set()
         self._connect_lock = asyncio.Lock()
         self._closed = False
 
@@ -137,11 +139,26 @@ class RpcTransport:
         for future in list(self._pending.values()):
             if not future.done():
                 future.set_exception(BrokerUnavailable("the client is closed"))
+        for subscription in list(self._subscriptions):  # their readers stop instead of waiting forever
+            await subscription.close()
         if self._conn is not None:
             self._conn.close_callbacks.discard(self._on_connection_lost)
             with contextlib.suppress(*CONNECTION_EXCEPTIONS):
                 await self._conn.close()
         self._conn = self._channel = self._exchange = self._queue = None
+
+    async def subscribe(self, routing_keys: Sequence[str]) -> Subscription:
+        """A private queue for these routing keys on this connection (its own channel), bound on return."""
+        await self._ensure()
+        assert self._conn is not None
+        subscription = await open_subscription(self._conn, self.exchange_name, routing_keys)
+        self._subscriptions.add(subscription)
+
+        async def forget() -> None:
+            self._subscriptions.discard(subscription)
+
+        subscription.on_close(forget)
+        return subscription
 
     # -- calls ---------------------------------------------------------------------------------
 

@@ -17,8 +17,11 @@ from buffer.client import StorageClient
 from buffer.outcomes import Buffered
 from buffer.replay import ReplayReport
 from buffer.spill import BufferStatus
+from buffer.watching import ChangeWatch
 from contracts import (
     ArtifactManifest,
+    Change,
+    ChangesSinceOutput,
     CleanupOutput,
     DeleteArtifactOutput,
     DeleteMemoryOutput,
@@ -213,6 +216,21 @@ class SyncStorageClient:
 
     def ping(self, **options: Any) -> PingOutput:
         return self._run(self.client.ping(**options))
+
+    def changes_since(self, cursor: Any = None, **kwargs: Any) -> ChangesSinceOutput:
+        return self._run(self.client.changes_since(cursor, **kwargs))
+
+    def watch(self, **kwargs: Any) -> Iterator[Change]:
+        """``StorageClient.watch`` as a generator: blocks for each change; its queue goes when the loop ends
+        (``break``, or closing the generator)."""
+
+        async def opened() -> ChangeWatch:
+            return await self.client.watch(**kwargs).start()
+
+        return self._iterate(self._run(opened()))
+
+    def wait_for_artifact(self, filter: Any = None, *, timeout_s: float, **filters: Any) -> ArtifactManifest:
+        return self._run(self.client.wait_for_artifact(filter, timeout_s=timeout_s, **filters))
 
     def replay(self) -> ReplayReport:
         return self._run(self.client.replay())

@@ -3,12 +3,23 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from buffer.live import Subscription
 from buffer.rpc import Reply
-from contracts import CommandEnvelope, ErrorBody, ErrorData, ErrorEnvelope, ResultData, ResultEnvelope, make_command
+from contracts import (
+    CommandEnvelope,
+    ErrorBody,
+    ErrorData,
+    ErrorEnvelope,
+    EventData,
+    EventEnvelope,
+    ResultData,
+    ResultEnvelope,
+    make_command,
+)
 
 
 def command(action: str = "save_thread", **params: Any) -> CommandEnvelope:
@@ -42,17 +53,24 @@ class Sent:
 
 @dataclass
 class FakeTransport:
-    """Answers each call with ``respond(envelope)`` (a reply, or an exception to raise) and records it."""
+    """Answers each call with ``respond(envelope)`` (a reply, or an exception to raise) and records it.
+
+    ``subscribe`` opens a subscription ``publish`` feeds (a topic key ending in ``#`` matches its prefix);
+    ``log`` records calls and subscriptions in the order they happened.
+    """
 
     respond: Callable[[CommandEnvelope], Reply | Exception]
     sent: list[Sent] = field(default_factory=list)
     late_replies: int = 0
     closed: bool = False
+    subscriptions: list[Subscription] = field(default_factory=list)
+    log: list[str] = field(default_factory=list)
 
     async def call(
         self, envelope: CommandEnvelope, *, routing_key: str, timeout_s: float, expire: bool = True
     ) -> Reply:
         self.sent.append(Sent(envelope, routing_key, timeout_s, expire))
+        self.log.append(envelope.data.action)
         answer = self.respond(envelope)
         if isinstance(answer, Exception):
             raise answer
@@ -60,3 +78,28 @@ class FakeTransport:
 
     async def close(self) -> None:
         self.closed = True
+        for subscription in self.subscriptions:
+            await subscription.close()
+
+    async def subscribe(self, routing_keys: Sequence[str]) -> Subscription:
+        subscription = Subscription(routing_keys)
+        self.subscriptions.append(subscription)
+        self.log.append("subscribe " + " ".join(routing_keys))
+        return subscription
+
+    def publish(self, event_type: str, event_data: dict[str, Any], *, event_id: str | None = None) -> bytes:
+        """An EVENT to every open subscription bound to ``event_type``; returns the body sent."""
+        envelope = EventEnvelope(
+            source="storage-primary",
+            id=event_id or uuid.uuid4().hex,
+            data=EventData(event_type=event_type, event_data=event_data),
+        )
+        body = envelope.to_json_bytes()
+        for subscription in self.subscriptions:
+            if not subscription.closed and any(_matches(key, event_type) for key in subscription.routing_keys):
+                subscription.deliver(body)
+        return body
+
+
+def _matches(binding: str, routing_key: str) -> bool:
+    return routing_key.startswith(binding[:-1]) if binding.endswith("#") else binding == routing_key
