@@ -119,7 +119,7 @@ async def open_subscription(
         async def on_message(message: AbstractIncomingMessage) -> None:
             subscription.deliver(message.body)
 
-        await queue.consume(on_message, no_ack=True)
+        consumer_tag = await queue.consume(on_message, no_ack=True)
     except ChannelAccessRefused as exc:
         await subscription.close()
         raise PermissionDenied(
@@ -136,6 +136,7 @@ async def open_subscription(
     async def forget() -> None:
         conn.reconnect_callbacks.discard(on_reconnect)
         with contextlib.suppress(*CONNECTION_EXCEPTIONS):
+            await queue.cancel(consumer_tag)  # first: a queue deleted under its consumer makes the broker complain
             await queue.delete(if_unused=False, if_empty=False)
 
     conn.reconnect_callbacks.add(on_reconnect)

@@ -120,6 +120,8 @@ class ChangeWatch:
         self._not_before: datetime | None = None
         self.catch_ups = 0
         """``changes_since`` pages fetched: at the start and after each gap."""
+        self.duplicates = 0
+        """Changes that came again (live copies of caught-up ones, events republished) and were dropped."""
 
     # -- life cycle ----------------------------------------------------------------------------
 
@@ -197,6 +199,7 @@ class ChangeWatch:
     def _remember(self, change_id: int) -> bool:
         """False for a change already taken (yielded or about to be)."""
         if change_id in self._seen:
+            self.duplicates += 1
             return False
         self._seen.add(change_id)
         self._seen_order.append(change_id)

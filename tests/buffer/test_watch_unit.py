@@ -143,6 +143,7 @@ async def test_live_events_are_filtered_by_trace_and_kind_and_duplicates_dropped
         live(transport, later)
         assert await take(watch, 2) == [mine.change_id, later.change_id]
         await nothing_more(watch)
+        assert watch.duplicates == 1
     assert "changes_since" not in transport.log
     assert transport.subscriptions[0].closed
 
