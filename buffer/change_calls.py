@@ -72,9 +72,11 @@ class ChangeCalls(ClientCore):
         cursor: Cursor | None = None,
         kinds: Sequence[ChangeKind | str] | None = None,
         trace_id: str | None = None,
+        from_oldest: bool = False,
         page_size: int = 100,
     ) -> ChangeWatch:
-        """The changes after ``cursor`` (none: from now on), caught up, then live; each once, in commit order.
+        """The changes after ``cursor`` (none: from now on; ``from_oldest``: from the oldest the worker keeps),
+        caught up, then live; each once, in commit order.
 
             async with storage.watch(trace_id="trace-42", kinds=["artifact_registered"]) as changes:
                 async for change in changes:
@@ -96,6 +98,7 @@ class ChangeCalls(ClientCore):
             cursor=cursor,
             kinds=chosen,
             trace_id=trace_id,
+            from_oldest=from_oldest and cursor is None,
         )
         return watch
 

@@ -13,7 +13,8 @@ version, visibility; never content); which of them an identity may receive at al
 permissions on the exchange. The watch filters live events by ``kinds`` and ``trace_id`` itself, so a live
 pointer to a change the requester may not read can come through; reading its content is still refused.
 
-Positions: every ``Change`` has a ``change_id``; ``watch(cursor=change.change_id)`` resumes after it.
+Positions: every ``Change`` has a ``change_id``; ``watch(cursor=change.change_id)`` resumes after it. No
+cursor means from now on; ``from_oldest`` catches up from the oldest change the worker keeps.
 """
 
 from __future__ import annotations
@@ -99,6 +100,7 @@ class ChangeWatch:
         cursor: Cursor | None = None,
         kinds: Sequence[ChangeKind] | None = None,
         trace_id: str | None = None,
+        from_oldest: bool = False,
         on_close: Callable[[ChangeWatch], None] | None = None,
     ) -> None:
         self._fetch = fetch
@@ -114,7 +116,7 @@ class ChangeWatch:
         self._seen_order: deque[int] = deque()
         self.cursor = cursor_text(cursor)
         """Where a catch-up would start now: past every change yielded or passed over."""
-        self._catching_up = self.cursor is not None
+        self._catching_up = self.cursor is not None or from_oldest
         self._page_cursor = self.cursor
         self._started_at = datetime.now(UTC)
         self._not_before: datetime | None = None

@@ -181,15 +181,16 @@ async def test_a_gap_before_any_event_catches_up_from_the_watch_start(tmp_path: 
 
 
 async def test_a_worker_away_during_catch_up_is_waited_out(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Retryable failures of changes_since delay the catch-up; the changes still come, once."""
+    """From the oldest kept: retryable failures of changes_since delay the catch-up; the changes still come."""
     monkeypatch.setattr(watching, "RETRY_S", (0.01,))
     log = FakeLog()
     log.add()
     log.add()
     log.failures = [Unavailable("worker away"), Unavailable("worker away")]
-    client, _ = client_for(tmp_path, log)
-    async with client, client.watch(cursor=0) as watch:
+    client, transport = client_for(tmp_path, log)
+    async with client, client.watch(from_oldest=True) as watch:
         assert await take(watch, 2) == [1, 2]
+    assert "cursor" not in transport.sent[0].envelope.data.params  # from the oldest the worker keeps
 
 
 async def test_a_cursor_older_than_kept_raises_out_of_range(tmp_path: Path) -> None:
