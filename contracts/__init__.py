@@ -19,6 +19,7 @@ from contracts.artifacts import (
     RestoreArtifactOutput,
     RestoreArtifactParams,
 )
+from contracts.changes import Change, ChangeKind, ChangesSinceOutput, ChangesSinceParams, kind_of_event
 from contracts.envelope import (
     COMMAND_TYPE,
     ERROR_TYPE,
@@ -147,6 +148,10 @@ __all__ = [
     "ArtifactStats",
     "ArtifactStatus",
     "Cancelled",
+    "Change",
+    "ChangeKind",
+    "ChangesSinceOutput",
+    "ChangesSinceParams",
     "CleanupOutput",
     "CleanupParams",
     "CleanupScope",
@@ -232,6 +237,7 @@ __all__ = [
     "UtcDatetime",
     "Visibility",
     "is_retryable",
+    "kind_of_event",
     "make_command",
     "new_id",
     "parse_retention",

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from contracts import artifacts as a
+from contracts import changes as ch
 from contracts import lineage as lin
 from contracts import maintenance as m
 from contracts import memory as mem
@@ -44,6 +45,7 @@ ACTIONS: dict[str, ActionSpec] = {
         ActionSpec("search_memory", mem.SearchMemoryParams, mem.SearchMemoryOutput),
         ActionSpec("list_namespaces", mem.ListNamespacesParams, mem.ListNamespacesOutput),
         ActionSpec("delete_memory", mem.DeleteMemoryParams, mem.DeleteMemoryOutput, True, spillable=True),
+        ActionSpec("changes_since", ch.ChangesSinceParams, ch.ChangesSinceOutput),
         ActionSpec("cleanup", m.CleanupParams, m.CleanupOutput, True, admin=True),
         ActionSpec("get_stats", m.GetStatsParams, m.GetStatsOutput),
         ActionSpec("ping", m.PingParams, m.PingOutput),

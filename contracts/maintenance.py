@@ -20,6 +20,7 @@ class CleanupScope(StrEnum):
     MISSING_FILES = "missing_files"
     STALE_UPLOADING = "stale_uploading"
     INBOX = "inbox"
+    CHANGES = "changes"
     VERIFY_CHECKSUMS = "verify_checksums"
 
 

@@ -87,6 +87,9 @@ class Settings(BaseSettings):
     then ``restore_artifact`` brings a deleted artifact back."""
     inbox_retention_s: float = Field(default=7 * 86400, ge=0, validation_alias=_env("STORAGE_INBOX_RETENTION"))
     """Inbox records (the stored replies that answer duplicates and retries) older than this are removed."""
+    changes_retention_s: float = Field(default=7 * 86400, ge=0, validation_alias=_env("STORAGE_CHANGES_RETENTION"))
+    """Published change events older than this leave the change log (cleanup scope ``changes``): a
+    ``changes_since`` cursor from before them is OUT_OF_RANGE, and its agent resyncs with the listings."""
     shutdown_grace_s: float = Field(default=10, ge=0, validation_alias=_env("STORAGE_SHUTDOWN_GRACE"))
     """Seconds in-flight commands get to finish on SIGTERM."""
     heartbeat_interval_s: float = Field(default=10, gt=0, validation_alias=_env("STORAGE_HEARTBEAT_INTERVAL"))

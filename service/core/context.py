@@ -15,11 +15,11 @@ from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol, TypeVar
+from typing import TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from contracts import DeadlineExceeded, EventData, StorageError, utc_now
+from contracts import DeadlineExceeded, StorageError, utc_now
 from service.core.recording import Committed, Recorder
 from service.faults import FaultHooks
 from service.files import FileStore
@@ -36,12 +36,6 @@ T = TypeVar("T")
 Job = Callable[[AsyncConnection], Awaitable[T]]
 
 
-class EventSink(Protocol):
-    """Publishes one EVENT envelope on the main exchange (the worker's transport); never raises."""
-
-    async def __call__(self, event: EventData, *, subject: str) -> None: ...
-
-
 @dataclass(slots=True)
 class Services:
     """The long-lived parts every command shares, built once by ``service.bootstrap``."""
@@ -56,8 +50,6 @@ class Services:
     """Connections held for point lookups and reads (started by the worker); without it, the pool's."""
     lock: DatabaseLock | None = None
     """The embedded database's file lock, held while these services are open."""
-    events: EventSink | None = None
-    """Where storage events go (``evt.storage.*``, after the commit that caused them); None without a bus."""
     on_cleanup: list[Callable[[str, int], None]] = field(default_factory=list)
     """Told ``(scope, count)`` after every cleanup scope that changed something (metrics count it)."""
     on_verified: list[Callable[[str, int, int], None]] = field(default_factory=list)

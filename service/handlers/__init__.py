@@ -7,7 +7,7 @@ write); no AMQP in sight. ``service.core.actions.check`` verifies the table at s
 from __future__ import annotations
 
 from service.core.actions import ActionTable, table
-from service.handlers import artifact_tombstones, artifacts, lineage, maintenance, memory, system, threads
+from service.handlers import artifact_tombstones, artifacts, changes, lineage, maintenance, memory, system, threads
 
 ACTIONS: ActionTable = table(
     artifacts.register_artifact,
@@ -28,6 +28,7 @@ ACTIONS: ActionTable = table(
     memory.search_memory,
     memory.list_namespaces,
     memory.delete_memory,
+    changes.changes_since,
     maintenance.cleanup,
     system.get_stats,
     system.ping,

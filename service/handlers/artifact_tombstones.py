@@ -5,15 +5,19 @@ A delete marks the row (``deleted_at``, ``deleted_by``: the broker-validated adm
 file still lies at its place (a restore takes it from either place; ``purge_deleted`` removes both).
 A restore does it the other way round: the file goes back first, then the mark is cleared, so a crash
 between them leaves a tombstone with its file at its place again, never a live artifact without a file.
+Each records its change in its commit: a delete ``artifact_deleted``, a restore ``artifact_registered`` (the
+artifact is live again, and whoever waits for it should hear so).
 """
 
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from contracts import (
+    ChangeKind,
     DataLoss,
     DeleteArtifactOutput,
     DeleteArtifactParams,
@@ -24,8 +28,9 @@ from contracts import (
 )
 from service.core.context import HandlerContext
 from service.core.recording import Committed
+from service.handlers.artifacts import registered
 from service.store import artifacts as store
-from service.store import quotas
+from service.store import changes, quotas
 from service.store.types import AnyRow
 
 
@@ -39,6 +44,7 @@ async def delete_artifact(params: DeleteArtifactParams, ctx: HandlerContext) -> 
         row = await store.tombstone(conn, params.artifact_id, by=ctx.requester.id, now=ctx.now)
         if row is not None:
             await quotas.release(conn, [(row.trace_id, row.size_bytes)])  # a tombstone counts in no quota
+            await changes.record(conn, _deleted(row, ctx))
             removed.append(row.uri)
         return DeleteArtifactOutput(artifact_id=params.artifact_id, deleted=row is not None)
 
@@ -70,10 +76,24 @@ async def restore_artifact(params: RestoreArtifactParams, ctx: HandlerContext) -
             _restorable(await store.get(conn, artifact_id), artifact_id, ctx)
         else:
             await quotas.restore(conn, revived.trace_id, revived.size_bytes)  # an admin's restore: over any limit
+            await changes.record(conn, registered(manifest, ctx))  # live again: as if registered anew
         return RestoreArtifactOutput(artifact_id=artifact_id, restored=True, manifest=manifest)
 
     committed = await ctx.commit(commit)
     return committed
+
+
+def _deleted(row: AnyRow, ctx: HandlerContext) -> dict[str, Any]:
+    return changes.new_change(
+        ChangeKind.ARTIFACT_DELETED,
+        node=ctx.settings.node_name,
+        at=ctx.now,
+        visibility=row.visibility,
+        owner=row.owner,
+        trace_id=row.trace_id,
+        artifact_id=row.id,
+        version=row.version,
+    )
 
 
 def _restorable(row: AnyRow | None, artifact_id: str, ctx: HandlerContext) -> AnyRow:

@@ -19,6 +19,7 @@ from contracts import (
     ArtifactFailure,
     ArtifactManifest,
     ArtifactStatus,
+    ChangeKind,
     FailedPrecondition,
     GetArtifactOutput,
     GetArtifactParams,
@@ -39,11 +40,11 @@ from service.core.context import HandlerContext
 from service.core.recording import Committed
 from service.core.replies import Prewritten
 from service.files import Upload
+from service.handlers import trace_quota
 from service.handlers.artifact_access import check_readable, expired, live_row, readable
-from service.handlers.trace_quota import TraceCharge
 from service.identity import Requester
 from service.store import artifacts as store
-from service.store import cursor, lineage
+from service.store import changes, cursor, lineage
 from service.store.types import AnyRow
 
 log = logging.getLogger(__name__)
@@ -120,10 +121,8 @@ async def _commit_and_place(
     )
     retention = parse_retention(applied_retention)
     expires_at = ctx.now + retention if retention is not None else None
-    quota = TraceCharge()
 
     async def commit(conn: AsyncConnection) -> RegisterArtifactOutput:
-        quota.reset()  # the writer may run a job again: only the committed run's charge counts
         if final.supersedes is not None:  # a twin that won meanwhile is already the successor: answer as it
             if (raced := await store.get(conn, final.id)) is not None:
                 return _already_registered(raced, manifest, requester)
@@ -131,11 +130,11 @@ async def _commit_and_place(
         if not await store.insert_artifact(conn, final, expires_at=expires_at, now=ctx.now):
             return await _lost_race(conn, final, manifest, requester)
         await lineage.record_inputs(conn, final)
-        await quota.take(conn, ctx, final)  # over the trace's quota: raises, and the row goes back out
+        await changes.record(conn, registered(final, ctx))  # before its quota warning, if it earns one
+        await trace_quota.charge(conn, ctx, final)  # over the quota: raises, and the row and its change go back out
         return _registration(final, new=True)
 
     async def place(output: RegisterArtifactOutput) -> None:
-        await quota.publish(ctx)
         if output.registered:
             ctx.services.faults.hit("after_commit")
             if not await files.place(upload, dest):
@@ -143,6 +142,20 @@ async def _commit_and_place(
 
     committed = await ctx.commit(commit, then=place)
     return committed
+
+
+def registered(manifest: ArtifactManifest, ctx: HandlerContext) -> dict[str, Any]:
+    """The ``artifact_registered`` change of a registration (or of a restore: the artifact is live again)."""
+    return changes.new_change(
+        ChangeKind.ARTIFACT_REGISTERED,
+        node=ctx.settings.node_name,
+        at=ctx.now,
+        visibility=manifest.visibility.value,
+        owner=manifest.owner,
+        trace_id=manifest.trace_id,
+        artifact_id=manifest.id,
+        version=manifest.version,
+    )
 
 
 async def _fail_tampered(ctx: HandlerContext, artifact_id: str, uri: str) -> None:

@@ -8,11 +8,13 @@ is treated as absent by every action from the moment it expires: a put takes its
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from contracts import (
     Aborted,
+    ChangeKind,
     DeleteMemoryOutput,
     DeleteMemoryParams,
     GetMemoryParams,
@@ -32,7 +34,7 @@ from service.core import paging
 from service.core.context import HandlerContext
 from service.core.recording import Committed
 from service.identity import Requester, can_read
-from service.store import cursor, memory_keys
+from service.store import changes, cursor, memory_keys
 from service.store import memory as store
 from service.store.types import AnyRow
 
@@ -137,10 +139,11 @@ async def put_memory(params: PutMemoryParams, ctx: HandlerContext) -> Committed[
         current = row.version if row is not None and live else 0
         if params.expected_version is not None and params.expected_version != current:
             raise conflict(current)
+        owner = row.owner if row is not None and live else requester.id
         if row is None:
             version = 1
             fresh = {"id": item_id, "ns_path": path, "ns_top": params.namespace[0], "key": params.key}
-            owned = {"owner": requester.id, "created_at": now, "version": version}
+            owned = {"owner": owner, "created_at": now, "version": version}
             if not await store.insert_item(conn, {**fresh, **owned, **values}):
                 raise Aborted("the item was written concurrently, retry", _where(params.namespace, params.key))
         else:
@@ -149,10 +152,14 @@ async def put_memory(params: PutMemoryParams, ctx: HandlerContext) -> Committed[
             version = current + 1
             owned = {"version": version}
             if not live:  # an expired item is gone: this put starts a new one, owned by its writer
-                owned.update(owner=requester.id, created_at=now)
+                owned.update(owner=owner, created_at=now)
             if not await store.update_item(conn, item_id, row.version, {**owned, **values}):
                 raise Aborted("the item was written concurrently, retry", _where(params.namespace, params.key))
         await store.replace_labels(conn, item_id, path, params.labels, had_labels=bool(row is not None and row.labels))
+        where = (params.namespace, params.key)
+        visibility = params.visibility.value
+        put = _change(ChangeKind.MEMORY_PUT, ctx, where, version, visibility, owner, requester.trace_id)
+        await changes.record(conn, put)
         return PutMemoryOutput(namespace=params.namespace, key=params.key, version=version, expires_at=expires_at)
 
     return await ctx.commit(job)
@@ -258,6 +265,34 @@ async def delete_memory(params: DeleteMemoryParams, ctx: HandlerContext) -> Comm
         if live and not _may_write(row, ctx.requester):
             raise _refuse_write(row, ctx.requester, params.namespace, params.key)
         await store.delete_item(conn, item_id)  # an expired row goes too: it is garbage either way
+        if live:  # an expired item was already gone for every reader: its removal tells nobody anything
+            where = (params.namespace, params.key)
+            gone = _change(ChangeKind.MEMORY_DELETED, ctx, where, row.version, row.visibility, row.owner, row.trace_id)
+            await changes.record(conn, gone)
         return DeleteMemoryOutput(namespace=params.namespace, key=params.key, deleted=live)
 
     return await ctx.commit(job)
+
+
+def _change(
+    kind: ChangeKind,
+    ctx: HandlerContext,
+    where: tuple[list[str], str],
+    version: int,
+    visibility: str,
+    owner: str | None,
+    trace_id: str | None,
+) -> dict[str, Any]:
+    """A memory item's change (``where``: its namespace and key), under the item's read rule after the change."""
+    namespace, key = where
+    return changes.new_change(
+        kind,
+        node=ctx.settings.node_name,
+        at=ctx.now,
+        visibility=visibility,
+        owner=owner,
+        trace_id=trace_id,
+        namespace=namespace,
+        key=key,
+        version=version,
+    )

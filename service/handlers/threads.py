@@ -37,6 +37,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from contracts import (
     Aborted,
+    ChangeKind,
     DeleteThreadOutput,
     DeleteThreadParams,
     FailedPrecondition,
@@ -64,7 +65,7 @@ from service.core.context import HandlerContext
 from service.core.recording import Committed
 from service.handlers.thread_save import Save, check_request
 from service.identity import Requester, can_read
-from service.store import cursor
+from service.store import changes, cursor
 from service.store import thread_history as history
 from service.store import threads as store
 from service.store.types import AnyRow
@@ -121,9 +122,27 @@ async def save_thread(params: SaveThreadParams, ctx: HandlerContext) -> Committe
                     "version": current,
                 },
             )
-        return await Save(params, now, row, created=created, restart=not live).apply(conn)
+        saved = await Save(params, now, row, created=created, restart=not live).apply(conn)
+        if created or saved.version != row.version:  # a save that changed nothing is no change
+            after = params.visibility.value if params.visibility is not None else row.visibility
+            await changes.record(conn, _change(ChangeKind.THREAD_SAVED, row, ctx, saved.version, after))
+        return saved
 
     return await ctx.commit(job)
+
+
+def _change(kind: ChangeKind, row: AnyRow, ctx: HandlerContext, version: int, visibility: str) -> dict[str, Any]:
+    """A thread's change: its read rule after the change (owner and trace are its first saver's, for good)."""
+    return changes.new_change(
+        kind,
+        node=ctx.settings.node_name,
+        at=ctx.now,
+        visibility=visibility,
+        owner=row.owner,
+        trace_id=row.trace_id,
+        thread_id=row.id,
+        version=version,
+    )
 
 
 # -- access ------------------------------------------------------------------------------------
@@ -270,6 +289,7 @@ async def delete_thread(params: DeleteThreadParams, ctx: HandlerContext) -> Comm
         await store.update_thread(
             conn, params.thread_id, {"deleted_at": now, "updated_at": now, "version": row.version + 1}
         )
+        await changes.record(conn, _change(ChangeKind.THREAD_DELETED, row, ctx, row.version + 1, row.visibility))
         return DeleteThreadOutput(thread_id=params.thread_id, deleted=True)
 
     return await ctx.commit(job)
@@ -313,6 +333,7 @@ async def restore_thread(params: RestoreThreadParams, ctx: HandlerContext) -> Co
             values = {"message_count": row.message_count + restored}
         version = row.version + 1
         await store.update_thread(conn, params.thread_id, {**values, "version": version, "updated_at": now})
+        await changes.record(conn, _change(ChangeKind.THREAD_SAVED, row, ctx, version, row.visibility))
         return RestoreThreadOutput(
             thread_id=params.thread_id,
             version=version,

@@ -3,79 +3,68 @@
 The charge runs in the registration's own job, after its row went in: a refusal raises there and rolls
 the row back with it (its savepoint, or its group that then runs again job by job, so no neighbour is
 lost), a twin or a lost race never reaches it, and a replay is answered from the inbox before any job
-runs. The count therefore moves exactly when an artifact commits. The warning is decided by the run of
-the job that committed and published after the commit; the usage row remembers that it was sent.
+runs. The count therefore moves exactly when an artifact commits. The warning is a change
+(``quota_warning``) recorded by the same job, so it commits (and is published from the outbox) exactly when
+the registration that earned it does; the usage row remembers that it was recorded.
 """
 
 from __future__ import annotations
 
-import logging
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from contracts import (
     Aborted,
     ArtifactManifest,
-    EventData,
+    ChangeKind,
     QuotaWarning,
     ResourceExhausted,
     TraceQuota,
     TraceQuotaDetails,
-    topology,
+    Visibility,
 )
 from service.core.context import HandlerContext
 from service.settings import Settings
-from service.store import quotas
+from service.store import changes, quotas
 from service.store.quotas import Limits, Usage
-
-log = logging.getLogger(__name__)
 
 
 def limits_of(settings: Settings) -> Limits:
     return Limits(max_artifacts=settings.trace_max_artifacts, max_bytes=settings.trace_max_bytes)
 
 
-class TraceCharge:
-    """One registration's charge. ``reset`` starts every run of its job: only the committed run's warning counts."""
+async def charge(conn: AsyncConnection, ctx: HandlerContext, manifest: ArtifactManifest) -> None:
+    """Count the new artifact into its trace; RESOURCE_EXHAUSTED (final) when that would exceed a limit.
 
-    __slots__ = ("warning",)
+    No limit set: a plain count, deferred to the group's end where the writer allows it.
+    """
+    limits = limits_of(ctx.settings)
+    if not limits.any:
+        await quotas.count(conn, manifest.trace_id, manifest.size_bytes)
+        return
+    charged = await quotas.charge(conn, manifest.trace_id, manifest.size_bytes, manifest.id, limits)
+    if not charged.taken:
+        raise refusal(manifest, limits, charged.usage)
+    if charged.warn:
+        earned = warning(manifest.trace_id, limits, charged.usage)
+        await changes.record(conn, warning_change(earned, manifest, ctx))
 
-    def __init__(self) -> None:
-        self.warning: QuotaWarning | None = None
 
-    def reset(self) -> None:
-        self.warning = None
-
-    async def take(self, conn: AsyncConnection, ctx: HandlerContext, manifest: ArtifactManifest) -> None:
-        """Count the new artifact into its trace; RESOURCE_EXHAUSTED (final) when that would exceed a limit.
-
-        No limit set: a plain count, deferred to the group's end where the writer allows it.
-        """
-        limits = limits_of(ctx.settings)
-        if not limits.any:
-            await quotas.count(conn, manifest.trace_id, manifest.size_bytes)
-            return
-        charged = await quotas.charge(conn, manifest.trace_id, manifest.size_bytes, manifest.id, limits)
-        if not charged.taken:
-            raise refusal(manifest, limits, charged.usage)
-        if charged.warn:
-            self.warning = warning(manifest.trace_id, limits, charged.usage)
-
-    async def publish(self, ctx: HandlerContext) -> None:
-        """After the commit: the warning this registration earned, if any (never raises: the commit stands)."""
-        if self.warning is None:
-            return
-        sink = ctx.services.events
-        if sink is None:  # no bus here (an import from the command line): the log says it instead
-            log.warning("no bus to publish on: %s", self.warning)
-            return
-        event = EventData(
-            event_type=topology.EVT_STORAGE_QUOTA_WARNING,
-            event_data=self.warning.model_dump(mode="json"),
-            severity="WARNING",
-            tags=[topology.NODE_TYPE, "quota"],
-        )
-        await sink(event, subject=self.warning.trace_id)
+def warning_change(earned: QuotaWarning, manifest: ArtifactManifest, ctx: HandlerContext) -> dict[str, Any]:
+    """The ``quota_warning`` change: read (``changes_since``) by the trace and the registration's owner."""
+    return changes.new_change(
+        ChangeKind.QUOTA_WARNING,
+        node=ctx.settings.node_name,
+        at=ctx.now,
+        visibility=Visibility.TRACE.value,
+        owner=manifest.owner,
+        trace_id=earned.trace_id,
+        quota=earned.quota.value,
+        limit=earned.limit,
+        usage=earned.usage,
+        threshold_percent=earned.threshold_percent,
+    )
 
 
 def refusal(manifest: ArtifactManifest, limits: Limits, usage: Usage) -> ResourceExhausted | Aborted:

@@ -17,6 +17,7 @@ from datetime import datetime
 from contracts import CleanupScope, Unimplemented, utc_now
 from service.core.context import HandlerContext, Services
 from service.maintenance.data_scopes import (
+    changes,
     expired_artifacts,
     expired_memory,
     expired_threads,
@@ -43,6 +44,7 @@ SCOPES: dict[CleanupScope, ScopeFn] = {
     CleanupScope.ORPHAN_FILES: orphan_files,
     CleanupScope.OLD_ORPHANS: old_orphans,
     CleanupScope.INBOX: inbox,
+    CleanupScope.CHANGES: changes,
 }
 """Every scope in the order of a full cleanup: missing files are repaired from temp/ before old temp files go,
 and before the scrubber reads a batch of the files that are there."""

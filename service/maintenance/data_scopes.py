@@ -1,5 +1,9 @@
 """Cleanup scopes over rows: expired artifacts and threads, purge of soft-deleted rows (artifact tombstones
-included), stale uploads, inbox."""
+included), stale uploads, inbox, the change log.
+
+Expiry and purges record no change event: an expired item is gone for every read from its ``expires_at``
+on (known in advance), so its removal here tells nobody anything, and a purged item's deletion was told
+when it was deleted."""
 
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ from contracts import StorageError
 from service.core.context import HandlerContext
 from service.maintenance.fileops import remove, retire
 from service.maintenance.limits import STALE_UPLOADING_AGE
+from service.store import changes as change_log
 from service.store import maintenance as q
 from service.store import memory as memory_store
 from service.store import threads as thread_store
@@ -139,6 +144,20 @@ async def inbox(ctx: HandlerContext) -> int:
 
     async def job(conn: AsyncConnection) -> int:
         return await q.purge_inbox_before(conn, cutoff, ctx.batch)
+
+    return await ctx.repeat(job)
+
+
+async def changes(ctx: HandlerContext) -> int:
+    """Changes older than ``STORAGE_CHANGES_RETENTION`` leave the log, oldest first, never one still waiting in
+    an outbox (nor any after it); the watermark rises with them, so an older ``changes_since`` cursor is told."""
+    cutoff = ctx.now - timedelta(seconds=ctx.settings.changes_retention_s)
+    if ctx.dry_run:
+        async with ctx.read() as conn:
+            return await change_log.count_purgeable(conn, cutoff, ctx.batch)
+
+    async def job(conn: AsyncConnection) -> int:
+        return await change_log.purge_before(conn, cutoff, ctx.batch)
 
     return await ctx.repeat(job)
 

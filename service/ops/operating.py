@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from service.ops import commandlog, telemetry
-from service.ops.events import StorageEvents
 from service.ops.metrics import Metrics
+from service.ops.outbox import OutboxPublisher
 from service.ops.registry import NodeRegistry
 
 if TYPE_CHECKING:
@@ -22,22 +22,23 @@ log = logging.getLogger(__name__)
 class Operations:
     metrics: Metrics | None = None
     registry: NodeRegistry | None = None
-    events: StorageEvents | None = None
-    """Storage events (``evt.storage.*``): installed on every worker."""
+    outbox: OutboxPublisher | None = None
+    """Change events (``evt.storage.*``) from the outbox: installed on every worker."""
     tracing: Tracing | None = None
 
 
 def install(worker: Worker) -> Operations:
     """Hook the enabled parts into the worker's lifecycle and outcome observers."""
     s = worker.settings
-    events = StorageEvents(worker)  # always: storage events are part of the contract, not an ops option
-    events.attach()
-    ops = Operations(events=events)
+    outbox = OutboxPublisher(worker)  # always: change events are part of the contract, not an ops option
+    outbox.attach()
+    ops = Operations(outbox=outbox)
     if s.command_log:
         worker.on_outcome.append(commandlog.log_outcome)
     if s.metrics_port is not None:
         ops.metrics = Metrics(worker)
         ops.metrics.attach()
+        outbox.expose(ops.metrics.registry)
     if s.node_registry:
         ops.registry = NodeRegistry(worker)
         ops.registry.attach()

@@ -326,3 +326,61 @@ class MemoryLabel(Base):
     ns_path: Mapped[str] = mapped_column(NamespacePath)
 
     __table_args__ = (Index(None, "key", "value", "ns_path", "item_id"),)
+
+
+# --- change events (issue 21): the change log, the outbox of unpublished changes, the purge watermark ---
+
+ChangeId = BigInteger().with_variant(Integer(), "sqlite")
+"""SQLite: ``INTEGER PRIMARY KEY`` (the rowid) with AUTOINCREMENT, so an id is never handed out twice, even
+after retention emptied the table; PostgreSQL: a BIGINT identity."""
+
+
+class ChangeRow(Base):
+    """One committed write, recorded in its own transaction: ``id`` is the change id, in commit order.
+
+    ``owner`` and ``visibility`` (with ``trace_id``) are what ``changes_since`` filters on, the read rule of
+    the changed object as it stood after the change (``read_rule``); ``owner`` is never published. Ids grow
+    in commit order on both databases (PostgreSQL: a group's changes go in under one advisory lock, right
+    before its commit; ``service.store.changes``), so a reader that saw id n has seen every change before it.
+    """
+
+    __tablename__ = "changes"
+
+    id: Mapped[int] = mapped_column(ChangeId, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    node: Mapped[str] = mapped_column(String(255))
+    occurred_at: Mapped[datetime]
+    trace_id: Mapped[str | None] = mapped_column(String(255))
+    visibility: Mapped[str] = mapped_column(String(16))
+    owner: Mapped[str | None] = mapped_column(String(255))
+    artifact_id: Mapped[str | None] = mapped_column(String(40))
+    thread_id: Mapped[str | None] = mapped_column(String(255))
+    ns_path: Mapped[str | None] = mapped_column(NamespacePath)
+    key: Mapped[str | None] = mapped_column(String(512))
+    version: Mapped[int | None] = mapped_column(BigInteger)
+    quota: Mapped[str | None] = mapped_column(String(16))
+    quota_limit: Mapped[int | None] = mapped_column(BigInteger)
+    usage: Mapped[int | None] = mapped_column(BigInteger)
+    threshold_percent: Mapped[int | None] = mapped_column(Integer)
+
+    __table_args__ = (Index(None, "trace_id", "id"), {"sqlite_autoincrement": True})
+
+
+class OutboxRow(Base):
+    """A change its node has not yet seen confirmed by the broker: published in id order, deleted once confirmed."""
+
+    __tablename__ = "outbox"
+
+    change_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    node: Mapped[str] = mapped_column(String(255))
+
+    __table_args__ = (Index(None, "node", "change_id"),)
+
+
+class ChangesPurged(Base):
+    """One row: every change with an id up to ``through`` may be gone (retention purges a prefix of the log)."""
+
+    __tablename__ = "changes_purged"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    through: Mapped[int] = mapped_column(BigInteger)

@@ -178,13 +178,15 @@ async def test_the_warning_is_published_once_when_the_trace_reaches_80_percent(
     assert event["subject"] == "trace-q"
     assert event["data"]["event_type"] == "evt.storage.quota_warning"
     assert event["data"]["severity"] == "WARNING"
-    assert event["data"]["event_data"] == {
+    warned = event["data"]["event_data"]
+    assert {key: warned[key] for key in ("trace_id", "quota", "limit", "usage", "threshold_percent")} == {
         "trace_id": "trace-q",
         "quota": "artifacts",
         "limit": 5,
         "usage": 4,
         "threshold_percent": 80,
-    }
+    }, "the fields of the warning as it was before it became a change"
+    assert warned["kind"] == "quota_warning" and event["id"] == str(warned["change_id"])
 
 
 async def test_a_replayed_envelope_is_not_counted_twice(workers: Workers, storage_root: Path) -> None:

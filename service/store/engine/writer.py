@@ -30,6 +30,7 @@ from typing import Any, TypeVar
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from contracts import StorageError, Unavailable
+from service.store.changes import PENDING, PendingChanges
 from service.store.engine.db import (
     is_conflict,
     is_lock_timeout,
@@ -96,6 +97,8 @@ class SingleWriter:
         self._postgres = engine.dialect.name == "postgresql"
         self._isolated = not self._postgres
         """Whether a group's jobs run in savepoints from the start (see the module's docstring)."""
+        self.changes_committed = 0
+        """Changes (``store.changes``) the committed groups recorded: the outbox publisher looks for news here."""
 
     @property
     def engine(self) -> AsyncEngine:
@@ -223,28 +226,40 @@ class SingleWriter:
         # PostgreSQL: how long a job may wait for another worker's row, set by the statement that begins the
         # group's transaction (no round trip of its own). Patient groups wait as long as it takes.
         lock_wait = f"SET LOCAL lock_timeout = {0 if patient else LOCK_WAIT_MS}" if self._postgres else None
-        async with group_transaction(conn, begin_with=lock_wait) as savepoints:
-            if not isolated:
-                return await self._all_or_nothing(batch, conn), deferred
-            for pending in batch:
-                savepoint = await savepoints.open()
-                try:
-                    result = await pending.job(conn)
-                except Exception as exc:
-                    await savepoint.rollback()
-                    if not patient and is_lock_timeout(exc):
-                        deferred.append(pending)  # a row another worker holds: step aside, do the rest first
-                        continue
-                    if translate_db_error(exc) is not None:
-                        raise
-                    outcomes.append((pending, False, translate_value_error(exc) or exc))
+        changes = conn.info[PENDING] = PendingChanges()
+        try:
+            async with group_transaction(conn, begin_with=lock_wait) as savepoints:
+                if not isolated:
+                    outcomes = await self._all_or_nothing(batch, conn, changes)
                 else:
-                    await savepoint.release()
-                    outcomes.append((pending, True, result))
+                    for pending in batch:
+                        mark = changes.mark()
+                        savepoint = await savepoints.open()
+                        try:
+                            result = await pending.job(conn)
+                        except Exception as exc:
+                            await savepoint.rollback()
+                            changes.drop_after(mark)  # its changes go with its effects
+                            if not patient and is_lock_timeout(exc):
+                                deferred.append(pending)  # a row another worker holds: step aside, do the rest first
+                                continue
+                            if translate_db_error(exc) is not None:
+                                raise
+                            outcomes.append((pending, False, translate_value_error(exc) or exc))
+                        else:
+                            await savepoint.release()
+                            outcomes.append((pending, True, result))
+                    await changes.flush(conn)
+        finally:
+            conn.info.pop(PENDING, None)
+        self.changes_committed += changes.flushed  # the group committed: its changes wait to be published
         return outcomes, deferred
 
-    async def _all_or_nothing(self, batch: list[_Pending], conn: AsyncConnection) -> list[tuple[_Pending, bool, Any]]:
-        """Every job, then the rows they deferred (``deferred.GroupRows``); any failure rolls all of it back."""
+    async def _all_or_nothing(
+        self, batch: list[_Pending], conn: AsyncConnection, changes: PendingChanges
+    ) -> list[tuple[_Pending, bool, Any]]:
+        """Every job, then the rows they deferred (``deferred.GroupRows``), then their changes (last: see
+        ``store.changes``); any failure rolls all of it back."""
         outcomes: list[tuple[_Pending, bool, Any]] = []
         if len(batch) > 1:  # one job's rows go in as they come: gathering them would only add the flush's cost
             conn.info[GROUP_ROWS] = GroupRows()
@@ -253,6 +268,7 @@ class SingleWriter:
                 outcomes.append((pending, True, await pending.job(conn)))
             if (rows := conn.info.get(GROUP_ROWS)) is not None:
                 await rows.flush(conn)
+            await changes.flush(conn)
         except Exception as exc:
             if translate_db_error(exc) is not None:
                 raise  # the database failed, or a conflict rolled the whole transaction back
