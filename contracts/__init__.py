@@ -20,6 +20,15 @@ from contracts.artifacts import (
     RestoreArtifactParams,
 )
 from contracts.changes import Change, ChangeKind, ChangesSinceOutput, ChangesSinceParams, kind_of_event
+from contracts.control import (
+    CONTROL_TYPE,
+    ControlData,
+    ControlEnvelope,
+    ControlScope,
+    control_bindings,
+    control_routing_key,
+    parse_control_key,
+)
 from contracts.envelope import (
     COMMAND_TYPE,
     ERROR_TYPE,
@@ -129,6 +138,7 @@ __all__ = [
     "ARTIFACT_ID_PATTERN",
     "CHECKSUM_PATTERN",
     "COMMAND_TYPE",
+    "CONTROL_TYPE",
     "ERROR_TYPE",
     "EVENT_TYPE",
     "MAX_LINEAGE_DEPTH",
@@ -158,6 +168,9 @@ __all__ = [
     "CloudEvent",
     "CommandData",
     "CommandEnvelope",
+    "ControlData",
+    "ControlEnvelope",
+    "ControlScope",
     "DataLoss",
     "DeadlineExceeded",
     "DeleteArtifactOutput",
@@ -236,10 +249,13 @@ __all__ = [
     "Unimplemented",
     "UtcDatetime",
     "Visibility",
+    "control_bindings",
+    "control_routing_key",
     "is_retryable",
     "kind_of_event",
     "make_command",
     "new_id",
+    "parse_control_key",
     "parse_retention",
     "topology",
     "utc_now",

@@ -51,6 +51,7 @@ class GetStatsOutput(Output):
     files: int
     inbox: int
     memory: dict[str, int] = Field(default_factory=dict, description="items per top-level namespace")
+    node: str | None = Field(default=None, description="the storage node that answered (a pool shares the counts)")
 
 
 class PingParams(Params):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from urllib.parse import unquote, urlsplit
 
 DEFAULT_AMQP_URL = "amqp://guest:guest@localhost:5672/"
@@ -30,6 +31,28 @@ PRIORITY_STORAGE_EVENT = 10
 def node_routing_key(node_name: str) -> str:
     """The routing key that addresses one storage node rather than any of them."""
     return f"cmd.storage.{node_name}"
+
+
+NODE_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,99}")
+RESERVED_NODE_NAMES = frozenset({"any", "all", NODE_TYPE})
+"""Words that already address more than one node: ``cmd.storage.any``, ``ctl.all.*`` and ``ctl.storage.*``."""
+
+
+def check_node_name(name: str) -> str:
+    """A node name is one routing-key word that addresses this node alone; anything else is a ValueError."""
+    if not NODE_NAME_PATTERN.fullmatch(name):
+        raise ValueError(
+            f"node name {name!r} must be 1-100 letters, digits, '-' or '_' (one word of a routing key), "
+            "starting with a letter or digit"
+        )
+    if name.lower() in RESERVED_NODE_NAMES:
+        raise ValueError(f"node name {name!r} is reserved: it addresses every storage node")
+    return name
+
+
+def node_queue_name(queue: str, node_name: str) -> str:
+    """The durable queue of one node's targeted commands (``cmd.storage.<node>``), beside the shared ``queue``."""
+    return f"{queue}.{node_name}"
 
 
 def dlx_name(exchange: str) -> str:

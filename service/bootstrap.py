@@ -17,6 +17,7 @@ from service.core.context import Services
 from service.files import FileStore
 from service.handlers import ACTIONS
 from service.maintenance import Maintenance
+from service.ops.control import ControlSignals
 from service.ops.operating import Operations, install
 from service.settings import Settings
 from service.store.engine.db import create_engine, is_sqlite, sqlite_path
@@ -95,6 +96,7 @@ class StorageNode(Worker):
 
     operations: Operations
     maintenance: Maintenance
+    control: ControlSignals
 
 
 def build_worker(settings: Settings | None = None) -> StorageNode:
@@ -106,6 +108,8 @@ def build_worker(settings: Settings | None = None) -> StorageNode:
     node.maintenance = Maintenance()
     node.on_started.append(lambda worker: node.maintenance.start(_services(worker)))
     node.on_stopping.append(lambda worker: node.maintenance.stop())
+    node.control = ControlSignals(node, node.maintenance)
+    node.control.attach()
     return node
 
 

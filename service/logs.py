@@ -31,6 +31,15 @@ def configure(level: str = "INFO", fmt: str = "text") -> None:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(level.upper())
+    set_level(level)
     logging.getLogger("aiormq").setLevel(logging.WARNING)
     logging.getLogger("aio_pika").setLevel(logging.WARNING)
+
+
+def set_level(level: str) -> bool:
+    """Set the root level (at start, and live on a CONTROL ``config`` signal); False for a name that is no level."""
+    try:
+        logging.getLogger().setLevel(level.upper())
+    except ValueError:
+        return False
+    return True

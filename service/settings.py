@@ -30,11 +30,22 @@ class Settings(BaseSettings):
     exchange: str = Field(default=topology.EXCHANGE, validation_alias=_env("STORAGE_EXCHANGE"))
     """The topic exchange of commands and node events; its dead-letter exchange is ``<exchange>.dlx``."""
     queue: str = Field(default=topology.COMMAND_QUEUE, validation_alias=_env("STORAGE_QUEUE"))
-    """The durable command queue (priorities 0-255, dead-lettered); every worker of a pool consumes the same one."""
+    """The durable command queue bound to ``cmd.storage.any`` (priorities 0-255, dead-lettered); every worker of a
+    pool consumes the same one. Each node also consumes its own ``<queue>.<node name>`` for ``cmd.storage.<node>``."""
     dlq: str = Field(default=topology.DLQ, validation_alias=_env("STORAGE_DLQ"))
     """Where refused messages end (oversize, not a command), bound to ``<exchange>.dlx``."""
+    queue_type: str = Field(
+        default="classic", pattern="^(classic|quorum)$", validation_alias=_env("STORAGE_QUEUE_TYPE")
+    )
+    """``classic``: the command queues keep priorities 0-255 and live on one broker node. ``quorum``: they (and
+    the dead-letter queue) are replicated over a RabbitMQ cluster and survive the loss of a node, without
+    priorities (RabbitMQ 3.10). A worker refuses to start against queues of the other type."""
+    delivery_limit: int = Field(default=20, ge=1, validation_alias=_env("STORAGE_DELIVERY_LIMIT"))
+    """Quorum queues only (``x-delivery-limit``): a command handed back to the queue this many times (a worker
+    died or lost its connection holding it) is dead-lettered at the next return instead of delivered again."""
     node_name: str = Field(default=topology.NODE_NAME, validation_alias=_env("STORAGE_NODE_NAME"))
-    """This worker's name: its routing key ``cmd.storage.<name>``, the target it answers, its registry events."""
+    """This worker's name, unique in a pool: its routing key ``cmd.storage.<name>`` and queue ``<queue>.<name>``,
+    the target it answers, its registry events and CONTROL signals (``ctl.<name>.*``)."""
     database_url: str = Field(default=DEFAULT_DATABASE_URL, validation_alias=_env("DATABASE_URL"))
     """SQLAlchemy async URL: SQLite for one worker, ``postgresql+asyncpg://...`` for production and pools."""
     storage_root: str = Field(default=DEFAULT_STORAGE_ROOT, validation_alias=_env("STORAGE_ROOT"))
@@ -116,6 +127,11 @@ class Settings(BaseSettings):
     )
     """``auto``: uvloop when installed, else asyncio."""
 
+    @field_validator("node_name")
+    @classmethod
+    def _check_node_name(cls, value: str) -> str:
+        return topology.check_node_name(value)
+
     @field_validator("admins", mode="before")
     @classmethod
     def _split_admins(cls, value: object) -> object:
@@ -134,6 +150,11 @@ class Settings(BaseSettings):
     @property
     def dlx(self) -> str:
         return topology.dlx_name(self.exchange)
+
+    @property
+    def node_queue(self) -> str:
+        """This node's own command queue: only ``cmd.storage.<node>`` reaches it, so only this node answers it."""
+        return topology.node_queue_name(self.queue, self.node_name)
 
     @property
     def routing_keys(self) -> tuple[str, str]:

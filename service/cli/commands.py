@@ -15,7 +15,15 @@ from typing import Any, Protocol
 from service.cli.importer import import_arguments, import_cmd
 from service.cli.maintenance import cleanup_arguments, cleanup_cmd, verify_arguments, verify_cmd
 from service.cli.top import top, top_arguments
-from service.cli.worker import health, health_arguments, migrate_arguments, migrate_cmd, run
+from service.cli.worker import (
+    health,
+    health_arguments,
+    migrate_arguments,
+    migrate_cmd,
+    run,
+    signal_arguments,
+    signal_cmd,
+)
 from service.settings import Settings
 from service.startup import ALL_STAGES, STORES, Stage
 
@@ -42,6 +50,11 @@ COMMANDS: dict[str, Subcommand] = {
         checks=(Stage.DATABASE,),
     ),
     "health": Subcommand("send ping over the bus; exit 0 when answered in time", health, health_arguments),
+    "signal": Subcommand(
+        "send a CONTROL signal (pause, resume, shutdown, config, stop) to a node, all storage nodes or all nodes",
+        signal_cmd,
+        signal_arguments,
+    ),
     "cleanup": Subcommand(
         "run the cleanup scopes once, here (with SQLite: only while no worker runs)",
         cleanup_cmd,

@@ -45,4 +45,5 @@ async def get_stats(params: GetStatsParams, ctx: HandlerContext) -> GetStatsOutp
         files=files,
         inbox=inbox_count,
         memory=memory,
+        node=ctx.settings.node_name,
     )

@@ -14,7 +14,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime
 
-from contracts import CleanupScope, Unimplemented, utc_now
+from contracts import Cancelled, CleanupScope, Unimplemented, utc_now
 from service.core.context import HandlerContext, Services
 from service.maintenance.data_scopes import (
     changes,
@@ -50,6 +50,19 @@ SCOPES: dict[CleanupScope, ScopeFn] = {
 and before the scrubber reads a batch of the files that are there."""
 
 _RUNNING = asyncio.Lock()
+_RUNS: set[asyncio.Task[None]] = set()
+"""The scopes of the cleanup running now in this process (at most one): what ``stop_cleanups`` cancels."""
+
+
+def stop_cleanups() -> int:
+    """Cancel the running cleanup (a CONTROL ``stop``): the batch in the writer commits, the rest is not done.
+
+    Returns how many were running (0 or 1). The caller of that cleanup gets CANCELLED with what it did.
+    """
+    running = [run for run in _RUNS if not run.done()]
+    for run in running:
+        run.cancel()
+    return len(running)
 
 
 async def run_cleanup(
@@ -78,18 +91,36 @@ async def run_cleanup(
     counts: dict[str, int] = {}
     async with _RUNNING:
         ctx = HandlerContext(services, now=now or utc_now(), dry_run=dry_run)
-        for scope in chosen:
-            started = time.monotonic()
-            counts[scope.value] = count = await SCOPES[scope](ctx)
-            if count:
-                log.info(
-                    "cleanup %s: %s %d in %.2fs",
-                    scope.value,
-                    "would handle" if dry_run else "handled",
-                    count,
-                    time.monotonic() - started,
-                )
-                if not dry_run:
-                    for observer in services.on_cleanup:
-                        observer(scope.value, count)
+        run = asyncio.create_task(_run_scopes(ctx, chosen, counts), name="storage-cleanup")
+        _RUNS.add(run)
+        try:
+            await run
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():  # the caller itself is cancelled, not stopped
+                raise
+            log.warning("cleanup stopped by a CONTROL signal after %s", counts or "no scope")
+            raise Cancelled(
+                "cleanup stopped by a CONTROL stop signal; what it had done stays done",
+                {"counts": counts, "stopped": [s.value for s in chosen if s.value not in counts]},
+            ) from None
+        finally:
+            _RUNS.discard(run)
     return counts
+
+
+async def _run_scopes(ctx: HandlerContext, chosen: list[CleanupScope], counts: dict[str, int]) -> None:
+    for scope in chosen:
+        started = time.monotonic()
+        counts[scope.value] = count = await SCOPES[scope](ctx)
+        if count:
+            log.info(
+                "cleanup %s: %s %d in %.2fs",
+                scope.value,
+                "would handle" if ctx.dry_run else "handled",
+                count,
+                time.monotonic() - started,
+            )
+            if not ctx.dry_run:
+                for observer in ctx.services.on_cleanup:
+                    observer(scope.value, count)

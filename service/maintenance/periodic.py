@@ -29,12 +29,15 @@ class Maintenance:
         """Notified after every periodic run, so a caller can wait for the next one instead of sleeping."""
         self.recovered: dict[str, int] | None = None
         """What startup recovery did."""
+        self._rescheduled = asyncio.Event()
 
     async def start(self, services: Services) -> None:
         self.recovered = await recover(services)
-        interval = services.settings.cleanup_interval_s
-        if interval > 0:
-            self._task = asyncio.create_task(self._every(services, interval), name="storage-periodic-cleanup")
+        self._task = asyncio.create_task(self._every(services), name="storage-periodic-cleanup")
+
+    def reschedule(self) -> None:
+        """The interval changed (a CONTROL ``config`` signal): the timer starts over with the new one."""
+        self._rescheduled.set()
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -43,9 +46,17 @@ class Maintenance:
                 await self._task
             self._task = None
 
-    async def _every(self, services: Services, interval_s: float) -> None:
+    async def _every(self, services: Services) -> None:
+        """Every ``cleanup_interval_s`` (read anew after each run or change; 0: wait for a change)."""
         while True:
-            await asyncio.sleep(interval_s)
+            interval_s = services.settings.cleanup_interval_s
+            self._rescheduled.clear()
+            try:
+                async with asyncio.timeout(interval_s if interval_s > 0 else None):
+                    await self._rescheduled.wait()
+                continue
+            except TimeoutError:
+                pass
             try:
                 self.last_counts = await run_cleanup(services)
             except StorageError as exc:

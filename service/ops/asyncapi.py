@@ -17,19 +17,22 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from faststream.rabbit import RabbitBroker
+from faststream.rabbit import RabbitBroker, RabbitQueue
 from faststream.specification import AsyncAPI
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from contracts import (
     ACTIONS,
+    Change,
+    ChangeKind,
     CommandEnvelope,
+    ControlEnvelope,
     ErrorCode,
     ErrorEnvelope,
     EventEnvelope,
-    QuotaWarning,
     ResultEnvelope,
+    control_bindings,
     topology,
 )
 from service import __version__
@@ -39,8 +42,26 @@ from service.transport import topology as declared
 
 DOCUMENT = Path(__file__).resolve().parents[2] / "docs" / "asyncapi.json"
 COMMANDS = "storage commands"
+NODE_COMMANDS = "node commands"
+CONTROL = "control signals"
 REPLIES = "replies"
 _REGISTRY = "MindBus node registry: "
+_CHANGE = (
+    "change event from the outbox, after the commit, with publisher confirms (at least once: drop an envelope id "
+    "seen before; id = event_data.change_id, in commit order per node): "
+)
+_CHANGES = {
+    ChangeKind.ARTIFACT_REGISTERED: "an artifact was registered, or restored by an admin; subject is its id",
+    ChangeKind.ARTIFACT_DELETED: "an admin deleted an artifact (a tombstone); subject is its id",
+    ChangeKind.THREAD_SAVED: "a save or restore changed a thread (version after it); subject is its id",
+    ChangeKind.THREAD_DELETED: "a thread was deleted; subject is its id",
+    ChangeKind.MEMORY_PUT: "a memory item was put (version after it); subject is <namespace parts>/<key>",
+    ChangeKind.MEMORY_DELETED: "a live memory item was deleted; subject is <namespace parts>/<key>",
+    ChangeKind.QUOTA_WARNING: (
+        "a registration took its trace to 80% of STORAGE_TRACE_MAX_ARTIFACTS or STORAGE_TRACE_MAX_BYTES: once "
+        "per trace, in the registration's commit; subject is the trace id, severity WARNING"
+    ),
+}
 EVENTS: dict[str, tuple[type[BaseModel], int, str]] = {
     topology.EVT_NODE_REGISTERED: (
         NodePassport,
@@ -57,12 +78,7 @@ EVENTS: dict[str, tuple[type[BaseModel], int, str]] = {
         topology.PRIORITY_NODE_LIFECYCLE,
         _REGISTRY + "graceful stop (SIGTERM)",
     ),
-    topology.EVT_STORAGE_QUOTA_WARNING: (
-        QuotaWarning,
-        topology.PRIORITY_STORAGE_EVENT,
-        "a registration took its trace to 80% of STORAGE_TRACE_MAX_ARTIFACTS or STORAGE_TRACE_MAX_BYTES: "
-        "once per trace, after the commit; subject is the trace id, severity WARNING",
-    ),
+    **{kind.routing_key: (Change, topology.PRIORITY_STORAGE_EVENT, _CHANGE + when) for kind, when in _CHANGES.items()},
 }
 _REF = "#/components/schemas/{model}"
 
@@ -86,7 +102,7 @@ def _with_data(envelope: str, data: dict[str, Any]) -> dict[str, Any]:
 
 
 def _schemas() -> dict[str, Any]:
-    models: list[type[BaseModel]] = [CommandEnvelope, ResultEnvelope, ErrorEnvelope, EventEnvelope]
+    models: list[type[BaseModel]] = [CommandEnvelope, ResultEnvelope, ErrorEnvelope, EventEnvelope, ControlEnvelope]
     for spec in ACTIONS.values():
         models += [spec.params, spec.output]
     models += [model for model, _, _ in EVENTS.values()]
@@ -152,8 +168,22 @@ def _event_message(event_type: str, model: type[BaseModel]) -> dict[str, Any]:
 def _app_document(settings: Settings) -> dict[str, Any]:
     """What FastStream generates from the worker's broker, with the publishers the worker uses declared."""
     broker = RabbitBroker(settings.amqp_url, app_id=f"mindbus-storage/{settings.node_name}", logger=None)
+    broker.subscriber(declared.command_queue(settings), declared.exchange(settings), no_reply=True, title=COMMANDS)
     broker.subscriber(
-        declared.command_queue(settings), declared.exchange(settings), no_reply=True, title="storage commands"
+        declared.node_queue(settings),
+        declared.exchange(settings),
+        no_reply=True,
+        title=NODE_COMMANDS,
+        description="Commands addressed to this node alone (cmd.storage.<node name>): the same messages and replies",
+    )
+    bindings = ", ".join(control_bindings(settings.node_name))
+    broker.subscriber(
+        RabbitQueue(f"{settings.node_queue}.control.<random>", exclusive=True, auto_delete=True, routing_key="ctl.#"),
+        declared.exchange(settings),
+        no_reply=True,
+        title=CONTROL,
+        description=f"CONTROL signals ctl.<target>.<pause|resume|shutdown|config|stop>, type ai.team.control, "
+        f"priority 255, bound as {bindings}: obeyed only from an admin broker user_id, never answered",
     )
     broker.publisher(
         routing_key="{reply_to}",
@@ -183,9 +213,10 @@ def _app_document(settings: Settings) -> dict[str, Any]:
         description=(
             "COMMAND CloudEvents in, RESULT/ERROR CloudEvents out, node registry and storage events on the main "
             "exchange. "
-            f"The command queue `{settings.queue}` is bound to `{settings.routing_keys[0]}` and "
-            f"`cmd.storage.<node name>` (default `{settings.routing_keys[1]}`), priority 0-{topology.MAX_PRIORITY}, "
-            f"dead-lettered to `{settings.dlx}` -> `{settings.dlq}`."
+            f"The shared command queue `{settings.queue}` is bound to `{settings.routing_keys[0]}`; each node's own "
+            f"queue `<queue>.<node name>` (default `{settings.node_queue}`) to `cmd.storage.<node name>` (default "
+            f"`{settings.routing_keys[1]}`); priority 0-{topology.MAX_PRIORITY}, "
+            f"dead-lettered to `{settings.dlx}` -> `{settings.dlq}`. CONTROL signals `ctl.{{all,storage,<node>}}.*`."
         ),
         schema_version="3.0.0",
     )
@@ -205,6 +236,12 @@ def build(settings: Settings | None = None) -> dict[str, Any]:
         messages[f"reply.{name}"] = message
     for event_type, (model, _, _) in EVENTS.items():
         messages[event_type] = _event_message(event_type, model)
+    messages["control"] = {
+        "name": "control",
+        "title": "CONTROL signal",
+        "contentType": "application/json",
+        "payload": _ref("ControlEnvelope"),
+    }
     components["messages"] = messages
     components["schemas"] = _schemas()
 
@@ -212,6 +249,8 @@ def build(settings: Settings | None = None) -> dict[str, Any]:
     channels[COMMANDS]["messages"] = {
         f"command.{n}": {"$ref": _pointer("components", "messages", f"command.{n}")} for n in commands
     }
+    channels[NODE_COMMANDS]["messages"] = channels[COMMANDS]["messages"]
+    channels[CONTROL]["messages"] = {"control": {"$ref": _pointer("components", "messages", "control")}}
     channels[REPLIES]["address"] = None
     channels[REPLIES]["messages"] = {
         f"reply.{n}": {"$ref": _pointer("components", "messages", f"reply.{n}")} for n in replies
@@ -228,6 +267,11 @@ def build(settings: Settings | None = None) -> dict[str, Any]:
         "channel": {"$ref": _pointer("channels", REPLIES)},
         "messages": [{"$ref": _pointer("channels", REPLIES, "messages", m)} for m in channels[REPLIES]["messages"]],
     }
+    operations[NODE_COMMANDS]["messages"] = [
+        {"$ref": _pointer("channels", NODE_COMMANDS, "messages", m)} for m in channels[NODE_COMMANDS]["messages"]
+    ]
+    operations[NODE_COMMANDS]["reply"] = operations[COMMANDS]["reply"]
+    operations[CONTROL]["messages"] = [{"$ref": _pointer("channels", CONTROL, "messages", "control")}]
     operations[REPLIES]["messages"] = operations[COMMANDS]["reply"]["messages"]
     for event_type in EVENTS:
         operations[event_type]["messages"] = [{"$ref": _pointer("channels", event_type, "messages", event_type)}]

@@ -1,4 +1,4 @@
-"""The health check: a ping over the bus, as an agent would send it."""
+"""Over the bus as an operator: the health check (a ping, as an agent would send it) and CONTROL signals."""
 
 from __future__ import annotations
 
@@ -6,7 +6,16 @@ import asyncio
 
 import aio_pika
 
-from contracts import make_command, topology
+from contracts import (
+    CONTROL_TYPE,
+    ControlData,
+    ControlEnvelope,
+    ControlScope,
+    control_routing_key,
+    make_command,
+    topology,
+)
+from contracts.control import PRIORITY_CONTROL
 from service.settings import Settings
 
 
@@ -46,3 +55,26 @@ async def ping_over_bus(settings: Settings, *, timeout_s: float) -> tuple[bool, 
         return False, f"unhealthy: {exc}"
     finally:
         await conn.close()
+
+
+async def send_signal(settings: Settings, target: str, scope: ControlScope, reason: str | None) -> str:
+    """Publish one CONTROL signal as the broker user of ``AMQP_URL`` (its ``user_id``, which the broker checks),
+    with a publisher confirm; the routing key it went out with. Whether it is obeyed is the nodes' call."""
+    sender = topology.broker_user(settings.amqp_url)
+    envelope = ControlEnvelope(source=f"storage-worker-signal/{sender}", data=ControlData(reason=reason))
+    key = control_routing_key(target, scope)
+    async with await aio_pika.connect(settings.amqp_url) as conn:
+        channel = await conn.channel(publisher_confirms=True)
+        exchange = await channel.get_exchange(settings.exchange, ensure=True)
+        await exchange.publish(
+            aio_pika.Message(
+                envelope.to_json_bytes(),
+                message_id=envelope.id,
+                type=CONTROL_TYPE,
+                priority=PRIORITY_CONTROL,
+                content_type="application/json",
+                user_id=sender,
+            ),
+            routing_key=key,
+        )
+    return key

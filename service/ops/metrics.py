@@ -148,11 +148,16 @@ class Metrics:
         return generate_latest(self.registry)
 
     async def health(self) -> tuple[int, dict[str, object]]:
-        """200 with ``status: ok`` when both the database and the broker answer, else 503."""
+        """200 with ``status: ok`` when both the database and the broker answer, else 503.
+
+        A paused node (CONTROL ``pause``) is healthy, so 200, with ``status: paused``: restarting it would
+        undo what the operator asked for.
+        """
         checks = await self.probe()
         ok = all(checks.values())
         body: dict[str, object] = {
-            "status": "ok" if ok else "unavailable",
+            "status": ("paused" if self.worker.paused else "ok") if ok else "unavailable",
+            "paused": self.worker.paused,
             "node": self.worker.settings.node_name,
             "version": __version__,
             **checks,

@@ -50,6 +50,9 @@ class NodePassport(BaseModel):
     actions: list[str]
     exchange: str
     queue: str
+    """The shared command queue (``cmd.storage.any``)."""
+    node_queue: str
+    """This node's own command queue (``cmd.storage.<node>``)."""
     routing_keys: list[str]
     dead_letter_queue: str
     max_priority: int
@@ -67,7 +70,8 @@ class NodeLoad(BaseModel):
     node_id: str
     node_type: str
     version: str
-    status: Literal["ready", "stopping"]
+    status: Literal["ready", "paused", "stopping"]
+    """``paused``: a CONTROL ``pause`` signal stopped it taking commands until ``resume``."""
     current_tasks: int
     total_tasks: int
     failed_tasks: int
@@ -125,6 +129,7 @@ class NodeRegistry:
             actions=sorted(self.worker.actions),
             exchange=s.exchange,
             queue=s.queue,
+            node_queue=s.node_queue,
             routing_keys=list(s.routing_keys),
             dead_letter_queue=s.dlq,
             max_priority=topology.MAX_PRIORITY,
@@ -141,7 +146,7 @@ class NodeRegistry:
             node_id=self.settings.node_name,
             node_type=topology.NODE_TYPE,
             version=__version__,
-            status="ready",
+            status="paused" if self.worker.paused else "ready",
             current_tasks=self.worker.in_flight,
             total_tasks=self.total_tasks,
             failed_tasks=self.failed_tasks,

@@ -1,4 +1,5 @@
-"""The worker's transport: one consumer of the command queue, the reply publish, settling, start and graceful stop.
+"""The worker's transport: consumers of the shared and the node's command queue, the reply publish, settling,
+start, pause and graceful stop.
 
 One delivery path: an aio-pika consumer on the FastStream broker's connection and channel. FastStream's
 per-message path (context scopes, middleware stack, parser, call wrappers) cost about as much as the broker
@@ -74,8 +75,12 @@ class Worker:
             apply_types=False,
         )
         self._app_id = f"mindbus-storage/{s.node_name}"
-        self._queue: AbstractQueue | None = None
-        self._consumer_tag: str | None = None
+        self._consumers: list[tuple[AbstractQueue, str]] = []
+        """The command queues consumed now, with their consumer tags (none while paused or stopped)."""
+        self.paused = False
+        """Paused by a CONTROL signal: consuming nothing until resumed (heartbeats and /healthz say so)."""
+        self.stop_requested = asyncio.Event()
+        """Set to ask the process running this worker for a graceful stop, as SIGTERM does."""
         self._acks = BulkAcks()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -106,11 +111,33 @@ class Worker:
         await self.broker.connect()
         await topology.declare(self.broker, s)
         await self.broker.start()
-        self._queue = await self.broker.declare_queue(topology.command_queue(s))
-        self._consumer_tag = await self._queue.consume(self._on_delivery)
+        await self._consume()
         for hook in self.on_consuming:
             await hook(self)
-        log.info("storage worker %s consuming %s on %s", s.node_name, s.queue, s.exchange)
+        log.info("storage worker %s consuming %s and %s on %s", s.node_name, s.queue, s.node_queue, s.exchange)
+
+    async def _consume(self) -> None:
+        for declared in (topology.command_queue(self.settings), topology.node_queue(self.settings)):
+            queue = await self.broker.declare_queue(declared)
+            self._consumers.append((queue, await queue.consume(self._on_delivery)))
+
+    async def pause(self) -> bool:
+        """Stop taking commands; the ones in flight finish (within the shutdown grace). False if already paused."""
+        if self.paused or not self._consumers:
+            return False
+        self.paused = True
+        await self._cancel_consumer()
+        log.info("storage worker %s paused: taking no commands", self.settings.node_name)
+        return True
+
+    async def resume(self) -> bool:
+        """Take commands again after ``pause``. False if not paused."""
+        if not self.paused:
+            return False
+        await self._consume()
+        self.paused = False
+        log.info("storage worker %s resumed", self.settings.node_name)
+        return True
 
     async def stop(self) -> None:
         """Stop taking messages, finish in-flight ones (up to the shutdown grace), then close the stores."""
@@ -125,18 +152,19 @@ class Worker:
         log.info("storage worker %s stopped", self.settings.node_name)
 
     async def _cancel_consumer(self) -> None:
-        """Tell the broker to stop delivering, then wait until every delivery it sent has been settled.
+        """Tell the broker to stop delivering from every queue, then wait until each delivery it sent has settled.
 
         Deliveries the broker sent before cancel-ok still reach the consumer after it; the worker waits
         until none has arrived for ``DELIVERY_QUIET_S`` and none is running, within the shutdown grace.
         Settled here, none comes back redelivered when the connection closes.
         """
-        queue, tag = self._queue, self._consumer_tag
-        self._consumer_tag = None
-        if queue is None or tag is None or queue.channel.is_closed:
+        consumers, self._consumers = self._consumers, []
+        live = [(queue, tag) for queue, tag in consumers if not queue.channel.is_closed]
+        if not live:
             return
         try:
-            await queue.cancel(tag)
+            for queue, tag in live:
+                await queue.cancel(tag)
         except Exception as exc:  # the channel is going away anyway; the broker's stop closes it
             log.warning("cancelling the consumer failed: %s", exc)
             return

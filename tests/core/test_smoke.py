@@ -63,6 +63,7 @@ async def test_every_served_action_has_a_handler(bus: Bus, storage_root: Path) -
         "list_namespaces": {},
         "delete_memory": item,
         "cleanup": {"dry_run": True},
+        "changes_since": {},
     }
     assert set(minimal) == set(ACTIONS), "give each action of the contract its minimal params here"
     answers = {action: await bus.call(action, params, amqp=ADMIN_AMQP) for action, params in minimal.items()}

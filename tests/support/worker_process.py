@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from contracts import topology
 from tests.support.broker import broker_user
 
 READY_MARK = " consuming "
@@ -75,6 +76,7 @@ class WorkerProcess:
         self.folder = folder
         self.amqp_url, self.exchange = env["AMQP_URL"], env["STORAGE_EXCHANGE"]
         self.queue, self.dlq = env["STORAGE_QUEUE"], env["STORAGE_DLQ"]
+        self.node_name = env.get("STORAGE_NODE_NAME", topology.NODE_NAME)
         self.runs: list[Run] = []
         self._proc: asyncio.subprocess.Process | None = None
         self._reader: asyncio.Task[None] | None = None

@@ -50,13 +50,16 @@ class Declared(Protocol):
     def queue(self) -> str: ...
     @property
     def dlq(self) -> str: ...
+    @property
+    def node_name(self) -> str: ...
 
 
 async def delete_topology(declared: Declared) -> None:
     """Remove a test worker's queues and exchanges from the shared broker."""
     async with await aio_pika.connect(declared.amqp_url) as conn:
         channel = await conn.channel()
-        for queue in (declared.queue, declared.dlq):
+        own = topology.node_queue_name(declared.queue, declared.node_name)
+        for queue in (declared.queue, own, declared.dlq):
             await channel.queue_delete(queue)
         for exchange in (declared.exchange, topology.dlx_name(declared.exchange)):
             await channel.exchange_delete(exchange)
