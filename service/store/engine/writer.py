@@ -11,6 +11,10 @@ first runs all or nothing, its inbox rows and labels sent together at its end (`
 when a job fails (rare: a refusal found in the database, a row another worker holds, a twin command) is
 it rolled back and run again job by job, each in a savepoint.
 
+The changes jobs record (``store.changes``: the change log and its outbox) wait in the group and go in as
+its last statements, right before the commit: a job rolled back to its savepoint drops its changes with its
+effects, and on PostgreSQL the lock that orders changes across workers is held for one INSERT and the commit.
+
 With several workers on PostgreSQL two batches can wait on each other's rows (a deadlock); the database
 then rolls one back and the writer runs that batch again, in halves. A job may therefore run more than
 once before its transaction commits: it must keep its effects inside the connection (what it returns is
