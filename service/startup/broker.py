@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from urllib.parse import unquote, urlsplit
 
 from service.settings import Settings
@@ -9,6 +10,10 @@ from service.startup.codes import Exit, Stage, StartupError, caused, safe_url, u
 from service.startup.probes import quiet
 
 BROKER_TIMEOUT_S = 15.0
+INEQUIVALENT = re.compile(r"inequivalent arg '(?P<arg>[^']+)' for queue '(?P<queue>[^']*)'[^:]*: (?P<detail>.*)")
+"""RabbitMQ's PRECONDITION_FAILED text when a queue is redeclared with other arguments than it has."""
+CURRENT_TYPE = re.compile(r"current is (?:none|(?:the value )?'(?P<type>[\w-]+)')")
+QUEUE_TYPES_DOC = 'docs/operating.md, "Classic or quorum command queues"'
 
 
 async def check_broker(settings: Settings, *, debug: bool = False) -> None:
@@ -60,4 +65,43 @@ def broker_error(exc: BaseException, url: str) -> StartupError | None:
             "is it running? check the host and port in AMQP_URL",
             Exit.BROKER_UNREACHABLE,
         )
+    return None
+
+
+def queue_mismatch(exc: BaseException, settings: Settings) -> StartupError | None:
+    """A queue the worker declares exists with other arguments (RabbitMQ's PRECONDITION_FAILED), or None.
+
+    Mostly a classic queue met by ``STORAGE_QUEUE_TYPE=quorum`` or the other way round: a queue's type and
+    arguments never change once declared, so the start cannot go on and the line says which setting to fix.
+    """
+    from aio_pika.exceptions import ChannelPreconditionFailed
+
+    found = INEQUIVALENT.search(str(exc)) if isinstance(exc, ChannelPreconditionFailed) else None
+    if found is None:
+        return None
+    arg, queue, detail = found["arg"], found["queue"], found["detail"].strip()
+    wanted = settings.queue_type
+    existing = _existing_type(arg, detail, wanted)
+    if existing is not None and existing != wanted:
+        what = f"it is a {existing} queue, but STORAGE_QUEUE_TYPE={wanted} declares a {wanted} one"
+        hint = f"set STORAGE_QUEUE_TYPE={existing}, or move the queues to {wanted}: {QUEUE_TYPES_DOC}"
+    elif arg == "x-delivery-limit":
+        what = f"its delivery limit is not STORAGE_DELIVERY_LIMIT={settings.delivery_limit} ({detail})"
+        hint = f"set STORAGE_DELIVERY_LIMIT to the queue's; a queue's arguments never change: {QUEUE_TYPES_DOC}"
+    else:
+        what = f"it exists with other arguments than this worker declares ({arg}: {detail})"
+        hint = f"a queue's arguments never change: delete it once empty, or name another: {QUEUE_TYPES_DOC}"
+    return caused(exc, Stage.BROKER, f'RabbitMQ refused to declare queue "{queue}": {what}', hint, Exit.BROKER_QUEUE)
+
+
+def _existing_type(arg: str, detail: str, wanted: str) -> str | None:
+    """The type of the queue on the broker, when the differing argument tells it.
+
+    The worker names the type (``x-queue-type``), so that argument differs first; a classic queue declared
+    without a type (by hand, or by an older tool) differs first in ``x-max-priority`` from a quorum one.
+    """
+    if arg == "x-queue-type" and (current := CURRENT_TYPE.search(detail)) is not None:
+        return current["type"] or "classic"
+    if arg == "x-max-priority" and wanted == "quorum":
+        return "classic"
     return None

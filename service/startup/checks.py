@@ -7,7 +7,7 @@ import errno
 from collections.abc import Awaitable, Callable, Sequence
 
 from service.settings import Settings
-from service.startup.broker import broker_error, check_broker
+from service.startup.broker import broker_error, check_broker, queue_mismatch
 from service.startup.codes import ALL_STAGES, Exit, Stage, StartupError, caused
 from service.startup.database import check_database, database_error
 from service.startup.ports import check_ports, port_error
@@ -45,7 +45,7 @@ def explain(exc: BaseException, settings: Settings) -> StartupError | None:
     from aio_pika.exceptions import AMQPError
 
     if isinstance(exc, AMQPError):
-        return broker_error(exc, settings.amqp_url)
+        return queue_mismatch(exc, settings) or broker_error(exc, settings.amqp_url)
     if (found := storage_error(exc, settings.storage_root, checking=False)) is not None:
         return found
     if settings.metrics_port is not None and isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE:

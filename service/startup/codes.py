@@ -24,6 +24,7 @@ code  stage     meaning
 16    broker    RabbitMQ refused the user or password
 17    broker    RabbitMQ refused to open the virtual host (missing, or no access)
 18    ports     the metrics port is in use or may not be bound
+19    broker    a queue the worker declares exists with other arguments (``STORAGE_QUEUE_TYPE``)
 ====  ========  ============================================================================
 """
 
@@ -70,6 +71,7 @@ class Exit(IntEnum):
     BROKER_AUTH = 16
     BROKER_VHOST = 17
     PORT_UNAVAILABLE = 18
+    BROKER_QUEUE = 19
 
 
 class StartupError(Exception):

@@ -21,13 +21,17 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
+from faststream.rabbit import RabbitBroker
 
+from service.settings import Settings
 from service.startup import Exit
 from service.store.engine import schema
 from service.store.engine.db import create_engine
+from service.transport import topology as declared
 from tests.support.databases import PG_ADMIN_DSN
 from tests.support.legacy_dir import build
 from tests.support.requirements import missing
+from tests.support.workers import delete_topology
 
 START_TIMEOUT_S = 90
 PG_SERVER = urlsplit(PG_ADMIN_DSN).netloc
@@ -295,6 +299,32 @@ def test_a_missing_virtual_host_is_one_line(tmp_path: Path, amqp_url: str) -> No
     missing = urlunsplit(urlsplit(amqp_url)._replace(path=f"/{vhost}"))
     outcome = storage_worker("run", env=environment(tmp_path, AMQP_URL=missing), cwd=tmp_path)
     assert_one_line(outcome, Exit.BROKER_VHOST, "broker", f'virtual host "{vhost}"')
+
+
+@pytest.mark.parametrize(("existing", "wanted"), [("classic", "quorum"), ("quorum", "classic")])
+async def test_queues_of_the_other_type_are_one_line(tmp_path: Path, amqp_url: str, existing: str, wanted: str) -> None:
+    """The queues were declared by workers of the other ``STORAGE_QUEUE_TYPE``: RabbitMQ refuses to redeclare
+    them, and the start stops with exit 19, naming the queue, its type and the setting."""
+    env = environment(tmp_path, AMQP_URL=amqp_url, STORAGE_QUEUE_TYPE=existing, STORAGE_MIGRATE_ON_START="true")
+    before = Settings(_env_file=None, **{k.lower(): v for k, v in env.items() if k.startswith(("STORAGE_", "AMQP"))})
+    broker = RabbitBroker(amqp_url, logger=None)
+    await broker.connect()
+    try:
+        await declared.declare(broker, before)
+    finally:
+        await broker.stop()
+    try:
+        env["STORAGE_QUEUE_TYPE"] = wanted
+        outcome = await asyncio.to_thread(storage_worker, "run", env=env, cwd=tmp_path)
+    finally:
+        await delete_topology(before)
+    assert outcome.code == Exit.BROKER_QUEUE, outcome.stderr
+    assert "Traceback" not in outcome.stderr, outcome.stderr
+    line = outcome.lines[-1]  # the worker's own log lines (opening its stores, at INFO) may come first
+    assert line.startswith("storage-worker: broker: RabbitMQ refused to declare queue "), line
+    queue_named = f'"{before.dlq}"' in line or f'"{before.queue}"' in line
+    assert queue_named and f"is a {existing} queue" in line, line
+    assert f"STORAGE_QUEUE_TYPE={wanted}" in line and f"set STORAGE_QUEUE_TYPE={existing}" in line, line
 
 
 # ---- ports ----
