@@ -12,13 +12,13 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from buffer import Buffered, StorageClient
 from contracts import RegisterArtifactOutput, StorageError
 from tests.support.fault_commands import file_matches
-from tests.support.store_view import StoreView
 from tests.support.tally import Tally
 
 CONCURRENCY = 48
@@ -43,6 +43,13 @@ def client_for(env: dict[str, str], buffer_dir: Path, **overrides: Any) -> Stora
     }
     settings.update(overrides)
     return StorageClient(trace_id="trace-faults", **settings)
+
+
+class Stored(Protocol):
+    """What the audit reads of the worker's database: ``StoreView`` (SQLite) or ``StoreRows`` (either)."""
+
+    def artifacts(self) -> dict[str, tuple[str, str, str]]: ...
+    def inbox_by_key(self, action: str) -> Counter[str]: ...
 
 
 class ClientLoad:
@@ -98,7 +105,7 @@ class ClientLoad:
                 await asyncio.sleep(SETTLE_POLL_S)  # the worker said "not now": the next heartbeat's pace
         return None
 
-    def audit(self, tally: Tally, store: StoreView) -> dict[str, Any]:
+    def audit(self, tally: Tally, store: Stored) -> dict[str, Any]:
         """Fill the tally from the database: lost, duplicated and unexpected, per command."""
         rows = store.artifacts()
         keys = store.inbox_by_key("register_artifact")

@@ -5,6 +5,10 @@ Erlang cookie (its own ``HOME``), data directory, config and plugin files, and i
 (an empty one, so the system's ``NODENAME`` does not leak in). ``kill()`` is a SIGKILL of the node's BEAM
 process, the way a crash or an OOM kill would end it; ``start()`` again reuses the same data directory, so
 durable queues and persistent messages come back the way they would in production.
+
+``PrivateCluster`` is three such nodes sharing one Erlang cookie, joined into one RabbitMQ cluster, for the
+tests of quorum queues: ``kill(node)`` ends one member the same way, and ``leader(queue)`` names the member
+that leads a quorum queue right now.
 """
 
 from __future__ import annotations
@@ -107,12 +111,15 @@ class PrivateBroker(PrivateServer):
     dist_port: int = 0
     http_port: int = 0
     starts: int = 0
+    cookie: str | None = None
+    """The Erlang cookie (written to the node's own ``HOME``); the members of one cluster share theirs."""
     _proc: asyncio.subprocess.Process | None = None
     _beam_pid: int | None = None
 
     def __post_init__(self) -> None:
         self.base = self.base / self.node.split("@")[0]
-        self.amqp_port, self.dist_port, self.http_port = spare_ports(3)
+        if not (self.amqp_port and self.dist_port and self.http_port):
+            self.amqp_port, self.dist_port, self.http_port = spare_ports(3)
         bin_dir = rabbitmq_bin_dir()
         if bin_dir is None:
             raise BrokerError("rabbitmq-server is not installed: fault tests need it to run a private node")
@@ -161,6 +168,10 @@ class PrivateBroker(PrivateServer):
         (self.base / "rabbitmq.conf").write_text("\n".join(lines) + "\n")
         (self.base / "enabled_plugins").write_text("[rabbitmq_management].\n" if self.management else "[].\n")
         (self.base / "rabbitmq-env.conf").write_text("")
+        if self.cookie is not None:  # read by the node and by the CLI tools run with this node's HOME
+            cookie = self.base / "home" / ".erlang.cookie"
+            cookie.write_text(self.cookie)
+            cookie.chmod(0o400)
 
     async def start(self, timeout_s: float = START_TIMEOUT_S) -> float:
         """Start (or restart, on the same data) and wait until it accepts AMQP; returns the seconds it took."""
@@ -301,3 +312,107 @@ class PrivateBroker(PrivateServer):
             if time.monotonic() - began > timeout_s:
                 raise BrokerError(f"no consumer on {queue} {timeout_s:.0f}s after the restart")
             await asyncio.sleep(0.25)
+
+
+CLUSTER_SIZE = 3
+
+
+@dataclass
+class PrivateCluster(PrivateServer):
+    """Three private nodes joined into one cluster. ``async with PrivateCluster(tmp_path) as cluster:``.
+
+    The three start at once as single nodes; then nodes 2 and 3 join node 1 (``stop_app``, ``join_cluster``,
+    ``start_app``), as an operator would grow a cluster. They share one Erlang cookie, which no other node
+    on the machine has, and every port is their own. A killed member started again (``heal()``) rejoins
+    with its data.
+    """
+
+    base: Path
+    size: int = CLUSTER_SIZE
+    management: bool = True
+    nodes: list[PrivateBroker] = field(init=False)
+
+    def __post_init__(self) -> None:
+        tag = uuid.uuid4().hex[:8]
+        self.base = self.base / f"cluster-{tag}"
+        cookie = uuid.uuid4().hex.upper()
+        ports = iter(spare_ports(3 * self.size))  # all at once, so no two members are handed the same port
+        self.nodes = [
+            PrivateBroker(
+                self.base,
+                management=self.management,
+                node=f"rabbit-c{tag}-{i}@localhost",
+                amqp_port=next(ports),
+                dist_port=next(ports),
+                http_port=next(ports),
+                cookie=cookie,
+            )
+            for i in range(1, self.size + 1)
+        ]
+
+    @property
+    def running(self) -> list[PrivateBroker]:
+        return [node for node in self.nodes if node.running]
+
+    async def open(self) -> None:
+        first, *others = self.nodes
+        began = time.monotonic()
+        await asyncio.gather(*(node.start() for node in self.nodes))
+        for node in others:  # one at a time: two joins at once may race on the cluster's membership
+            await node.ctl("stop_app")
+            await node.ctl("join_cluster", first.node)
+            await node.ctl("start_app")
+        await self.wait_running(self.size, START_TIMEOUT_S - (time.monotonic() - began))
+
+    async def close(self) -> None:
+        await asyncio.gather(*(node.close() for node in self.nodes))
+        shutil.rmtree(self.base, ignore_errors=True)
+
+    async def running_nodes(self) -> list[str]:
+        """The members the cluster itself counts as running (``rabbitmqctl cluster_status``)."""
+        out = await self._any().ctl("cluster_status", "--formatter", "json")
+        return list(json.loads(out).get("running_nodes", []))
+
+    async def wait_running(self, count: int, timeout_s: float = START_TIMEOUT_S) -> None:
+        deadline = time.monotonic() + timeout_s
+        while len(found := await self.running_nodes()) != count:
+            if time.monotonic() > deadline:
+                raise BrokerError(f"the cluster has {len(found)} running nodes, not {count}: {found}")
+            await asyncio.sleep(0.5)
+
+    async def heal(self) -> None:
+        """Start the members that are down again and wait until the cluster counts all of them running."""
+        down = [node for node in self.nodes if not node.running]
+        await asyncio.gather(*(node.start() for node in down))
+        if down:
+            await self.wait_running(self.size)
+
+    async def kill(self, node: PrivateBroker) -> None:
+        """SIGKILL one member's BEAM, as a crash would end it; the others notice at once (its sockets close)."""
+        await node.kill()
+
+    async def leader(self, queue: str) -> PrivateBroker | None:
+        """The running member leading the quorum queue ``queue`` now; None while it has none (an election in
+        progress) or a dead member is still named. From the management API, which reads the queue's record
+        (unlike its message counts, the leader is not held back by the statistics interval)."""
+        for node in self.running:
+            try:
+                found = await node.queue(queue)
+            except (OSError, urllib.error.URLError):
+                continue  # this member is going down too, or busy: ask the next
+            leader = self._members.get(str(found.get("leader")))
+            return leader if leader is not None and leader.running else None
+        return None
+
+    @property
+    def _members(self) -> dict[str, PrivateBroker]:
+        return {node.node: node for node in self.nodes}
+
+    async def consumers(self, queue: str) -> int:
+        """Consumers of ``queue`` as a running member counts them."""
+        return await self._any().consumers(queue)
+
+    def _any(self) -> PrivateBroker:
+        if not (alive := self.running):
+            raise BrokerError("no member of the cluster is running")
+        return alive[0]
