@@ -215,7 +215,7 @@ def _app_document(settings: Settings) -> dict[str, Any]:
             "exchange. "
             f"The shared command queue `{settings.queue}` is bound to `{settings.routing_keys[0]}`; each node's own "
             f"queue `<queue>.<node name>` (default `{settings.node_queue}`) to `cmd.storage.<node name>` (default "
-            f"`{settings.routing_keys[1]}`); priority 0-{topology.MAX_PRIORITY}, "
+            f"`{settings.routing_keys[1]}`); priority 0-{topology.MAX_PRIORITY} (classic queues; quorum: none), "
             f"dead-lettered to `{settings.dlx}` -> `{settings.dlq}`. CONTROL signals `ctl.{{all,storage,<node>}}.*`."
         ),
         schema_version="3.0.0",

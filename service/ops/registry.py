@@ -56,6 +56,7 @@ class NodePassport(BaseModel):
     routing_keys: list[str]
     dead_letter_queue: str
     max_priority: int
+    """The highest message priority the command queues honour: 255 on classic queues, 0 on quorum ones."""
     max_message_bytes: int
     max_concurrent_tasks: int
     heartbeat_interval_seconds: float
@@ -132,7 +133,7 @@ class NodeRegistry:
             node_queue=s.node_queue,
             routing_keys=list(s.routing_keys),
             dead_letter_queue=s.dlq,
-            max_priority=topology.MAX_PRIORITY,
+            max_priority=topology.MAX_PRIORITY if s.queue_type == declared.CLASSIC else 0,
             max_message_bytes=s.max_message_bytes,
             max_concurrent_tasks=s.prefetch,
             heartbeat_interval_seconds=s.heartbeat_interval_s,
