@@ -147,8 +147,9 @@ async def insert_changes(conn: AsyncConnection, rows: Sequence[Mapping[str, Any]
 async def _take_order_lock(conn: AsyncConnection) -> None:
     """The advisory lock that orders commits with changes (module docstring); waited for as long as it takes:
     the group's lock limit (``SET LOCAL lock_timeout``) is for rows, and no group holds this one long."""
-    raw = await conn.get_raw_connection()
-    driver: Any = raw.driver_connection
+    driver: Any = (await conn.get_raw_connection()).driver_connection
+    if not driver.is_in_transaction():  # SQLAlchemy's adapter begins on its first statement: let it begin here,
+        await conn.exec_driver_sql("SELECT 1")  # or the lock would end with a transaction of its own
     await driver.execute(f"SET LOCAL lock_timeout = 0; SELECT pg_advisory_xact_lock({_ORDER_LOCK})")
 
 

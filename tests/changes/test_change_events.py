@@ -49,7 +49,7 @@ async def _quiet(events: Events, count: int) -> None:
 async def test_each_write_is_one_event_with_pointers_only(workers: Workers, storage_root: Path) -> None:
     """Register, save, delete, put, delete, admin delete and restore, then a quota's 80%: one event each, in
     commit order, with the change id as envelope and message id, and nothing an agent may not know."""
-    worker, bus = await workers.start(trace_max_artifacts=5)
+    worker, bus = await workers.start(trace_max_artifacts=5, metrics_port=0)
     node = worker.settings.node_name
     thread_id = f"thread-{uuid.uuid4().hex[:8]}"
     async with change_events(bus.url, bus.exchange_name) as events:
@@ -116,6 +116,14 @@ async def test_each_write_is_one_event_with_pointers_only(workers: Workers, stor
         "usage": 4,
         "threshold_percent": 80,
     }
+
+    metrics = worker.operations.metrics  # type: ignore[attr-defined]
+    for _ in range(100):  # counted once the outbox rows went, just after the broker's confirm
+        scraped = await metrics.render()
+        if b"storage_events_published_total 11.0" in scraped:
+            break
+        await asyncio.sleep(0.05)
+    assert b"storage_events_published_total 11.0" in scraped and b"storage_outbox_pending 0.0" in scraped
 
     caught_up = await _admin_changes(bus)
     assert [(c["change_id"], c["kind"]) for c in caught_up] == [(e.change_id, e.change["kind"]) for e in events.seen]
