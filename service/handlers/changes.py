@@ -21,8 +21,8 @@ from service.store import changes as store
 MAX_SCAN = 5_000
 """Changes one call reads at most (five of the largest pages): its cost, whatever the requester may read."""
 CHANGE_SIZE = paging.ITEM_OVERHEAD
-"""A change's JSON is ids and a few short fields: well within the allowance of one item (namespace and key
-come on top)."""
+"""A change's field names, kind, times and numbers: well within the allowance of one item; its strings come on
+top (``_size``)."""
 
 
 def parse_cursor(cursor: str | None) -> int | None:
@@ -70,7 +70,8 @@ async def changes_since(params: ChangesSinceParams, ctx: HandlerContext) -> Chan
 
 
 def _size(change: Change) -> int:
-    return CHANGE_SIZE + paging.json_size(change.namespace) + paging.json_size(change.key)
+    strings = (change.node, change.trace_id, change.artifact_id, change.thread_id, change.namespace, change.key)
+    return CHANGE_SIZE + paging.json_size(strings)
 
 
 def _out_of_range(after: int, log: store.Horizon) -> OutOfRange:

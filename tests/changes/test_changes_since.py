@@ -224,3 +224,23 @@ async def test_retention_keeps_what_waits_and_a_purged_cursor_is_out_of_range(
     after = await _register(services, ALICE, storage_root, "public", "trace-c")
     fresh = await _since(services, ADMIN, cursor=str(ids[-1]))
     assert [(c.artifact_id, c.change_id > ids[-1]) for c in fresh.changes] == [(after, True)], "ids never reused"
+
+
+async def test_a_page_stays_within_the_reply_cap(services: Services) -> None:
+    """With STORAGE_MAX_REPLY_BYTES at its floor (16 KiB), 40 changes with 500-character keys come in pages
+    whose JSON fits the cap, and the pages together are all of them, in order."""
+    services.settings = services.settings.model_copy(update={"max_reply_bytes": 16 * 1024})
+    for i in range(40):
+        item = PutMemoryParams(namespace=["long"], key=f"{i:03d}" + "k" * 497, value={}, visibility="public")
+        await put_memory(item, HandlerContext(services, ALICE))
+    pages: list[list[str | None]] = []
+    cursor = None
+    while True:
+        page = await _since(services, MALLORY, cursor=cursor, limit=1000)
+        assert len(page.model_dump_json()) < 16 * 1024 - 1024, "room left for the reply's envelope"
+        pages.append([change.key for change in page.changes])
+        cursor = page.cursor
+        if page.next_cursor is None:
+            break
+    assert [key for keys in pages for key in keys] == [f"{i:03d}" + "k" * 497 for i in range(40)]
+    assert len(pages) > 3
