@@ -25,6 +25,7 @@ from contracts import (
     PutMemoryParams,
     RegisterArtifactParams,
     SaveThreadParams,
+    Visibility,
     utc_now,
 )
 from service.core.context import HandlerContext, Services
@@ -94,9 +95,9 @@ async def _writes(services: Services, root: Path) -> dict[str, str]:
     """Alice's artifacts, threads and memory items of each visibility, in trace-a; the ids by visibility."""
     ids = {v: await _register(services, ALICE, root, v, "trace-a") for v in ("private", "trace", "public")}
     for visibility in ("private", "trace", "public"):
-        thread = SaveThreadParams(thread_id=f"{visibility}-thread", messages=[], visibility=visibility)
+        thread = SaveThreadParams(thread_id=f"{visibility}-thread", messages=[], visibility=Visibility(visibility))
         await save_thread(thread, HandlerContext(services, ALICE))
-        item = PutMemoryParams(namespace=["alice"], key=visibility, value={"v": 1}, visibility=visibility)
+        item = PutMemoryParams(namespace=["alice"], key=visibility, value={"v": 1}, visibility=Visibility(visibility))
         await put_memory(item, HandlerContext(services, ALICE))
     return ids
 
@@ -231,7 +232,7 @@ async def test_a_page_stays_within_the_reply_cap(services: Services) -> None:
     whose JSON fits the cap, and the pages together are all of them, in order."""
     services.settings = services.settings.model_copy(update={"max_reply_bytes": 16 * 1024})
     for i in range(40):
-        item = PutMemoryParams(namespace=["long"], key=f"{i:03d}" + "k" * 497, value={}, visibility="public")
+        item = PutMemoryParams(namespace=["long"], key=f"{i:03d}" + "k" * 497, value={}, visibility=Visibility.PUBLIC)
         await put_memory(item, HandlerContext(services, ALICE))
     pages: list[list[str | None]] = []
     cursor = None
