@@ -35,8 +35,11 @@ log = logging.getLogger(__name__)
 BATCH = 500
 """Changes read and published together: their confirms are awaited together (a window, not one by one)."""
 PUBLISH_TIMEOUT_S = 10.0
-BACKOFF_S = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
-"""Pauses between attempts while the broker (or the database) fails; the last one repeats."""
+BACKOFF_S = (0.5, 1.0, 2.0, 5.0)
+"""Pauses between attempts while the broker (or the database) fails; the last one repeats. An attempt costs a
+read of the outbox and a publish that fails at once: retrying often ends an outage's delay soon after it."""
+WARN_EVERY = 12
+"""Failed attempts per WARNING while the failure lasts (the first one, then about once a minute)."""
 FINAL_FLUSH_S = 5.0
 """On a graceful stop, how long the last publish may take: what is left waits for the next start."""
 _TAGS = {
@@ -139,18 +142,23 @@ class OutboxPublisher:
             try:
                 while await self.publish_batch():
                     pass
-                failures = 0
             except Exception as exc:
                 pause = BACKOFF_S[min(failures, len(BACKOFF_S) - 1)]
                 failures += 1
-                log.warning(
-                    "change events not published (%d waiting), retrying in %gs: %s",
+                log.log(
+                    logging.WARNING if failures % WARN_EVERY == 1 else logging.DEBUG,
+                    "change events not published (%d waiting, attempt %d), retrying in %gs: %s",
                     self.pending,
+                    failures,
                     pause,
                     exc or type(exc).__name__,
                 )
                 await asyncio.sleep(pause)
                 self._wake.set()
+            else:
+                if failures:
+                    log.info("change events published again after %d failed attempts", failures)
+                failures = 0
 
     def _services(self) -> Services:
         services = self.worker.services
