@@ -214,8 +214,13 @@ class OutboxPublisher:
         return ids
 
     async def _main_exchange(self) -> AbstractExchange:
+        """The main exchange on the worker's channel, which must have publisher confirms (FastStream's default):
+        without them a publish returns before the broker took the message, and the outbox row would go early."""
         if self._exchange is None:
-            self._exchange = await self.worker.broker.declare_exchange(declared.exchange(self.worker.settings))
+            exchange = await self.worker.broker.declare_exchange(declared.exchange(self.worker.settings))
+            if not getattr(exchange.channel, "publisher_confirms", False):
+                raise RuntimeError("the worker's channel has no publisher confirms: change events stay in the outbox")
+            self._exchange = exchange
         return self._exchange
 
 
