@@ -32,6 +32,7 @@ from contracts import (
     ACTIONS,
     ActionSpec,
     CommandEnvelope,
+    ControlEnvelope,
     ErrorEnvelope,
     InternalError,
     InvalidArgument,
@@ -60,6 +61,8 @@ class Transport(Protocol):
     async def close(self) -> None: ...
 
     async def subscribe(self, routing_keys: Sequence[str]) -> Subscription: ...
+
+    async def send_signal(self, envelope: ControlEnvelope, routing_key: str) -> None: ...
 
 
 TransportFactory = Callable[[ClientSettings, Callable[[str], None]], Transport]

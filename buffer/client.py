@@ -21,6 +21,7 @@ from buffer._calls import drop_none, every_item
 from buffer._core import validated
 from buffer.artifact_calls import ArtifactCalls
 from buffer.change_calls import ChangeCalls
+from buffer.control_calls import ControlCalls
 from buffer.outcomes import Buffered, CallOptions
 from buffer.thread_calls import ThreadCalls
 from contracts import (
@@ -45,7 +46,7 @@ from contracts import (
 )
 
 
-class StorageClient(ArtifactCalls, ThreadCalls, ChangeCalls):
+class StorageClient(ArtifactCalls, ThreadCalls, ChangeCalls, ControlCalls):
     """An async context manager; safe to share between the tasks of one event loop."""
 
     async def __aenter__(self) -> Self:

@@ -36,7 +36,17 @@ from pydantic import ValidationError
 
 from buffer.errors import BrokerUnavailable, CallTimeout, Unroutable
 from buffer.live import Subscription, open_subscription
-from contracts import ERROR_TYPE, RESULT_TYPE, CommandEnvelope, ErrorEnvelope, InternalError, ResultEnvelope, topology
+from contracts import (
+    ERROR_TYPE,
+    RESULT_TYPE,
+    CommandEnvelope,
+    ControlEnvelope,
+    ErrorEnvelope,
+    InternalError,
+    ResultEnvelope,
+    topology,
+)
+from contracts.control import PRIORITY_CONTROL
 
 log = logging.getLogger(__name__)
 
@@ -161,6 +171,24 @@ class RpcTransport:
         return subscription
 
     # -- calls ---------------------------------------------------------------------------------
+
+    async def send_signal(self, envelope: ControlEnvelope, routing_key: str) -> None:
+        """Publish a CONTROL signal as this connection's broker user, confirmed; nothing comes back."""
+        exchange = await self._ensure()
+        message = aio_pika.Message(
+            envelope.to_json_bytes(),
+            content_type="application/json",
+            message_id=envelope.id,
+            type=envelope.type,
+            priority=PRIORITY_CONTROL,
+            user_id=topology.broker_user(self.amqp_url),
+        )
+        try:
+            await exchange.publish(message, routing_key=routing_key)
+        except (DeliveryError, *CONNECTION_EXCEPTIONS) as exc:
+            raise BrokerUnavailable(
+                f"the broker did not take the signal: {exc or type(exc).__name__}", {"routing_key": routing_key}
+            ) from exc
 
     async def call(
         self, envelope: CommandEnvelope, *, routing_key: str, timeout_s: float, expire: bool = True

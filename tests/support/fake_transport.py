@@ -11,6 +11,7 @@ from buffer.live import Subscription
 from buffer.rpc import Reply
 from contracts import (
     CommandEnvelope,
+    ControlEnvelope,
     ErrorBody,
     ErrorData,
     ErrorEnvelope,
@@ -80,6 +81,9 @@ class FakeTransport:
         self.closed = True
         for subscription in self.subscriptions:
             await subscription.close()
+
+    async def send_signal(self, envelope: ControlEnvelope, routing_key: str) -> None:
+        self.log.append("signal " + routing_key)
 
     async def subscribe(self, routing_keys: Sequence[str]) -> Subscription:
         subscription = Subscription(routing_keys)
