@@ -15,7 +15,7 @@ import os
 import platform
 import signal
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from multiprocessing.connection import Connection
@@ -113,11 +113,13 @@ async def declare_command_queue(channel: aio_pika.abc.AbstractChannel, names: Na
     return queue
 
 
-async def delete_topology(amqp_url: str, names: Names) -> None:
+async def delete_topology(amqp_url: str, names: Names, nodes: Sequence[str] = ()) -> None:
+    """Delete a run's exchanges and queues, the own queue of each worker node named too."""
     conn = await aio_pika.connect(amqp_url)
     try:
         channel = await conn.channel()
-        for queue in (names.queue, names.dlq):
+        own = [topology.node_queue_name(names.queue, node) for node in nodes]
+        for queue in (names.queue, *own, names.dlq):
             with contextlib.suppress(Exception):
                 await channel.queue_delete(queue)
         for exchange in (names.exchange, names.dlx):

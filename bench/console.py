@@ -582,7 +582,7 @@ def run(
         else:
             print("  the console's artifact pages not measured: over the bus only", flush=True)
     finally:
-        asyncio.run(delete_topology(amqp_url, names))
+        asyncio.run(delete_topology(amqp_url, names, ["console"]))
         if not keep:
             database.drop()
             shutil.rmtree(folder, ignore_errors=True)

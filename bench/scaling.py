@@ -224,7 +224,7 @@ def run(
             points.append({"artifacts": size, "db_bytes": db_bytes, "queries": measured})
             print("  at the database: " + ", ".join(f"{k} {v['db_p50_ms']:.2f} ms" for k, v in measured.items()))
     finally:
-        asyncio.run(delete_topology(amqp_url, names))
+        asyncio.run(delete_topology(amqp_url, names, ["list"]))
         database.drop()
         shutil.rmtree(folder, ignore_errors=True)
     backend = "postgresql" if is_postgres(database_url) else "sqlite"

@@ -274,7 +274,7 @@ def run(loadgen: LoadGenerator, amqp_url: str, size: int, count: int, database_u
             )
         plans = asyncio.run(_plans(database.url)) if database.pg_name else {}
     finally:
-        asyncio.run(delete_topology(amqp_url, names))
+        asyncio.run(delete_topology(amqp_url, names, ["search"]))
         database.drop()
         shutil.rmtree(folder, ignore_errors=True)
     return {

@@ -73,6 +73,8 @@ class System:
     folder: Path
     database: Database | None = None
     processes: list[ServerProcess] = field(default_factory=list)
+    nodes: list[str] = field(default_factory=list)
+    """The worker node names started (each has its own command queue to delete at the end)."""
 
     @property
     def backend(self) -> str | None:
@@ -104,7 +106,7 @@ class System:
 
     def close(self) -> None:
         self.stop()
-        asyncio.run(delete_topology(self.amqp_url, self.names))
+        asyncio.run(delete_topology(self.amqp_url, self.names, self.nodes))
         if self.database is not None:
             self.database.drop()
         shutil.rmtree(self.folder, ignore_errors=True)
@@ -176,7 +178,6 @@ def _closed_on_failure(system: System) -> Iterator[None]:
 def spawn_workers(system: System, workers: int) -> None:
     assert system.database is not None
     for index in range(workers):
-        values = ours.settings_for(
-            system.amqp_url, system.names, system.database.url, system.storage_root, f"bench-{index}"
-        )
+        system.nodes.append(node := f"bench-{index}")
+        values = ours.settings_for(system.amqp_url, system.names, system.database.url, system.storage_root, node)
         system.processes.append(ServerProcess(ours.main, values, name=f"bench-worker-{index}").start())

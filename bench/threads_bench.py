@@ -234,7 +234,7 @@ async def _delete_topology(settings: Settings) -> None:
     conn = await aio_pika.connect(settings.amqp_url)
     try:
         channel = await conn.channel()
-        for queue in (settings.queue, settings.dlq):
+        for queue in (settings.queue, settings.node_queue, settings.dlq):
             await channel.queue_delete(queue)
         for exchange in (settings.exchange, settings.dlx):
             await channel.exchange_delete(exchange)

@@ -1,4 +1,5 @@
-"""``/``: the nodes, the queues, the stored totals and the command rate, on one page."""
+"""``/``: the nodes, the queues, the stored totals and the command rate, on one page; admins pause and resume
+a node from it (a CONTROL signal, ``ctl.<node>.pause`` / ``resume``, sent as the console's broker user)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,12 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from buffer import BrokerUnavailable, CallTimeout
+from console.pages.dlq import redirect_with_flash, refused, render_with_flash
 from console.web import bus_of, render, settings_of
-from contracts import GetStatsOutput, StorageError
+from contracts import ControlScope, GetStatsOutput, StorageError, topology
+
+STEERING = (ControlScope.PAUSE, ControlScope.RESUME)
+"""What the overview's buttons send; shutdown and the rest stay with ``storage-worker signal``."""
 
 
 async def overview(request: Request) -> Response:
@@ -31,7 +36,7 @@ async def overview(request: Request) -> Response:
         {"view": view, "ago": view.seconds_since(now), "stale": view.stale(now, settings.stale_after_s)}
         for view in bus.nodes.sorted()
     ]
-    return render(
+    return render_with_flash(
         request,
         "overview.html",
         nodes=nodes,
@@ -43,9 +48,32 @@ async def overview(request: Request) -> Response:
     )
 
 
+async def steer(request: Request) -> Response:
+    """POST ``/nodes/<name>/<pause|resume>``: one CONTROL signal to that node; its heartbeats then show it."""
+    if (denied := refused(request, "Pausing and resuming nodes")) is not None:
+        return denied
+    node, scope = request.path_params["node"], request.path_params["scope"]
+    try:
+        chosen = ControlScope(scope)
+        topology.check_node_name(node)
+    except ValueError:
+        return render(request, "error.html", status_code=404, code="NOT_FOUND", message="no such node action")
+    if chosen not in STEERING:
+        return render(request, "error.html", status_code=404, code="NOT_FOUND", message="no such node action")
+    try:
+        key = await bus_of(request).storage.signal(chosen, target=node, reason="from the console")
+    except BrokerUnavailable as exc:
+        return redirect_with_flash("/", f"{chosen.value} not sent to {node}: {exc.message}", bad=True)
+    return redirect_with_flash("/", f"sent {key}: the node's next heartbeat shows whether it obeyed.")
+
+
 async def healthz(request: Request) -> Response:
     """For a load balancer or a container probe: the console is up (it says nothing of the worker)."""
     return Response("ok\n", media_type="text/plain")
 
 
-routes: list[BaseRoute] = [Route("/", overview), Route("/healthz", healthz)]
+routes: list[BaseRoute] = [
+    Route("/", overview),
+    Route("/nodes/{node}/{scope}", steer, methods=["POST"]),
+    Route("/healthz", healthz),
+]

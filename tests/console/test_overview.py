@@ -96,3 +96,30 @@ def test_a_form_posted_from_another_site_is_refused(stack: ConsoleStack) -> None
         assert forged.status_code == 403
         own = http.post("/logout", headers={"Origin": stack.base_url})
         assert own.status_code == 303
+
+
+def test_an_admin_pauses_and_resumes_a_node_from_the_overview(page: Browser, stack: ConsoleStack) -> None:
+    """The node's button sends ``ctl.<node>.pause``; its heartbeat then says paused, and ``resume`` undoes it."""
+    page.open("/")
+    page.reload_until("#nodes tr[data-node] button.steer")
+    try:
+        page.click("#nodes tr[data-node='storage-primary'] button.steer")
+        assert page.find("#flash").text.startswith("sent ctl.storage-primary.pause")
+        page.reload_until("#nodes tr[data-node='storage-primary'] .badge.warn", timeout_s=20)
+        assert page.find("#nodes tr[data-node='storage-primary'] button.steer").text == "resume"
+    finally:
+        with httpx.Client(base_url=page.base_url) as http:  # whatever happened: the shared worker goes on
+            http.post("/nodes/storage-primary/resume", headers={"Origin": page.base_url})
+    page.wait(
+        lambda: not page.driver.refresh() and " ready " in page.find("#nodes tr[data-node='storage-primary']").text,
+        "the node ready again",
+        timeout_s=20,
+    )
+
+
+def test_a_reader_console_cannot_steer_nodes(reader_page: Browser) -> None:
+    reader_page.open("/")
+    assert not reader_page.has("button.steer")
+    with httpx.Client(base_url=reader_page.base_url) as http:
+        refused = http.post("/nodes/storage-primary/pause")
+        assert refused.status_code == 403 and "set-cookie" not in refused.headers

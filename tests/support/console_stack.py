@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from buffer import SyncStorageClient
+from contracts import topology
 from tests.support.worker_process import READY_MARK, worker_env
 
 START_TIMEOUT_S = 60.0
@@ -109,6 +110,10 @@ class ConsoleStack:
     @property
     def dlq(self) -> str:
         return self.env["STORAGE_DLQ"]
+
+    @property
+    def node_name(self) -> str:
+        return self.env.get("STORAGE_NODE_NAME", topology.NODE_NAME)
 
     @property
     def storage_root(self) -> Path:
