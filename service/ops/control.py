@@ -36,7 +36,7 @@ MAX_SIGNAL_BYTES = 64 * 1024
 
 
 class ControlSignals:
-    """Consumes this node's CONTROL signals from ``on_consuming`` until ``on_stopping``."""
+    """Consumes this node's CONTROL signals from ``on_connected`` until ``on_stopping``."""
 
     def __init__(
         self, worker: Worker, maintenance: Maintenance | None, *, reread: Callable[[], Settings] = Settings
@@ -51,7 +51,7 @@ class ControlSignals:
         self._tag: str | None = None
 
     def attach(self) -> None:
-        self.worker.on_consuming.append(self._start)
+        self.worker.on_connected.append(self._start)  # before commands flow: no signal sent after start is lost
         self.worker.on_stopping.append(self._stop)
 
     def queue_name(self) -> str:

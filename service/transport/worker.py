@@ -91,6 +91,8 @@ class Worker:
         self.tracer: DeliveryTracer | None = None
         self.on_started: list[StartHook] = []
         """Run before the broker connects (the stores are ready)."""
+        self.on_connected: list[StartHook] = []
+        """Run once the broker is connected and the topology declared, before any command is taken."""
         self.on_consuming: list[StartHook] = []
         """Run once the broker consumes: what needs the bus, such as announcing the node."""
         self.on_stopping: list[StartHook] = []
@@ -111,10 +113,14 @@ class Worker:
         await self.broker.connect()
         await topology.declare(self.broker, s)
         await self.broker.start()
+        for hook in self.on_connected:
+            await hook(self)
+        # Said before the first delivery can arrive: a command that kills the worker (a fault test) cannot
+        # come before the line that tells the worker is up.
+        log.info("storage worker %s consuming %s and %s on %s", s.node_name, s.queue, s.node_queue, s.exchange)
         await self._consume()
         for hook in self.on_consuming:
             await hook(self)
-        log.info("storage worker %s consuming %s and %s on %s", s.node_name, s.queue, s.node_queue, s.exchange)
 
     async def _consume(self) -> None:
         for declared in (topology.command_queue(self.settings), topology.node_queue(self.settings)):
